@@ -1,0 +1,1 @@
+"""Alembic revisions of the index schema (installed as the package ``syncd.migrations``)."""

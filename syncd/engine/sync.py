@@ -1,0 +1,220 @@
+"""One sync run of one pair: lock -> list -> hash what is needed -> plan -> guards -> apply.
+
+``sync_pair`` is the engine's only entry point; the CLI and the daemon both call it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from syncd.config import PairConfig
+from syncd.engine.apply import Applier, Checkpoint, Done, run_actions
+from syncd.engine.plan import Folding, PlanSettings, plan
+from syncd.engine.safety import check_mass_delete, check_side_not_empty
+from syncd.engine.scan import Snapshot, fill_hashes, list_side, paths_needing_hash
+from syncd.errors import FatalError, GuardError, SyncdError
+from syncd.index.store import Store
+from syncd.lock import pair_lock
+from syncd.models import Action, ActionKind, Base, Entry, Outcome, Plan, Report, Side
+from syncd.remotes import remote_module
+from syncd.remotes.base import Remote
+from syncd.remotes.settings import OpenContext
+
+ProgressFn = Callable[[str, dict[str, object]], None]
+PURGE_EVERY_S = 24 * 3600
+
+
+@dataclass(frozen=True, slots=True)
+class RunOptions:
+    dry_run: bool = False
+    force: bool = False  # override the safety guards (on purpose only)
+    respect_backoff: bool = False  # skip paths whose retry time has not come (the daemon's way)
+    now: datetime | None = None  # fixed clock for tests (conflict-copy names)
+    checkpoint: Checkpoint | None = None  # tests inject crashes here
+
+
+def open_remotes(pair: PairConfig) -> dict[Side, Remote]:
+    remotes: dict[Side, Remote] = {}
+    try:
+        for side, settings in ((Side.A, pair.files), (Side.B, pair.bucket)):
+            ctx = OpenContext(label=f"{pair.key} {side.value}", state_dir=pair.state_dir)
+            remotes[side] = remote_module(settings.type).open_remote(settings, ctx)
+    except BaseException:
+        for remote in remotes.values():
+            remote.close()
+        raise
+    return remotes
+
+
+def sync_pair(pair: PairConfig, options: RunOptions = RunOptions(), progress: ProgressFn | None = None) -> Report:
+    """Run one sync of ``pair``. Never raises for item errors or guards: they are in the
+    report. :raises FatalError: lock held, credentials refused, missing root or bucket."""
+    notify = progress or (lambda _event, _data: None)
+    report = Report(pair=pair.key)
+    with pair_lock(pair.state_dir, pair.key):
+        store = Store.open(pair.index_path)
+        try:
+            remotes = open_remotes(pair)
+            try:
+                _run(pair, options, store, remotes, report, notify)
+            finally:
+                for remote in remotes.values():
+                    remote.close()
+        finally:
+            store.close()
+    return report
+
+
+def _run(
+    pair: PairConfig,
+    options: RunOptions,
+    store: Store,
+    remotes: dict[Side, Remote],
+    report: Report,
+    notify: ProgressFn,
+) -> None:
+    now = options.now or datetime.now()
+    run_id = 0 if options.dry_run else store.start_run()
+    try:
+        planned, snaps, bases = _plan(pair, options, store, remotes, report, notify, now)
+        report.skipped = [(a.path, a.reason) for a in planned.actions if a.kind is ActionKind.SKIP]
+        if not options.dry_run:
+            listings = {side: snaps[side].entries for side in Side}
+            applier = Applier(remotes, listings, bases, options.checkpoint)
+            _apply(pair, options, store, applier, planned, report, notify, run_id)
+            _purge_trash(pair, remotes, now)
+    except GuardError as exc:
+        report.outcome, report.message = Outcome.ABORTED, str(exc)
+    except FatalError as exc:
+        report.outcome, report.message = Outcome.FATAL, str(exc)
+    finally:
+        if not options.dry_run:
+            store.finish_run(
+                run_id,
+                outcome=report.outcome.value,
+                counts=dict(report.done),
+                errors=len(report.errors),
+                bytes_moved=report.bytes_moved,
+                message=report.message,
+            )
+    notify("finished", {"outcome": report.outcome.value, "message": report.message})
+
+
+def _plan(
+    pair: PairConfig,
+    options: RunOptions,
+    store: Store,
+    remotes: dict[Side, Remote],
+    report: Report,
+    notify: ProgressFn,
+    now: datetime,
+) -> tuple[Plan, dict[Side, Snapshot], dict[str, Base]]:
+    bases = {p: b for p, b in store.load_bases().items() if not pair.excludes(p)}
+    notify("listing", {})
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        futures = {side: pool.submit(list_side, remotes[side], side, pair.excludes) for side in Side}
+        snaps: dict[Side, Snapshot] = {side: f.result() for side, f in futures.items()}
+    for side in Side:
+        report.skipped.extend(snaps[side].skipped.items())
+    notify("listed", {"files": len(snaps[Side.A].entries), "bucket": len(snaps[Side.B].entries)})
+    if not options.force:
+        check_side_not_empty(len(bases), {side: len(snaps[side].entries) for side in Side})
+    _hash(pair, store, remotes, snaps, bases, notify)
+    caps_a, caps_b = remotes[Side.A].capabilities, remotes[Side.B].capabilities
+    settings = PlanSettings(
+        policy=pair.policy,
+        mode=pair.mode,
+        fold_a=Folding(caps_a.case_insensitive, caps_a.unicode_normalizing),
+        fold_b=Folding(caps_b.case_insensitive, caps_b.unicode_normalizing),
+    )
+    skipped = {**snaps[Side.A].skipped, **snaps[Side.B].skipped}
+    planned = plan(bases, snaps[Side.A].entries, snaps[Side.B].entries, settings, now, skipped)
+    if not options.force:
+        check_mass_delete(planned, len(bases), pair.max_delete_ratio)
+    report.plan = planned
+    return planned, snaps, bases
+
+
+def _hash(
+    pair: PairConfig,
+    store: Store,
+    remotes: dict[Side, Remote],
+    snaps: dict[Side, Snapshot],
+    bases: dict[str, Base],
+    notify: ProgressFn,
+) -> None:
+    for side in Side:
+        needed = paths_needing_hash(snaps[side], snaps[side.other], bases)
+        if not needed:
+            continue
+        notify("hashing", {"side": side.value, "files": len(needed)})
+        cache = store.load_hash_cache() if side is Side.A else {}
+        fresh = fill_hashes(remotes[side], snaps[side], needed, cache, pair.transfers)
+        if side is Side.A:
+            store.save_hashes(fresh)
+
+
+def _apply(
+    pair: PairConfig,
+    options: RunOptions,
+    store: Store,
+    applier: Applier,
+    planned: Plan,
+    report: Report,
+    notify: ProgressFn,
+    run_id: int,
+) -> None:
+    actions = [a for a in planned.actions if a.kind is not ActionKind.SKIP]
+    if options.respect_backoff:
+        waiting = {e.path for e in store.item_errors() if e.next_retry > time.time()}
+        actions = [a for a in actions if a.path not in waiting]
+    total = len(actions)
+    notify("applying", {"actions": total, "bytes": _planned_bytes(actions, applier.listings)})
+    checkpoint = options.checkpoint or (lambda _stage: None)
+
+    def on_done(done: Done) -> None:
+        store.commit_action(run_id, put=done.put, drop=done.drop, history=done.history)
+        report.done[done.action.kind.value] += 1
+        report.bytes_moved += done.bytes_moved
+        notify("done", {"action": done.action.describe(), "bytes": done.bytes_moved, "total": total})
+        checkpoint("committed")
+
+    def on_error(action: Action, exc: Exception) -> None:
+        info = store.record_item_error(action.path, str(exc), time.time())
+        report.errors.append((action.path, str(exc)))
+        notify("error", {"path": action.path, "error": str(exc), "attempts": info.attempts})
+
+    run_actions(applier, actions, pair.transfers, on_done, on_error)
+    if report.errors:
+        report.outcome = Outcome.ITEM_ERRORS
+        report.message = f"{len(report.errors)} item(s) failed; they are retried on the next runs"
+
+
+def _planned_bytes(actions: list[Action], listings: Mapping[Side, Mapping[str, Entry]]) -> int:
+    total = 0
+    for action in actions:
+        if action.kind is ActionKind.COPY and action.side is not None:
+            entry = listings[action.side.other].get(action.path)
+            total += entry.size if entry is not None else 0
+    return total
+
+
+def _purge_trash(pair: PairConfig, remotes: dict[Side, Remote], now: datetime) -> None:
+    """Empty trash older than the retention, at most once a day per pair."""
+    stamp = pair.state_dir / "last-trash-purge"
+    try:
+        if time.time() - stamp.stat().st_mtime < PURGE_EVERY_S:
+            return
+    except FileNotFoundError:
+        pass
+    cutoff = now - timedelta(days=pair.trash_retention_days)
+    for remote in remotes.values():
+        try:
+            remote.purge_trash(cutoff)
+        except SyncdError:
+            return  # try again next run; trash is only ever kept too long, never lost early
+    stamp.touch()

@@ -1,0 +1,100 @@
+"""Pure path rules: validation, the clash key, exclude patterns. No I/O."""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+import unicodedata
+from collections.abc import Iterable
+
+from syncd.errors import UnsafePath
+
+MAX_SEGMENT_BYTES = 255
+MAX_PATH_BYTES = 4000
+
+# Names syncd itself uses inside a tree or a bucket; never synced.
+RESERVED_PREFIXES = (".syncd-trash/", ".syncd-tmp-")
+
+DEFAULT_EXCLUDES = (
+    "*.part",
+    "*.partial",
+    ".~lock.*#",
+    "~$*",
+    "Thumbs.db",
+    ".DS_Store",
+    "desktop.ini",
+    ".syncd-trash",
+    ".syncd-tmp-*",
+)
+
+
+def check_key(key: str) -> str:
+    """Return ``key`` if it is a safe relative path, else raise :class:`UnsafePath`.
+
+    A safe key is relative, uses '/' only, has no empty, '.' or '..' segment, no NUL or other
+    control character, no segment over 255 bytes, and encodes to valid UTF-8 (a listing that
+    decoded with surrogateescape carries lone surrogates, which are refused here).
+    """
+    if not key:
+        raise UnsafePath(repr(key), "empty name")
+    try:
+        raw = key.encode("utf-8")
+    except UnicodeEncodeError:
+        raise UnsafePath(repr(key), "name is not valid UTF-8") from None
+    if len(raw) > MAX_PATH_BYTES:
+        raise UnsafePath(key[:80] + "...", f"path longer than {MAX_PATH_BYTES} bytes")
+    if key.startswith("/") or re.match(r"^[A-Za-z]:", key):
+        raise UnsafePath(key, "absolute path")
+    if "\\" in key:
+        raise UnsafePath(key, "backslash in name")
+    if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
+        raise UnsafePath(repr(key), "control character (NUL, newline, ...) in name")
+    for segment in key.split("/"):
+        if segment in ("", ".", ".."):
+            raise UnsafePath(key, f"path segment {segment!r} is not allowed")
+        if len(segment.encode("utf-8")) > MAX_SEGMENT_BYTES:
+            raise UnsafePath(key[:80] + "...", f"a name is longer than {MAX_SEGMENT_BYTES} bytes")
+    return key
+
+
+def is_safe_key(key: str) -> bool:
+    try:
+        check_key(key)
+    except UnsafePath:
+        return False
+    return True
+
+
+def clash_key(path: str, *, fold_case: bool, fold_unicode: bool) -> str:
+    """The name under which a side that folds case and/or Unicode form stores ``path``."""
+    key = unicodedata.normalize("NFC", path) if fold_unicode else path
+    return key.casefold() if fold_case else key
+
+
+class Excludes:
+    """Glob patterns matched against every segment (``*.part``) or the whole path
+    (``build/*``, patterns holding a '/'). Compiled once into one regex per kind."""
+
+    def __init__(self, patterns: Iterable[str]) -> None:
+        self.patterns = tuple(patterns)
+        names = [p for p in self.patterns if "/" not in p.strip("/")]
+        paths = [p.strip("/") for p in self.patterns if "/" in p.strip("/")]
+        self._name_re = _union(names)
+        self._path_re = _union(paths)
+
+    def __call__(self, path: str) -> bool:
+        """True if ``path`` (or one of its folders) is excluded."""
+        if path.startswith(RESERVED_PREFIXES):
+            return True
+        if self._name_re is not None and any(self._name_re.match(seg) for seg in path.split("/")):
+            return True
+        if self._path_re is not None:
+            parts = path.split("/")
+            return any(self._path_re.match("/".join(parts[:i])) for i in range(1, len(parts) + 1))
+        return False
+
+
+def _union(patterns: list[str]) -> re.Pattern[str] | None:
+    if not patterns:
+        return None
+    return re.compile("|".join(f"(?:{fnmatch.translate(p)})" for p in patterns))

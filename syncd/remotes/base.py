@@ -1,0 +1,146 @@
+"""The one narrow contract every remote implements, and its capabilities as data.
+
+A remote holds a tree of *files* addressed by relative keys such as ``"docs/a.txt"``
+(``/``-separated, no leading slash). Folders are implicit: writing ``a/b/c`` creates what the
+remote needs, and deleting the last file of a folder may leave the folder or not (bucket-like
+remotes have none). Every remote passes ``tests/remotes/contract.py``.
+
+Errors: remotes raise only errors from :mod:`syncd.errors`, mapped at this boundary:
+``NotFound`` for a missing key, ``PreconditionFailed`` when ``if_match``/``create_only`` does
+not hold, ``TransientError`` for anything worth retrying, ``FatalError`` for bad credentials
+or a missing root/bucket, ``ItemError`` for a problem with one key.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import BinaryIO, Protocol, runtime_checkable
+
+from syncd.models import Entry
+
+CHUNK = 1 << 20  # bytes read or written at a time: bounded memory for any file size
+TRASH_PREFIX = ".syncd-trash/"
+
+
+@dataclass(frozen=True, slots=True)
+class Capabilities:
+    """What a remote can do, as data. The engine asks these, never the remote's class."""
+
+    hashes: bool = False  # list()/stat() return content_hash (SHA-256) without reading data
+    mtime_precision_ns: int = 1  # mtimes written are kept to this precision
+    case_insensitive: bool = False  # "A.txt" and "a.txt" are the same file
+    unicode_normalizing: bool = False  # NFC and NFD spellings are the same file
+    empty_dirs: bool = False  # folders exist on their own
+    conditional_writes: bool = False  # write/delete honour if_match and create_only atomically
+    server_side_move: bool = False  # move() does not transfer the data
+    tree_etags: bool = False  # a folder's etag changes when anything below it changes
+    inodes: bool = False  # entries carry a stable inode (rename detection on local trees)
+    local_path: bool = False  # files live on this machine (watchable)
+
+
+@runtime_checkable
+class Remote(Protocol):
+    name: str
+    capabilities: Capabilities
+
+    def list(self, prefix: str = "") -> Iterator[Entry]:
+        """Yield every file under ``prefix``, recursively, in no particular order; the
+        listing streams (memory does not grow with the tree). Keys that are not safe
+        (see :func:`syncd.paths.check_key`) are still yielded, so the engine can report them.
+
+        :raises FatalError: the root/bucket does not exist or credentials are refused.
+        :raises TransientError: the listing could not be completed; a partial listing is
+            never returned as if it were complete.
+        """
+        ...
+
+    def stat(self, path: str) -> Entry:
+        """:raises NotFound: no file at ``path``."""
+        ...
+
+    def open_read(self, path: str) -> AbstractContextManager[BinaryIO]:
+        """A stream of the file's bytes. :raises NotFound:"""
+        ...
+
+    def write(
+        self,
+        path: str,
+        data: BinaryIO,
+        *,
+        size: int,
+        mtime_ns: int,
+        content_hash: str | None = None,
+        if_match: str | None = None,
+        create_only: bool = False,
+    ) -> Entry:
+        """Store ``size`` bytes read from ``data`` at ``path``, atomically: readers see the old
+        file or the new one, never a part. Keeps ``mtime_ns`` (to the remote's precision)
+        and, where the remote has metadata, ``content_hash``. Verifies that exactly ``size``
+        bytes arrived (and the hash when given) before committing.
+
+        :raises PreconditionFailed: ``if_match`` is given and the current etag differs, or
+            ``create_only`` and the path exists.
+        :raises ChangedWhileReading: ``data`` did not yield ``size`` bytes / the given hash.
+        :returns: the new entry (its etag is what a later listing will show).
+        """
+        ...
+
+    def delete(self, path: str, *, if_match: str | None = None) -> None:
+        """Remove ``path`` for good. :raises NotFound: :raises PreconditionFailed:"""
+        ...
+
+    def trash(self, path: str, *, if_match: str | None = None) -> str:
+        """Remove ``path`` from the tree but keep the version recoverable (the remote's trash).
+
+        :returns: where the version went (a key under the trash, or a description).
+        :raises NotFound: :raises PreconditionFailed:
+        """
+        ...
+
+    def move(self, src: str, dst: str, *, if_match: str | None = None) -> Entry:
+        """Rename ``src`` to ``dst`` (``dst`` must not exist).
+
+        :raises NotFound: ``src`` is missing. :raises PreconditionFailed: ``src`` changed
+            (``if_match``) or ``dst`` exists.
+        """
+        ...
+
+    def hash(self, path: str) -> str:
+        """The SHA-256 (hex) of the file's content, reading it if the remote does not know it."""
+        ...
+
+    def purge_trash(self, older_than: datetime) -> int:
+        """Delete trashed versions trashed before ``older_than``. :returns: how many."""
+        ...
+
+    def close(self) -> None: ...
+
+
+def sha256_stream(stream: BinaryIO) -> tuple[str, int]:
+    """Hash a stream in bounded memory. :returns: (hex digest, bytes read)."""
+    digest = hashlib.sha256()
+    total = 0
+    while chunk := stream.read(CHUNK):
+        digest.update(chunk)
+        total += len(chunk)
+    return digest.hexdigest(), total
+
+
+def trash_key(path: str, when: datetime) -> str:
+    """Where a bucket-like remote keeps a trashed version: ``.syncd-trash/<date>/<time>/<path>``."""
+    return f"{TRASH_PREFIX}{when:%Y-%m-%d}/{when:%H%M%S%f}/{path}"
+
+
+def trash_date(key: str) -> datetime | None:
+    """The moment a key made by :func:`trash_key` was trashed, or None if it is not one."""
+    parts = key[len(TRASH_PREFIX) :].split("/", 2)
+    if not key.startswith(TRASH_PREFIX) or len(parts) < 3:
+        return None
+    try:
+        return datetime.strptime(f"{parts[0]} {parts[1]}", "%Y-%m-%d %H%M%S%f")
+    except ValueError:
+        return None

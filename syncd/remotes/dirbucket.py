@@ -1,0 +1,291 @@
+"""A bucket kept in a local folder: the embedded default, for demos and tests.
+
+It behaves like an object store, not like a second local tree:
+
+* keys are flat strings (``a/b`` and ``a`` may both exist; there are no folders);
+* each object is two files in a shard folder named from the SHA-256 of its key:
+  ``<id>.<etag>`` holds the bytes and ``<id>.json`` (the sidecar) holds the key, size,
+  mtime, content hash and current etag. Renaming the sidecar into place commits a put, so
+  puts are atomic; data files no sidecar points to are garbage, collected later;
+* etags are random (opaque, new on every put); mtimes are metadata, like ``rclone:mtime``;
+* conditional writes hold a lock on the bucket, so ``if_match`` is honoured atomically.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import datetime
+from pathlib import Path
+from typing import Any, BinaryIO, Literal
+
+from syncd.errors import ChangedWhileReading, FatalError, NotFound, PreconditionFailed, TransientError
+from syncd.models import Entry
+from syncd.remotes.base import CHUNK, TRASH_PREFIX, Capabilities, trash_date, trash_key
+from syncd.remotes.settings import OpenContext, RemoteSettings
+
+SHARDS = "objects"
+
+
+class Settings(RemoteSettings):
+    type: Literal["dir"]
+    path: Path
+    create: bool = True  # make the bucket folder on first use (a real bucket would be made by the admin)
+
+
+def open_remote(settings: Settings, ctx: OpenContext) -> DirBucket:
+    return DirBucket(settings.path, create=settings.create, label=ctx.label)
+
+
+class DirBucket:
+    def __init__(self, root: Path, *, create: bool = True, label: str = "dir") -> None:
+        self.root = Path(os.path.abspath(root))
+        self.name = label
+        self.capabilities = Capabilities(
+            hashes=True,
+            mtime_precision_ns=1,
+            conditional_writes=True,
+            server_side_move=True,
+            local_path=True,
+        )
+        if create:
+            (self.root / SHARDS).mkdir(parents=True, exist_ok=True)
+
+    # -- layout ----------------------------------------------------------------------------
+
+    def _id(self, key: str) -> Path:
+        digest = hashlib.sha256(key.encode("utf-8", "surrogateescape")).hexdigest()
+        return self.root / SHARDS / digest[:2] / digest[2:34]
+
+    @staticmethod
+    def _sidecar(obj: Path) -> Path:
+        return obj.with_name(obj.name + ".json")
+
+    @staticmethod
+    def _data(obj: Path, etag: str) -> Path:
+        return obj.with_name(f"{obj.name}.{etag}")
+
+    def _shards(self) -> Path:
+        shards = self.root / SHARDS
+        if not shards.is_dir():
+            raise FatalError(f"{self.name}: bucket folder {self.root} does not exist")
+        return shards
+
+    @contextmanager
+    def _locked(self) -> Iterator[None]:
+        """One writer at a time across processes: makes if_match checks atomic."""
+        with open(self._shards() / ".lock", "a+b") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            yield
+
+    # -- metadata --------------------------------------------------------------------------
+
+    @staticmethod
+    def _entry(meta: dict[str, Any]) -> Entry:
+        return Entry(
+            path=meta["key"],
+            size=meta["size"],
+            mtime_ns=meta["mtime_ns"],
+            etag=meta["etag"],
+            content_hash=meta["sha256"],
+        )
+
+    def _meta(self, key: str) -> dict[str, Any]:
+        try:
+            raw = self._sidecar(self._id(key)).read_bytes()
+        except FileNotFoundError:
+            self._shards()
+            raise NotFound(key) from None
+        meta: dict[str, Any] = json.loads(raw)
+        return meta
+
+    def list(self, prefix: str = "") -> Iterator[Entry]:
+        shards = self._shards()
+        try:
+            shard_names = os.listdir(shards)
+        except OSError as exc:
+            raise TransientError(f"{self.name}: cannot list {shards}: {exc.strerror}") from exc
+        for shard in shard_names:
+            folder = shards / shard
+            if not folder.is_dir():
+                continue
+            for name in os.listdir(folder):
+                if not name.endswith(".json"):
+                    continue
+                try:
+                    meta = json.loads((folder / name).read_bytes())
+                except FileNotFoundError:
+                    continue  # deleted since the folder was read
+                key: str = meta["key"]
+                if key.startswith(prefix) and not key.startswith(TRASH_PREFIX):
+                    yield self._entry(meta)
+
+    def stat(self, path: str) -> Entry:
+        return self._entry(self._meta(path))
+
+    @contextmanager
+    def open_read(self, path: str) -> Iterator[BinaryIO]:
+        for _ in range(3):  # a concurrent put may replace the data file between the two reads
+            meta = self._meta(path)
+            try:
+                stream = open(self._data(self._id(path), meta["etag"]), "rb")  # noqa: SIM115
+            except FileNotFoundError:
+                continue
+            with stream:
+                yield stream
+            return
+        raise TransientError(f"{path}: object kept changing while being opened")
+
+    def hash(self, path: str) -> str:
+        digest: str = self._meta(path)["sha256"]
+        return digest
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(
+        self,
+        path: str,
+        data: BinaryIO,
+        *,
+        size: int,
+        mtime_ns: int,
+        content_hash: str | None = None,
+        if_match: str | None = None,
+        create_only: bool = False,
+    ) -> Entry:
+        if not path:
+            raise PreconditionFailed(path, "empty key")
+        obj = self._id(path)
+        obj.parent.mkdir(exist_ok=True)
+        etag = secrets.token_hex(8)
+        data_file = self._data(obj, etag)
+        try:
+            digest = self._receive(path, data_file, data, size, content_hash)
+            meta = {"key": path, "size": size, "mtime_ns": mtime_ns, "sha256": digest, "etag": etag}
+            self._commit(path, obj, meta, if_match=if_match, create_only=create_only)
+        except BaseException:
+            data_file.unlink(missing_ok=True)
+            raise
+        return self._entry(meta)
+
+    @staticmethod
+    def _receive(path: str, target: Path, data: BinaryIO, size: int, content_hash: str | None) -> str:
+        digest = hashlib.sha256()
+        written = 0
+        with open(target, "xb") as out:
+            while chunk := data.read(CHUNK):
+                written += len(chunk)
+                if written > size:
+                    break
+                digest.update(chunk)
+                out.write(chunk)
+            out.flush()
+            os.fsync(out.fileno())
+        if written != size:
+            raise ChangedWhileReading(path, f"expected {size} bytes, got {written}")
+        if content_hash is not None and digest.hexdigest() != content_hash:
+            raise ChangedWhileReading(path, "content does not match its hash")
+        return digest.hexdigest()
+
+    def _commit(
+        self,
+        path: str,
+        obj: Path,
+        meta: dict[str, Any],
+        *,
+        if_match: str | None,
+        create_only: bool,
+    ) -> None:
+        sidecar = self._sidecar(obj)
+        tmp = sidecar.with_name(f"{sidecar.name}.tmp-{secrets.token_hex(4)}")
+        with open(tmp, "x", encoding="utf-8") as out:
+            json.dump(meta, out)
+            out.flush()
+            os.fsync(out.fileno())
+        try:
+            with self._locked():
+                old = self._current_etag(sidecar)
+                if create_only and old is not None:
+                    raise PreconditionFailed(path, "already exists")
+                if if_match is not None and old != if_match:
+                    raise PreconditionFailed(path)
+                os.replace(tmp, sidecar)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
+        if old is not None:
+            self._data(obj, old).unlink(missing_ok=True)
+
+    @staticmethod
+    def _current_etag(sidecar: Path) -> str | None:
+        try:
+            etag: str = json.loads(sidecar.read_bytes())["etag"]
+        except FileNotFoundError:
+            return None
+        return etag
+
+    def delete(self, path: str, *, if_match: str | None = None) -> None:
+        obj = self._id(path)
+        with self._locked():
+            etag = self._current_etag(self._sidecar(obj))
+            if etag is None:
+                raise NotFound(path)
+            if if_match is not None and etag != if_match:
+                raise PreconditionFailed(path)
+            self._sidecar(obj).unlink()
+        self._data(obj, etag).unlink(missing_ok=True)
+
+    def move(self, src: str, dst: str, *, if_match: str | None = None) -> Entry:
+        """Server-side: the bytes stay; the new key points at them under a new sidecar."""
+        src_obj, dst_obj = self._id(src), self._id(dst)
+        dst_obj.parent.mkdir(exist_ok=True)
+        with self._locked():
+            meta = self._meta(src)
+            if if_match is not None and meta["etag"] != if_match:
+                raise PreconditionFailed(src)
+            if self._sidecar(dst_obj).exists():
+                raise PreconditionFailed(dst, "already exists")
+            new = dict(meta, key=dst, etag=secrets.token_hex(8))
+            os.link(self._data(src_obj, meta["etag"]), self._data(dst_obj, new["etag"]))
+            tmp = self._sidecar(dst_obj).with_name(f"{dst_obj.name}.json.tmp-{secrets.token_hex(4)}")
+            tmp.write_text(json.dumps(new), encoding="utf-8")
+            os.replace(tmp, self._sidecar(dst_obj))
+            self._sidecar(src_obj).unlink()
+        self._data(src_obj, meta["etag"]).unlink(missing_ok=True)
+        return self._entry(new)
+
+    def trash(self, path: str, *, if_match: str | None = None) -> str:
+        dest = trash_key(path, datetime.now())
+        self.move(path, dest, if_match=if_match)
+        return dest
+
+    def trashed(self) -> Iterator[Entry]:
+        """Every version in the bucket's trash."""
+        for shard in os.listdir(self._shards()):
+            folder = self._shards() / shard
+            if folder.is_dir():
+                for name in os.listdir(folder):
+                    if name.endswith(".json"):
+                        meta = json.loads((folder / name).read_bytes())
+                        if meta["key"].startswith(TRASH_PREFIX):
+                            yield self._entry(meta)
+
+    def purge_trash(self, older_than: datetime) -> int:
+        purged = 0
+        for entry in list(self.trashed()):
+            when = trash_date(entry.path)
+            if when is not None and when < older_than:
+                try:
+                    self.delete(entry.path)
+                    purged += 1
+                except NotFound:
+                    pass
+        return purged
+
+    def close(self) -> None:
+        pass

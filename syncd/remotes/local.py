@@ -1,0 +1,362 @@
+"""A directory tree on this machine (e.g. a Nextcloud data dir ``.../data/alice/files``).
+
+Writes go to a temp name in the target folder, are fsynced and verified, then renamed into
+place. Symlinks and special files are skipped with a warning; no operation follows a path out
+of the root (every parent segment is checked not to be a symlink).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import secrets
+import shutil
+import stat as statmod
+from collections.abc import Iterator
+from contextlib import contextmanager, suppress
+from datetime import datetime
+from pathlib import Path
+from typing import BinaryIO, Literal
+
+from syncd.errors import (
+    ChangedWhileReading,
+    FatalError,
+    ItemError,
+    NotFound,
+    PreconditionFailed,
+    TransientError,
+    UnsafePath,
+)
+from syncd.models import Entry
+from syncd.paths import RESERVED_PREFIXES, check_key
+from syncd.remotes.base import CHUNK, Capabilities, sha256_stream
+from syncd.remotes.settings import OpenContext, RemoteSettings
+
+TMP_PREFIX = ".syncd-tmp-"
+
+
+class Settings(RemoteSettings):
+    type: Literal["local"]
+    path: Path
+
+
+def open_remote(settings: Settings, ctx: OpenContext) -> LocalRemote:
+    return LocalRemote(settings.path, trash_dir=ctx.state_dir / "trash-files", label=ctx.label)
+
+
+def local_etag(st: os.stat_result) -> str:
+    """Fingerprint of a local file: changes with content (size/mtime) or replacement (inode)."""
+    return f"{st.st_mtime_ns:x}-{st.st_size:x}-{st.st_ino:x}"
+
+
+def _entry(path: str, st: os.stat_result, content_hash: str | None = None) -> Entry:
+    return Entry(
+        path=path,
+        size=st.st_size,
+        mtime_ns=st.st_mtime_ns,
+        etag=local_etag(st),
+        content_hash=content_hash,
+        inode=st.st_ino,
+    )
+
+
+class _CheckedReader:
+    """Reads a file and, at end of data, checks it was not modified meanwhile."""
+
+    def __init__(self, path: str, fd: int) -> None:
+        self._path = path
+        self._file = os.fdopen(fd, "rb", buffering=0)
+        self._before = os.fstat(fd)
+
+    def read(self, n: int = -1) -> bytes:
+        data = self._file.read(n if n and n > 0 else CHUNK)
+        if not data:
+            after = os.fstat(self._file.fileno())
+            if (after.st_size, after.st_mtime_ns) != (self._before.st_size, self._before.st_mtime_ns):
+                raise ChangedWhileReading(self._path)
+        return data
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class LocalRemote:
+    def __init__(self, root: Path, *, trash_dir: Path, label: str = "local") -> None:
+        self.root = Path(os.path.abspath(root))
+        self.trash_dir = trash_dir
+        self.name = label
+        self.warnings: list[str] = []
+        self.capabilities = Capabilities(
+            mtime_precision_ns=1,
+            conditional_writes=True,
+            server_side_move=True,
+            inodes=True,
+            local_path=True,
+            case_insensitive=False,
+        )
+
+    # -- paths -----------------------------------------------------------------------------
+
+    def _abs(self, path: str, *, create_parents: bool = False) -> str:
+        """The absolute path of ``path``, refusing anything that would leave the root."""
+        check_key(path)
+        parts = path.split("/")
+        current = str(self.root)
+        for segment in parts[:-1]:
+            current = os.path.join(current, segment)
+            try:
+                st = os.lstat(current)
+            except FileNotFoundError:
+                if not create_parents:
+                    raise NotFound(path) from None
+                with suppress(FileExistsError):
+                    os.mkdir(current)
+                st = os.lstat(current)
+            except NotADirectoryError:
+                raise NotFound(path) from None
+            if statmod.S_ISLNK(st.st_mode):
+                raise UnsafePath(path, f"folder {segment!r} is a symlink; not following it")
+            if not statmod.S_ISDIR(st.st_mode):
+                if create_parents:
+                    raise ItemError(path, f"{segment!r} is a file, cannot hold a folder")
+                raise NotFound(path)
+        return os.path.join(current, parts[-1])
+
+    def _check_root(self) -> None:
+        try:
+            st = os.stat(self.root)
+        except FileNotFoundError:
+            raise FatalError(f"{self.name}: folder {self.root} does not exist (not mounted?)") from None
+        except PermissionError:
+            raise FatalError(f"{self.name}: no permission to read {self.root}") from None
+        if not statmod.S_ISDIR(st.st_mode):
+            raise FatalError(f"{self.name}: {self.root} is not a folder")
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def list(self, prefix: str = "") -> Iterator[Entry]:
+        self._check_root()
+        start = self.root / prefix.rstrip("/") if prefix else self.root
+        base = prefix.rstrip("/") + "/" if prefix else ""
+        stack: list[tuple[str, str]] = [(str(start), base)]
+        while stack:
+            folder, rel = stack.pop()
+            try:
+                scanner = os.scandir(folder)
+            except FileNotFoundError:
+                if folder == str(start) and prefix:
+                    return
+                raise TransientError(f"{self.name}: folder {folder} vanished while listing") from None
+            except PermissionError as exc:
+                raise TransientError(f"{self.name}: cannot list {folder}: permission denied") from exc
+            with scanner:
+                for item in scanner:
+                    key = rel + item.name
+                    if item.name.startswith(TMP_PREFIX) or key.startswith(RESERVED_PREFIXES):
+                        continue
+                    if item.is_symlink():
+                        self.warnings.append(f"{key}: symlink skipped")
+                        continue
+                    if item.is_dir(follow_symlinks=False):
+                        stack.append((item.path, key + "/"))
+                        continue
+                    try:
+                        st = item.stat(follow_symlinks=False)
+                    except FileNotFoundError:
+                        continue  # removed since the folder was read: simply not there now
+                    if statmod.S_ISREG(st.st_mode):
+                        yield _entry(key, st)
+                    else:
+                        self.warnings.append(f"{key}: special file skipped")
+
+    def stat(self, path: str) -> Entry:
+        full = self._abs(path)
+        try:
+            st = os.lstat(full)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(path) from None
+        if not statmod.S_ISREG(st.st_mode):
+            raise NotFound(path, "not a regular file")
+        return _entry(path, st)
+
+    @contextmanager
+    def open_read(self, path: str) -> Iterator[BinaryIO]:
+        full = self._abs(path)
+        try:
+            fd = os.open(full, os.O_RDONLY | os.O_NOFOLLOW)
+        except (FileNotFoundError, NotADirectoryError):
+            raise NotFound(path) from None
+        except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                raise UnsafePath(path, "is a symlink; not following it") from exc
+            raise ItemError(path, f"cannot open: {exc.strerror}") from exc
+        reader = _CheckedReader(path, fd)
+        try:
+            yield reader  # type: ignore[misc]
+        finally:
+            reader.close()
+
+    def hash(self, path: str) -> str:
+        with self.open_read(path) as stream:
+            return sha256_stream(stream)[0]
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def _check_etag(self, path: str, full: str, if_match: str | None) -> None:
+        if if_match is None:
+            return
+        try:
+            current = local_etag(os.lstat(full))
+        except FileNotFoundError:
+            raise PreconditionFailed(path, "vanished since it was listed") from None
+        if current != if_match:
+            raise PreconditionFailed(path)
+
+    def write(
+        self,
+        path: str,
+        data: BinaryIO,
+        *,
+        size: int,
+        mtime_ns: int,
+        content_hash: str | None = None,
+        if_match: str | None = None,
+        create_only: bool = False,
+    ) -> Entry:
+        full = self._abs(path, create_parents=True)
+        folder = os.path.dirname(full)
+        tmp = os.path.join(folder, TMP_PREFIX + secrets.token_hex(6))
+        try:
+            digest = self._write_tmp(path, tmp, data, size, content_hash)
+            os.utime(tmp, ns=(mtime_ns, mtime_ns))
+            self._commit(path, tmp, full, if_match=if_match, create_only=create_only)
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        return _entry(path, os.lstat(full), digest)
+
+    def _write_tmp(self, path: str, tmp: str, data: BinaryIO, size: int, content_hash: str | None) -> str:
+        digest = hashlib.sha256()
+        written = 0
+        try:
+            fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
+        except OSError as exc:
+            raise _os_error(path, exc) from exc
+        with os.fdopen(fd, "wb") as out:
+            try:
+                while chunk := data.read(CHUNK):
+                    written += len(chunk)
+                    if written > size:
+                        break
+                    digest.update(chunk)
+                    out.write(chunk)
+                out.flush()
+                os.fsync(out.fileno())
+            except OSError as exc:
+                raise _os_error(path, exc) from exc
+        if written != size:
+            raise ChangedWhileReading(path, f"expected {size} bytes, got {written}")
+        hexdigest = digest.hexdigest()
+        if content_hash is not None and hexdigest != content_hash:
+            raise ChangedWhileReading(path, "content does not match its hash")
+        return hexdigest
+
+    def _commit(self, path: str, tmp: str, full: str, *, if_match: str | None, create_only: bool) -> None:
+        if create_only:
+            try:
+                os.link(tmp, full)  # fails if full exists: an atomic create-only commit
+            except FileExistsError:
+                raise PreconditionFailed(path, "already exists") from None
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV):
+                    raise _os_error(path, exc) from exc
+                if os.path.lexists(full):  # no hard links here: check, then rename
+                    raise PreconditionFailed(path, "already exists") from None
+                os.rename(tmp, full)
+                return
+            os.unlink(tmp)
+            return
+        if os.path.isdir(full) and not os.path.islink(full):
+            raise ItemError(path, "a folder of that name exists")
+        self._check_etag(path, full, if_match)
+        os.rename(tmp, full)
+
+    def delete(self, path: str, *, if_match: str | None = None) -> None:
+        full = self._abs(path)
+        self.stat(path)
+        self._check_etag(path, full, if_match)
+        os.unlink(full)
+        self._prune_parents(full)
+
+    def trash(self, path: str, *, if_match: str | None = None) -> str:
+        full = self._abs(path)
+        self.stat(path)
+        self._check_etag(path, full, if_match)
+        now = datetime.now()
+        dest = self.trash_dir / f"{now:%Y-%m-%d}" / f"{now:%H%M%S%f}" / path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.rename(full, dest)
+        except OSError as exc:
+            if exc.errno != errno.EXDEV:
+                raise _os_error(path, exc) from exc
+            shutil.copy2(full, dest)  # trash on another filesystem: copy, then remove
+            os.unlink(full)
+        self._prune_parents(full)
+        return str(dest)
+
+    def move(self, src: str, dst: str, *, if_match: str | None = None) -> Entry:
+        full_src = self._abs(src)
+        self.stat(src)
+        self._check_etag(src, full_src, if_match)
+        full_dst = self._abs(dst, create_parents=True)
+        if os.path.lexists(full_dst):
+            raise PreconditionFailed(dst, "already exists")
+        os.rename(full_src, full_dst)
+        self._prune_parents(full_src)
+        return self.stat(dst)
+
+    def purge_trash(self, older_than: datetime) -> int:
+        purged = 0
+        if not self.trash_dir.is_dir():
+            return 0
+        for day in sorted(self.trash_dir.iterdir()):
+            for moment in sorted(day.iterdir()) if day.is_dir() else []:
+                try:
+                    when = datetime.strptime(f"{day.name} {moment.name}", "%Y-%m-%d %H%M%S%f")
+                except ValueError:
+                    continue
+                if when < older_than:
+                    purged += sum(1 for p in moment.rglob("*") if p.is_file())
+                    shutil.rmtree(moment)
+            if day.is_dir() and not any(day.iterdir()):
+                day.rmdir()
+        return purged
+
+    def _prune_parents(self, full: str) -> None:
+        """Remove folders left empty by a delete or move, up to (not including) the root."""
+        folder = os.path.dirname(full)
+        root = str(self.root)
+        while folder != root and folder.startswith(root):
+            try:
+                os.rmdir(folder)
+            except OSError:
+                return
+            folder = os.path.dirname(folder)
+
+    def close(self) -> None:
+        pass
+
+
+def _unlink_quietly(path: str) -> None:
+    with suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+def _os_error(path: str, exc: OSError) -> Exception:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return TransientError(f"{path}: disk full ({exc.strerror})")
+    if exc.errno == errno.ENAMETOOLONG:
+        return UnsafePath(path, "name too long for this filesystem")
+    return ItemError(path, exc.strerror or str(exc))

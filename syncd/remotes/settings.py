@@ -1,0 +1,56 @@
+"""What every remote's config section shares, and how secrets are read.
+
+Each remote module defines ``class Settings(RemoteSettings)`` (with ``type: Literal[...]``)
+and ``def open_remote(settings: Settings, ctx: OpenContext) -> Remote``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import BaseModel, ConfigDict
+
+from syncd.errors import FatalError
+
+
+class RemoteSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    type: str
+
+
+@dataclass(frozen=True, slots=True)
+class OpenContext:
+    """What a remote may need from the pair it serves."""
+
+    label: str  # "alice/default files": for messages
+    state_dir: Path  # the pair's own state folder (local trash, caches)
+
+
+def read_secret(*, file: Path | None, env: str | None, what: str) -> str:
+    """Read a secret by reference: a file (relative names are looked up in systemd's
+    ``$CREDENTIALS_DIRECTORY`` first) or an environment variable. Never logs the value.
+
+    :raises FatalError: the reference is missing or unreadable (the message names it,
+        never the secret).
+    """
+    if file is not None:
+        creds = os.environ.get("CREDENTIALS_DIRECTORY")
+        candidates = [file]
+        if creds and not file.is_absolute():
+            candidates.insert(0, Path(creds) / file)
+        for candidate in candidates:
+            try:
+                return candidate.read_text(encoding="utf-8").strip()
+            except FileNotFoundError:
+                continue
+            except OSError as exc:
+                raise FatalError(f"{what}: cannot read secret file {candidate}: {exc.strerror}") from exc
+        raise FatalError(f"{what}: secret file {file} does not exist")
+    if env is not None:
+        value = os.environ.get(env)
+        if not value:
+            raise FatalError(f"{what}: environment variable {env} is not set")
+        return value.strip()
+    raise FatalError(f"{what}: no secret given (set a *_file or *_env key)")
