@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from syncd.models import Report
 
 EXIT_OK, EXIT_ITEMS, EXIT_USAGE, EXIT_ABORTED, EXIT_FATAL, EXIT_LOCKED = 0, 1, 2, 3, 4, 5
+PLAIN_PROGRESS_EVERY_S = 2.0
 OUTCOME_EXIT = {"ok": EXIT_OK, "item-errors": EXIT_ITEMS, "aborted": EXIT_ABORTED, "fatal": EXIT_FATAL}
 
 
@@ -36,6 +37,7 @@ def build_parser() -> argparse.ArgumentParser:
     now.add_argument("target", nargs="?", metavar="USER[/PAIR]")
     now.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
     now.add_argument("--json", action="store_true", help="one JSON object per line, for scripts")
+    now.add_argument("-v", "--verbose", action="store_true", help="print every action as it is done")
     now.add_argument("--force", action="store_true", help="override the empty-side and mass-delete guards")
     now.set_defaults(handler=cmd_now)
 
@@ -91,7 +93,7 @@ def cmd_now(args: argparse.Namespace) -> int:
     options = RunOptions(dry_run=args.dry_run, force=args.force)
     for pair in config.select(args.target):
         started = time.monotonic()
-        with _progress(pair, as_json=args.json) as progress:
+        with _Progress(pair, as_json=args.json, verbose=args.verbose) as progress:
             try:
                 report = sync_pair(pair, options, progress)
             except LockedError as exc:
@@ -107,13 +109,16 @@ def cmd_now(args: argparse.Namespace) -> int:
     return worst
 
 
-class _progress:
+class _Progress:
     """Progress while a pair syncs: a rich bar on a terminal, plain lines otherwise,
     JSON lines with --json."""
 
-    def __init__(self, pair: PairConfig, *, as_json: bool) -> None:
+    def __init__(self, pair: PairConfig, *, as_json: bool, verbose: bool) -> None:
         self.pair = pair
         self.as_json = as_json
+        self.verbose = verbose
+        self.count = self.total = 0
+        self.last_line = time.monotonic()
         self.bar: Any = None
         self.task: Any = None
 
@@ -145,8 +150,16 @@ class _progress:
                     self.bar.console.print(f"[red]error[/] {data['path']}: {data['error']}")
             elif name in ("hashing", "listed"):
                 self.bar.update(self.task, description=name)
+        elif name == "applying":
+            self.total = int(str(data["actions"]))
+            print(f"{self.pair.key}: {self.total} action(s) to run", file=sys.stderr, flush=True)
         elif name == "done":
-            print(f"{self.pair.key}: {data['action']}", file=sys.stderr, flush=True)
+            self.count += 1
+            if self.verbose:
+                print(f"{self.pair.key}: {data['action']}", file=sys.stderr, flush=True)
+            elif time.monotonic() - self.last_line >= PLAIN_PROGRESS_EVERY_S:
+                self.last_line = time.monotonic()
+                print(f"{self.pair.key}: {self.count}/{self.total} done", file=sys.stderr, flush=True)
         elif name == "error":
             print(f"{self.pair.key}: error {data['path']}: {data['error']}", file=sys.stderr, flush=True)
 
@@ -220,12 +233,14 @@ def cmd_status(args: argparse.Namespace) -> int:
         if "files" not in row:
             print(f"{row['pair']}: {row['state']}")
             continue
-        counts = ", ".join(f"{n} {k}" for k, n in sorted(row.get("counts", {}).items())) or "no changes"
+        counts_by_kind: dict[str, int] = row.get("counts", {})
+        counts = ", ".join(f"{n} {k}" for k, n in sorted(counts_by_kind.items())) or "no changes"
         print(f"{row['pair']}: {row.get('state', 'never synced')}, last run {row.get('last_run', '-')} "
               f"({counts}); {row['files']} files in sync; {len(row['errors'])} item error(s)")
         if row.get("message"):
             print(f"  {row['message']}")
-        for path, error in row["errors"][:10]:
+        item_errors: list[tuple[str, str]] = row["errors"]
+        for path, error in item_errors[:10]:
             print(f"  error {path}: {error}")
     return EXIT_OK
 

@@ -81,17 +81,26 @@ class Excludes:
         paths = [p.strip("/") for p in self.patterns if "/" in p.strip("/")]
         self._name_re = _union(names)
         self._path_re = _union(paths)
+        self._folders: dict[str, bool] = {}
 
     def __call__(self, path: str) -> bool:
         """True if ``path`` (or one of its folders) is excluded."""
         if path.startswith(RESERVED_PREFIXES):
             return True
-        if self._name_re is not None and any(self._name_re.match(seg) for seg in path.split("/")):
+        folder, _, name = path.rpartition("/")
+        if self._name_re is not None and self._name_re.match(name):
             return True
-        if self._path_re is not None:
-            parts = path.split("/")
-            return any(self._path_re.match("/".join(parts[:i])) for i in range(1, len(parts) + 1))
-        return False
+        if self._path_re is not None and self._path_re.match(path):
+            return True
+        return bool(folder) and self._folder_excluded(folder)
+
+    def _folder_excluded(self, folder: str) -> bool:
+        """Memoised per folder: a tree has far fewer folders than files."""
+        cached = self._folders.get(folder)
+        if cached is None:
+            cached = self(folder)
+            self._folders[folder] = cached
+        return cached
 
 
 def _union(patterns: list[str]) -> re.Pattern[str] | None:

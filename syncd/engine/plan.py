@@ -97,11 +97,21 @@ def plan(
                 moved.update(m.path for m in move_actions)
                 moved.update(m.dest for m in move_actions if m.dest)
     taken = set(a) | set(b) | set(bases)
-    for path in sorted(taken - moved):
+    for path in sorted(taken - moved - _unchanged(bases, a, b)):
         action = _decide(path, bases.get(path), a.get(path), b.get(path), settings, now, taken)
         if action is not None:
             actions.append(action)
     return Plan(tuple(_refuse_clashes(actions, a, b, settings)))
+
+
+def _unchanged(bases: Mapping[str, Base], a: Mapping[str, Entry], b: Mapping[str, Entry]) -> set[str]:
+    """Paths whose etags on both sides are the ones recorded: nothing to decide for them.
+    A set comprehension over the bases, so a no-change sync does no per-file function call."""
+    return {
+        p for p, base in bases.items()
+        if (ea := a.get(p)) is not None and ea.etag == base.a_etag
+        and (eb := b.get(p)) is not None and eb.etag == base.b_etag
+    }
 
 
 def _mode_allows(mode: Mode, target: Side, *, deleting: bool = False) -> bool:

@@ -40,6 +40,31 @@ def list_side(remote: Remote, side: Side, excluded: Callable[[str], bool]) -> Sn
     return snap
 
 
+def stat_paths(remote: Remote, side: Side, excluded: Callable[[str], bool], hints: Iterable[str]) -> Snapshot:
+    """A partial snapshot of just the hinted paths (a watcher's hints): each is a file, or a
+    folder whose files are listed by prefix. A hint that is neither is simply absent."""
+    snap = Snapshot(side)
+    for hint in sorted(set(hints)):
+        try:
+            entries: Iterable[Entry] = [remote.stat(hint)]
+        except ItemError:
+            entries = remote.list(hint.rstrip("/") + "/")
+        for entry in entries:
+            if excluded(entry.path):
+                continue
+            try:
+                check_key(entry.path)
+            except UnsafePath as exc:
+                snap.skipped[entry.path] = f"unsafe name on {side.value}: {exc.message}"
+                continue
+            snap.entries[entry.path] = entry
+    return snap
+
+
+def within(path: str, hints: Iterable[str]) -> bool:
+    return any(path == h or path.startswith(h.rstrip("/") + "/") for h in hints)
+
+
 def paths_needing_hash(snap: Snapshot, other: Snapshot, bases: Mapping[str, Base]) -> list[str]:
     """Paths of ``snap`` whose content hash the planner needs and the listing did not give.
 

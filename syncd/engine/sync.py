@@ -15,7 +15,7 @@ from syncd.config import PairConfig
 from syncd.engine.apply import Applier, Checkpoint, Done, run_actions
 from syncd.engine.plan import Folding, PlanSettings, plan
 from syncd.engine.safety import check_mass_delete, check_side_not_empty
-from syncd.engine.scan import Snapshot, fill_hashes, list_side, paths_needing_hash
+from syncd.engine.scan import Snapshot, fill_hashes, list_side, paths_needing_hash, stat_paths, within
 from syncd.errors import FatalError, GuardError, SyncdError
 from syncd.index.store import Store
 from syncd.lock import pair_lock
@@ -26,6 +26,8 @@ from syncd.remotes.settings import OpenContext
 
 ProgressFn = Callable[[str, dict[str, object]], None]
 PURGE_EVERY_S = 24 * 3600
+BATCH_ACTIONS = 200
+BATCH_SECONDS = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -35,6 +37,7 @@ class RunOptions:
     respect_backoff: bool = False  # skip paths whose retry time has not come (the daemon's way)
     now: datetime | None = None  # fixed clock for tests (conflict-copy names)
     checkpoint: Checkpoint | None = None  # tests inject crashes here
+    hints: frozenset[str] | None = None  # sync only these paths (files or folders): a watcher's hint
 
 
 def open_remotes(pair: PairConfig) -> dict[Side, Remote]:
@@ -113,15 +116,24 @@ def _plan(
     notify: ProgressFn,
     now: datetime,
 ) -> tuple[Plan, dict[Side, Snapshot], dict[str, Base]]:
-    bases = {p: b for p, b in store.load_bases().items() if not pair.excludes(p)}
-    notify("listing", {})
+    all_bases = store.load_bases()
+    bases = {p: b for p, b in all_bases.items() if not pair.excludes(p)}
+    hints = options.hints
+    if hints is not None:
+        bases = {p: b for p, b in bases.items() if within(p, hints)}
+    notify("listing", {"hinted": len(hints) if hints is not None else None})
     with ThreadPoolExecutor(max_workers=2) as pool:
-        futures = {side: pool.submit(list_side, remotes[side], side, pair.excludes) for side in Side}
+        futures = {
+            side: pool.submit(list_side, remotes[side], side, pair.excludes)
+            if hints is None
+            else pool.submit(stat_paths, remotes[side], side, pair.excludes, hints)
+            for side in Side
+        }
         snaps: dict[Side, Snapshot] = {side: f.result() for side, f in futures.items()}
     for side in Side:
         report.skipped.extend(snaps[side].skipped.items())
     notify("listed", {"files": len(snaps[Side.A].entries), "bucket": len(snaps[Side.B].entries)})
-    if not options.force:
+    if not options.force and hints is None:
         check_side_not_empty(len(bases), {side: len(snaps[side].entries) for side in Side})
     _hash(pair, store, remotes, snaps, bases, notify)
     caps_a, caps_b = remotes[Side.A].capabilities, remotes[Side.B].capabilities
@@ -134,7 +146,7 @@ def _plan(
     skipped = {**snaps[Side.A].skipped, **snaps[Side.B].skipped}
     planned = plan(bases, snaps[Side.A].entries, snaps[Side.B].entries, settings, now, skipped)
     if not options.force:
-        check_mass_delete(planned, len(bases), pair.max_delete_ratio)
+        check_mass_delete(planned, len(bases if hints is None else all_bases), pair.max_delete_ratio)
     report.plan = planned
     return planned, snaps, bases
 
@@ -175,23 +187,58 @@ def _apply(
     total = len(actions)
     notify("applying", {"actions": total, "bytes": _planned_bytes(actions, applier.listings)})
     checkpoint = options.checkpoint or (lambda _stage: None)
+    batch = _Batch(store, run_id, checkpoint)
 
     def on_done(done: Done) -> None:
-        store.commit_action(run_id, put=done.put, drop=done.drop, history=done.history)
+        batch.add(done)
         report.done[done.action.kind.value] += 1
         report.bytes_moved += done.bytes_moved
         notify("done", {"action": done.action.describe(), "bytes": done.bytes_moved, "total": total})
-        checkpoint("committed")
 
     def on_error(action: Action, exc: Exception) -> None:
         info = store.record_item_error(action.path, str(exc), time.time())
         report.errors.append((action.path, str(exc)))
         notify("error", {"path": action.path, "error": str(exc), "attempts": info.attempts})
 
-    run_actions(applier, actions, pair.transfers, on_done, on_error)
+    try:
+        run_actions(applier, actions, pair.transfers, on_done, on_error)
+    except (Exception, KeyboardInterrupt):
+        batch.flush()  # record what finished before the run stopped
+        raise
+    batch.flush()
     if report.errors:
         report.outcome = Outcome.ITEM_ERRORS
         report.message = f"{len(report.errors)} item(s) failed; they are retried on the next runs"
+
+
+class _Batch:
+    """Finished actions waiting to be recorded: committed together every ``BATCH_ACTIONS``
+    actions or ``BATCH_SECONDS``, so a large sync does not pay one transaction per file.
+    Only finished work is ever in a batch; if the process dies before a flush, the next run
+    finds those paths identical on both sides (or gone from both) and records them without
+    moving a byte."""
+
+    def __init__(self, store: Store, run_id: int, checkpoint: Checkpoint) -> None:
+        self.store, self.run_id, self.checkpoint = store, run_id, checkpoint
+        self.items: list[Done] = []
+        self.since = time.monotonic()
+
+    def add(self, done: Done) -> None:
+        self.items.append(done)
+        if len(self.items) >= BATCH_ACTIONS or time.monotonic() - self.since > BATCH_SECONDS:
+            self.flush()
+        self.checkpoint("action-done")
+
+    def flush(self) -> None:
+        if self.items:
+            self.store.commit_actions(
+                self.run_id,
+                put=[b for d in self.items for b in d.put],
+                drop=[p for d in self.items for p in d.drop],
+                history=[h for d in self.items for h in d.history],
+            )
+            self.items.clear()
+        self.since = time.monotonic()
 
 
 def _planned_bytes(actions: list[Action], listings: Mapping[Side, Mapping[str, Entry]]) -> int:

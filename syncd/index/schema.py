@@ -1,85 +1,86 @@
-"""The index's tables (SQLAlchemy 2 declarative models). Only ``syncd.index`` imports this.
+"""The index's tables, as SQLAlchemy Core models (``Table`` objects on one ``MetaData``).
 
-The schema is created and changed only by the Alembic revisions in ``migrations/``; a test
-checks that upgrading to head yields exactly these models, on SQLite and PostgreSQL.
+Core, not the ORM: the index is read in bulk as tuples, and importing the ORM alone would
+cost a no-change sync more than its work. The schema is created and changed only by the
+Alembic revisions in ``migrations/``; a test checks that upgrading to head yields exactly
+these tables, on SQLite and PostgreSQL.
 """
 
 from __future__ import annotations
 
-from sqlalchemy import BigInteger, Index, Integer, String, Text
-from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy import BigInteger, Column, Float, Index, Integer, MetaData, String, Table, Text
 
+metadata = MetaData()
 
-class Model(DeclarativeBase):
-    pass
+# The base of one path: the state both sides agreed on after its last successful sync.
+entries = Table(
+    "entries",
+    metadata,
+    Column("path", Text, primary_key=True),
+    Column("size", BigInteger, nullable=False),
+    Column("content_hash", String(64)),
+    Column("a_etag", Text, nullable=False),
+    Column("b_etag", Text, nullable=False),
+    Column("a_mtime_ns", BigInteger, nullable=False),
+    Column("b_mtime_ns", BigInteger, nullable=False),
+    Column("a_inode", BigInteger),
+    Column("b_remote_id", Text),
+)
 
+runs = Table(
+    "runs",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("started_at", Float, nullable=False),
+    Column("ended_at", Float),
+    Column("outcome", String(20), nullable=False),  # "running" until it ends
+    Column("counts", Text, nullable=False),  # JSON: action kind -> number
+    Column("errors", Integer, nullable=False),
+    Column("bytes_moved", BigInteger, nullable=False),
+    Column("message", Text, nullable=False),
+)
 
-class EntryRow(Model):
-    """The base of one path: the state both sides agreed on after its last successful sync."""
+# A path whose last action failed, with its retry backoff.
+item_errors = Table(
+    "item_errors",
+    metadata,
+    Column("path", Text, primary_key=True),
+    Column("error", Text, nullable=False),
+    Column("attempts", Integer, nullable=False),
+    Column("first_seen", Float, nullable=False),
+    Column("next_retry", Float, nullable=False),
+)
 
-    __tablename__ = "entries"
-    path: Mapped[str] = mapped_column(Text, primary_key=True)
-    size: Mapped[int] = mapped_column(BigInteger)
-    content_hash: Mapped[str | None] = mapped_column(String(64))
-    a_etag: Mapped[str] = mapped_column(Text)
-    b_etag: Mapped[str] = mapped_column(Text)
-    a_mtime_ns: Mapped[int] = mapped_column(BigInteger)
-    b_mtime_ns: Mapped[int] = mapped_column(BigInteger)
-    a_inode: Mapped[int | None] = mapped_column(BigInteger)
-    b_remote_id: Mapped[str | None] = mapped_column(Text)
+# Content hashes of files on side A, valid while the file's etag is unchanged.
+hash_cache = Table(
+    "hash_cache",
+    metadata,
+    Column("path", Text, primary_key=True),
+    Column("etag", Text, nullable=False),
+    Column("content_hash", String(64), nullable=False),
+)
 
+# What changed when, for `syncd log` and `syncd conflicts`.
+history = Table(
+    "history",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", Integer, nullable=False),
+    Column("at", Float, nullable=False),
+    Column("action", String(20), nullable=False),
+    Column("path", Text, nullable=False),
+    Column("side", String(10)),
+    Column("detail", Text, nullable=False),
+    Index("ix_history_at", "at"),
+    Index("ix_history_action", "action"),
+)
 
-class RunRow(Model):
-    __tablename__ = "runs"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    started_at: Mapped[float] = mapped_column()
-    ended_at: Mapped[float | None] = mapped_column()
-    outcome: Mapped[str] = mapped_column(String(20))  # "running" until it ends
-    counts: Mapped[str] = mapped_column(Text, default="{}")  # JSON: action kind -> number
-    errors: Mapped[int] = mapped_column(Integer, default=0)
-    bytes_moved: Mapped[int] = mapped_column(BigInteger, default=0)
-    message: Mapped[str] = mapped_column(Text, default="")
-
-
-class ItemErrorRow(Model):
-    """A path whose last action failed, with its retry backoff."""
-
-    __tablename__ = "item_errors"
-    path: Mapped[str] = mapped_column(Text, primary_key=True)
-    error: Mapped[str] = mapped_column(Text)
-    attempts: Mapped[int] = mapped_column(Integer)
-    first_seen: Mapped[float] = mapped_column()
-    next_retry: Mapped[float] = mapped_column()
-
-
-class HashCacheRow(Model):
-    """Content hashes of files side A, valid while the file's etag is unchanged."""
-
-    __tablename__ = "hash_cache"
-    path: Mapped[str] = mapped_column(Text, primary_key=True)
-    etag: Mapped[str] = mapped_column(Text)
-    content_hash: Mapped[str] = mapped_column(String(64))
-
-
-class HistoryRow(Model):
-    """What changed when, for `syncd log` and `syncd conflicts`."""
-
-    __tablename__ = "history"
-    __table_args__ = (Index("ix_history_at", "at"), Index("ix_history_action", "action"))
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    run_id: Mapped[int] = mapped_column(Integer)
-    at: Mapped[float] = mapped_column()
-    action: Mapped[str] = mapped_column(String(20))
-    path: Mapped[str] = mapped_column(Text)
-    side: Mapped[str | None] = mapped_column(String(10))
-    detail: Mapped[str] = mapped_column(Text, default="")
-
-
-class FolderEtagRow(Model):
-    """Folder etags seen at the last complete listing (remotes with tree etags re-list only
-    the folders whose etag changed)."""
-
-    __tablename__ = "folder_etags"
-    side: Mapped[str] = mapped_column(String(10), primary_key=True)
-    path: Mapped[str] = mapped_column(Text, primary_key=True)
-    etag: Mapped[str] = mapped_column(Text)
+# Folder etags seen at the last complete listing: remotes whose folder etags change when
+# anything below changes re-list only the folders whose etag changed.
+folder_etags = Table(
+    "folder_etags",
+    metadata,
+    Column("side", String(10), primary_key=True),
+    Column("path", Text, primary_key=True),
+    Column("etag", Text, nullable=False),
+)
