@@ -3,7 +3,7 @@
 Exit codes (documented in the README):
   0 ok · 1 some items failed (retried later) · 2 usage error · 3 aborted by a safety guard,
   nothing changed · 4 fatal: config, credentials, missing root or bucket · 5 another run of the
-  pair holds its lock.
+  pair holds its lock · 6 a remote was unreachable: nothing changed, the next run retries.
 """
 
 from __future__ import annotations
@@ -22,9 +22,11 @@ if TYPE_CHECKING:
     from syncd.config import Config, PairConfig
     from syncd.models import Report
 
-EXIT_OK, EXIT_ITEMS, EXIT_USAGE, EXIT_ABORTED, EXIT_FATAL, EXIT_LOCKED = 0, 1, 2, 3, 4, 5
+EXIT_OK, EXIT_ITEMS, EXIT_USAGE, EXIT_ABORTED, EXIT_FATAL, EXIT_LOCKED, EXIT_RETRY = 0, 1, 2, 3, 4, 5, 6
 PLAIN_PROGRESS_EVERY_S = 2.0
-OUTCOME_EXIT = {"ok": EXIT_OK, "item-errors": EXIT_ITEMS, "aborted": EXIT_ABORTED, "fatal": EXIT_FATAL}
+OUTCOME_EXIT = {
+    "ok": EXIT_OK, "item-errors": EXIT_ITEMS, "aborted": EXIT_ABORTED, "fatal": EXIT_FATAL, "retry": EXIT_RETRY,
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -211,7 +213,7 @@ def _open_index(pair: PairConfig) -> Any:
 
 def cmd_status(args: argparse.Namespace) -> int:
     config = _config(args)
-    rows = []
+    rows: list[dict[str, Any]] = []
     for pair in config.select(args.target):
         store = _open_index(pair)
         if store is None:

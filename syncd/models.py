@@ -119,7 +119,8 @@ class Outcome(enum.Enum):
     OK = "ok"
     ITEM_ERRORS = "item-errors"
     ABORTED = "aborted"  # a guard refused the plan: nothing changed
-    FATAL = "fatal"
+    FATAL = "fatal"  # the pair cannot run until an admin acts
+    RETRY = "retry"  # a remote was unreachable or failed mid-listing: nothing changed, next run retries
 
 
 @dataclass(slots=True)

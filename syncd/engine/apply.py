@@ -12,7 +12,7 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 
-from syncd.errors import ChangedWhileReading, ItemError, TransientError
+from syncd.errors import ChangedWhileReading, FatalError
 from syncd.models import Action, ActionKind, Base, Entry, Side
 from syncd.remotes.base import Remote
 
@@ -64,10 +64,13 @@ class Applier:
 
     # -- primitives ------------------------------------------------------------------------
 
-    def copy(self, path: str, src_side: Side, src: Entry, dest_path: str | None = None) -> Entry:
-        """Copy ``src`` from ``src_side`` to ``dest_path`` (default ``path``) on the other side,
-        where nothing may be at that name (create-only). Verifies that the source did not
-        change while it was read. :returns: the new entry on the other side."""
+    def copy(
+        self, path: str, src_side: Side, src: Entry, dest_path: str | None = None, replaces: str | None = None
+    ) -> Entry:
+        """Copy ``src`` from ``src_side`` to ``dest_path`` (default ``path``) on the other side:
+        create-only, or an atomic overwrite of the version whose etag is ``replaces``. The
+        target verifies size and hash before it commits; the source is checked not to have
+        changed while it was read. :returns: the new entry on the other side."""
         source, target = self.remotes[src_side], self.remotes[src_side.other]
         with source.open_read(path) as stream:
             written = target.write(
@@ -76,7 +79,8 @@ class Applier:
                 size=src.size,
                 mtime_ns=src.mtime_ns,
                 content_hash=src.content_hash,
-                create_only=True,
+                if_match=replaces,
+                create_only=replaces is None,
             )
         if src.content_hash is None and source.stat(path).etag != src.etag:
             raise ChangedWhileReading(path)
@@ -101,11 +105,11 @@ class Applier:
         src = self.listings[src_side][action.path]
         done = Done(action)
         existing = self.listings[to].get(action.path)
-        if existing is not None:
-            where = self.remotes[to].trash(action.path, if_match=existing.etag)
-            done.history.append(("trash", action.path, to.value, where))
-            self.checkpoint("copy:trashed")
-        new = self.copy(action.path, src_side, src)
+        if existing is not None:  # an overwrite: keep the old version first, then replace it
+            where = self.remotes[to].keep_version(action.path, if_match=existing.etag)
+            done.history.append(("kept", action.path, to.value, where))
+            self.checkpoint("copy:kept-old-version")
+        new = self.copy(action.path, src_side, src, replaces=existing.etag if existing else None)
         a, b = _pair(src_side, src, new)
         done.put.append(make_base(action.path, a, b, new.content_hash))
         done.history.append(("copy", action.path, to.value, action.reason))
@@ -180,8 +184,8 @@ def run_actions(
     on_error: Callable[[Action, Exception], None],
 ) -> None:
     """Run ``actions`` with at most ``workers`` at once; call back in this thread as each ends.
-    Item and transient errors are handed to ``on_error`` and the rest go on; anything else
-    (a fatal error, an interrupt) stops the run after the actions in flight."""
+    Item and transient errors (and any unexpected error of one action) are handed to
+    ``on_error`` and the rest go on; a fatal error or an interrupt stops the run."""
     pending = iter(actions)
     in_flight: dict[Future[Done], Action] = {}
     with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
@@ -210,7 +214,9 @@ def _collect(
             action = in_flight.pop(future)
             try:
                 done = future.result()
-            except (ItemError, TransientError) as exc:
+            except FatalError:
+                raise
+            except Exception as exc:  # item, transient, or an OS error no remote mapped
                 on_error(action, exc)
             else:
                 on_done(done)

@@ -16,7 +16,7 @@ from syncd.engine.apply import Applier, Checkpoint, Done, run_actions
 from syncd.engine.plan import Folding, PlanSettings, plan
 from syncd.engine.safety import check_mass_delete, check_side_not_empty
 from syncd.engine.scan import Snapshot, fill_hashes, list_side, paths_needing_hash, stat_paths, within
-from syncd.errors import FatalError, GuardError, SyncdError
+from syncd.errors import FatalError, GuardError, SyncdError, TransientError
 from syncd.index.store import Store
 from syncd.lock import pair_lock
 from syncd.models import Action, ActionKind, Base, Entry, Outcome, Plan, Report, Side
@@ -94,6 +94,8 @@ def _run(
         report.outcome, report.message = Outcome.ABORTED, str(exc)
     except FatalError as exc:
         report.outcome, report.message = Outcome.FATAL, str(exc)
+    except TransientError as exc:
+        report.outcome, report.message = Outcome.RETRY, f"{exc}; will retry on the next run"
     finally:
         if not options.dry_run:
             store.finish_run(

@@ -20,7 +20,7 @@ import io
 import os
 import threading
 import weakref
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -649,7 +649,7 @@ class Project:
         system: bool = True,
         custom: bool = True,
         cursor: str = "",
-    ) -> Iterator[ObjectInfo]:
+    ) -> Generator[ObjectInfo]:
         """Stream a listing; the C iterator is freed when the generator ends or is closed."""
         options = _ListObjectsOptions(
             prefix=_enc(prefix) if prefix else None,

@@ -9,17 +9,18 @@ from typing import Any, BinaryIO
 
 import requests
 
+from syncd.errors import TransientError
 from syncd.remotes._webdav_http import iter_body
 
 PIECE = 1 << 16  # bytes per read/send: bounded memory for any file size
 
 
-class ShortData(Exception):  # noqa: N818 - an internal signal, mapped to ChangedWhileReading
+class ShortData(Exception):
     """The source stream ended before the promised size. Not an OSError, so urllib3 lets it
     through untouched (and closes the connection, so the server never commits the upload)."""
 
 
-class HashMismatch(Exception):  # noqa: N818 - an internal signal, mapped to ChangedWhileReading
+class HashMismatch(Exception):
     """The bytes read do not have the promised SHA-256."""
 
 
@@ -111,8 +112,6 @@ class ResponseReader(io.RawIOBase):
         return count
 
     def _check_complete(self) -> None:
-        from syncd.errors import TransientError
-
         if self._expected is not None and self._read + len(self._buffer) != self._expected:
             raise TransientError(
                 f"download cut short: {self._read} of {self._expected} bytes from {self._response.url}"

@@ -12,6 +12,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from email.utils import parsedate_to_datetime
+from typing import cast
 from urllib.parse import unquote, urlsplit
 
 DAV = "DAV:"
@@ -75,13 +76,14 @@ def parse_multistatus(pieces: Iterable[bytes]) -> Iterator[DavResource]:
 
     :raises IncompleteMultistatus: the body is not well-formed or ends early.
     """
-    parser = ET.XMLPullParser(events=("start", "end"))
+    parser: ET.XMLPullParser[ET.Element] = ET.XMLPullParser(events=("start", "end"))
     depth = 0
     saw_root = False
     try:
         for piece in pieces:
             parser.feed(piece)
-            for event, elem in parser.read_events():
+            # Only start/end events were asked for: each is (event, element).
+            for event, elem in cast("Iterator[tuple[str, ET.Element]]", parser.read_events()):
                 if event == "start":
                     depth += 1
                     if depth == 1:

@@ -101,6 +101,15 @@ class Remote(Protocol):
         """
         ...
 
+    def keep_version(self, path: str, *, if_match: str | None = None) -> str:
+        """Copy the current version of ``path`` into the trash, leaving it in place: called
+        before an overwrite, so the version is kept even though the overwrite itself is
+        atomic and verified (remotes that version overwrites themselves may return at once).
+
+        :returns: where the copy went. :raises NotFound: :raises PreconditionFailed:
+        """
+        ...
+
     def move(self, src: str, dst: str, *, if_match: str | None = None) -> Entry:
         """Rename ``src`` to ``dst`` (``dst`` must not exist).
 

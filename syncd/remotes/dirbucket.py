@@ -221,6 +221,13 @@ class DirBucket:
         if old is not None:
             self._data(obj, old).unlink(missing_ok=True)
 
+    def _put_sidecar(self, obj: Path, meta: dict[str, Any]) -> None:
+        """Commit ``meta`` as the object's sidecar (a rename: atomic). Caller holds the lock."""
+        sidecar = self._sidecar(obj)
+        tmp = sidecar.with_name(f"{sidecar.name}.tmp-{secrets.token_hex(4)}")
+        tmp.write_text(json.dumps(meta), encoding="utf-8")
+        os.replace(tmp, sidecar)
+
     @staticmethod
     def _current_etag(sidecar: Path) -> str | None:
         try:
@@ -252,12 +259,24 @@ class DirBucket:
                 raise PreconditionFailed(dst, "already exists")
             new = dict(meta, key=dst, etag=secrets.token_hex(8))
             os.link(self._data(src_obj, meta["etag"]), self._data(dst_obj, new["etag"]))
-            tmp = self._sidecar(dst_obj).with_name(f"{dst_obj.name}.json.tmp-{secrets.token_hex(4)}")
-            tmp.write_text(json.dumps(new), encoding="utf-8")
-            os.replace(tmp, self._sidecar(dst_obj))
+            self._put_sidecar(dst_obj, new)
             self._sidecar(src_obj).unlink()
         self._data(src_obj, meta["etag"]).unlink(missing_ok=True)
         return self._entry(new)
+
+    def keep_version(self, path: str, *, if_match: str | None = None) -> str:
+        """A server-side copy into the trash: the bytes are hard-linked, not copied."""
+        dest = trash_key(path, datetime.now())
+        src_obj, dst_obj = self._id(path), self._id(dest)
+        dst_obj.parent.mkdir(exist_ok=True)
+        with self._locked():
+            meta = self._meta(path)
+            if if_match is not None and meta["etag"] != if_match:
+                raise PreconditionFailed(path)
+            copy = dict(meta, key=dest, etag=secrets.token_hex(8))
+            os.link(self._data(src_obj, meta["etag"]), self._data(dst_obj, copy["etag"]))
+            self._put_sidecar(dst_obj, copy)
+        return dest
 
     def trash(self, path: str, *, if_match: str | None = None) -> str:
         dest = trash_key(path, datetime.now())

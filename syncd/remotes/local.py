@@ -293,9 +293,7 @@ class LocalRemote:
         full = self._abs(path)
         self.stat(path)
         self._check_etag(path, full, if_match)
-        now = datetime.now()
-        dest = self.trash_dir / f"{now:%Y-%m-%d}" / f"{now:%H%M%S%f}" / path
-        dest.parent.mkdir(parents=True, exist_ok=True)
+        dest = self._trash_path(path)
         try:
             os.rename(full, dest)
         except OSError as exc:
@@ -304,6 +302,23 @@ class LocalRemote:
             shutil.copy2(full, dest)  # trash on another filesystem: copy, then remove
             os.unlink(full)
         self._prune_parents(full)
+        return str(dest)
+
+    def _trash_path(self, path: str) -> Path:
+        now = datetime.now()
+        dest = self.trash_dir / f"{now:%Y-%m-%d}" / f"{now:%H%M%S%f}" / path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        return dest
+
+    def keep_version(self, path: str, *, if_match: str | None = None) -> str:
+        full = self._abs(path)
+        self.stat(path)
+        self._check_etag(path, full, if_match)
+        dest = self._trash_path(path)
+        try:
+            os.link(full, dest)  # same filesystem: the old inode stays, for free
+        except OSError:
+            shutil.copy2(full, dest)
         return str(dest)
 
     def move(self, src: str, dst: str, *, if_match: str | None = None) -> Entry:

@@ -16,6 +16,7 @@ Config::
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
@@ -27,8 +28,8 @@ from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Literal
-from urllib.parse import unquote, urlsplit
+from typing import Any, BinaryIO, Literal, NoReturn
+from urllib.parse import urlsplit
 
 import requests
 from pydantic import Field, field_validator
@@ -87,6 +88,8 @@ class Settings(RemoteSettings):
     chunk_size: int = Field(default=10 * MiB, ge=1024, le=5 * 1024 * MiB)  # Nextcloud chunked upload
     chunked_threshold: int | None = Field(default=None, ge=0)  # bigger files are chunked; None: chunk_size
     depth_infinity: bool | None = None  # None: the preset decides (generic tries it, falls back)
+    # Nextcloud keeps overwritten versions itself (files_versions app); false: copy into .syncd-trash/
+    nextcloud_versions: bool = True
 
     @field_validator("url")
     @classmethod
@@ -120,19 +123,41 @@ class Preset:
 
 PRESETS: dict[str, Preset] = {
     "nextcloud": Preset(
-        "nextcloud", NEXTCLOUD_PROPS, direct_put=True, chunked_v2=True, server_trash=True,
-        tree_etags=True, depth_infinity=False, dead_props=False, nextcloud_names=True,
-        conditional_writes=True, unicode_normalizing=True,
+        "nextcloud",
+        NEXTCLOUD_PROPS,
+        direct_put=True,
+        chunked_v2=True,
+        server_trash=True,
+        tree_etags=True,
+        depth_infinity=False,
+        dead_props=False,
+        nextcloud_names=True,
+        conditional_writes=True,
+        unicode_normalizing=True,
     ),
     # Pydio Cells /dav/: plain WebDAV as far as syncd relies on it; no Depth infinity.
     "pydio": Preset(
-        "pydio", GENERIC_PROPS, direct_put=False, chunked_v2=False, server_trash=False,
-        tree_etags=False, depth_infinity=False, dead_props=True, nextcloud_names=False,
+        "pydio",
+        GENERIC_PROPS,
+        direct_put=False,
+        chunked_v2=False,
+        server_trash=False,
+        tree_etags=False,
+        depth_infinity=False,
+        dead_props=True,
+        nextcloud_names=False,
         conditional_writes=False,
     ),
     "generic": Preset(
-        "generic", GENERIC_PROPS, direct_put=False, chunked_v2=False, server_trash=False,
-        tree_etags=False, depth_infinity=True, dead_props=True, nextcloud_names=False,
+        "generic",
+        GENERIC_PROPS,
+        direct_put=False,
+        chunked_v2=False,
+        server_trash=False,
+        tree_etags=False,
+        depth_infinity=True,
+        dead_props=True,
+        nextcloud_names=False,
         conditional_writes=False,
     ),
 }
@@ -190,7 +215,7 @@ class WebDavRemote:
 
         :raises FatalError: credentials refused, or the root folder does not exist.
         """
-        root = self._propfind_one("", NEXTCLOUD_PROPS + ("s:meta",), folder=True)
+        root = self._propfind_one("", (*NEXTCLOUD_PROPS, "s:meta"), folder=True)
         if root is None:
             raise FatalError(f"{self.name}: the WebDAV folder {self.settings.url} does not exist (HTTP 404)")
         if not root.is_dir:
@@ -297,11 +322,8 @@ class WebDavRemote:
             folder = pending.pop()
             response = self._propfind_request(folder, "1", self.preset.props, folder=True)
             if response is None:
-                if folder == "" or folder == start:
-                    if folder == "":
-                        raise FatalError(f"{self.name}: the WebDAV folder {self.settings.url} does not exist (HTTP 404)")
-                    return
-                raise TransientError(f"{self.name}: folder {folder!r} vanished while listing; will list again")
+                self._folder_missing(folder, start)
+                return  # the prefix asked for does not exist: nothing below it
             if tree is not None:
                 tree.listed.append(folder)
             for key, resource in self._resources(response, folder):
@@ -320,6 +342,13 @@ class WebDavRemote:
                     pending.append(key)
                 elif not _internal(key):
                     yield self._entry(key, resource)
+
+    def _folder_missing(self, folder: str, start: str) -> None:
+        """A 404 while walking: the root is fatal, a subfolder vanishing mid-walk is transient."""
+        if folder == "":
+            raise FatalError(f"{self.name}: the WebDAV folder {self.settings.url} does not exist (HTTP 404)")
+        if folder != start:
+            raise TransientError(f"{self.name}: folder {folder!r} vanished while listing; will list again")
 
     def list_changed(self, known_folder_etags: Mapping[str, str]) -> TreeListing:
         """List only what changed since ``known_folder_etags`` (from an earlier
@@ -381,8 +410,9 @@ class WebDavRemote:
             mtime_ns = meta[0]
             content_hash = meta[1] or content_hash
         etag = resource.etag or f'W/"syncd-{size}-{mtime_ns}"'
-        return Entry(path=key, size=size, mtime_ns=mtime_ns, etag=etag, content_hash=content_hash,
-                     remote_id=resource.fileid)
+        return Entry(
+            path=key, size=size, mtime_ns=mtime_ns, etag=etag, content_hash=content_hash, remote_id=resource.fileid
+        )
 
     # -- one file ------------------------------------------------------------------------
 
@@ -461,8 +491,9 @@ class WebDavRemote:
             headers["OC-Checksum"] = f"SHA256:{content_hash.lower()}"
         return headers
 
-    def _put(self, url: str, data: BinaryIO, size: int, headers: dict[str, str],
-             expected: str | None) -> tuple[requests.Response, str]:
+    def _put(
+        self, url: str, data: BinaryIO, size: int, headers: dict[str, str], expected: str | None
+    ) -> tuple[requests.Response, str]:
         """PUT exactly ``size`` bytes. Retried only when ``data`` can be rewound.
 
         :returns: the response and the SHA-256 of the bytes sent.
@@ -479,8 +510,16 @@ class WebDavRemote:
         response = self._t.request("PUT", url, headers=headers, body=body, replayable=start is not None)
         return response, sent[-1].digest.hexdigest()
 
-    def _write_direct(self, path: str, data: BinaryIO, size: int, mtime_ns: int,
-                      content_hash: str | None, if_match: str | None, create_only: bool) -> None:
+    def _write_direct(
+        self,
+        path: str,
+        data: BinaryIO,
+        size: int,
+        mtime_ns: int,
+        content_hash: str | None,
+        if_match: str | None,
+        create_only: bool,
+    ) -> None:
         """Nextcloud: its PUT writes a .part and renames it, and honours If-Match."""
         headers = self._upload_headers(mtime_ns, content_hash)
         headers.update(_conditions(if_match, create_only))
@@ -489,13 +528,22 @@ class WebDavRemote:
             self._raise_for(response, path, "write")
         response.close()
 
-    def _write_via_temp(self, path: str, data: BinaryIO, size: int, mtime_ns: int,
-                        content_hash: str | None, if_match: str | None, create_only: bool) -> Entry:
+    def _write_via_temp(
+        self,
+        path: str,
+        data: BinaryIO,
+        size: int,
+        mtime_ns: int,
+        content_hash: str | None,
+        if_match: str | None,
+        create_only: bool,
+    ) -> Entry:
         """Generic servers: PUT a temp name in the same folder, check its size, MOVE it in place."""
         temp = _join(_parent(path), f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}")
         try:
-            response, digest = self._put(self._t.url(temp), data, size,
-                                         {"X-OC-MTime": str(mtime_ns // 10**9)}, content_hash)
+            response, digest = self._put(
+                self._t.url(temp), data, size, {"X-OC-MTime": str(mtime_ns // 10**9)}, content_hash
+            )
             if response.status_code not in (200, 201, 204):
                 self._raise_for(response, path, "write")
             response.close()
@@ -518,8 +566,12 @@ class WebDavRemote:
         if not (self.preset.dead_props and self._dead_props_ok):
             return
         meta = f"{META_VERSION} {mtime_ns} {content_hash or '-'} {uploaded.size} {uploaded.last_modified_ns or 0}"
-        response = self._t.request("PROPPATCH", self._t.url(key), headers={"Content-Type": "application/xml"},
-                                   body=lambda: proppatch_body(meta))
+        response = self._t.request(
+            "PROPPATCH",
+            self._t.url(key),
+            headers={"Content-Type": "application/xml"},
+            body=lambda: proppatch_body(meta),
+        )
         body = response.content
         if response.status_code != 207 or parse_multistatus_errors(body):
             log.info("%s: server does not keep dead properties; mtimes kept to its own precision", self.name)
@@ -531,8 +583,16 @@ class WebDavRemote:
         if current is None or current.etag != if_match:
             raise PreconditionFailed(path)
 
-    def _write_chunked(self, path: str, data: BinaryIO, size: int, mtime_ns: int,
-                       content_hash: str | None, if_match: str | None, create_only: bool) -> None:
+    def _write_chunked(
+        self,
+        path: str,
+        data: BinaryIO,
+        size: int,
+        mtime_ns: int,
+        content_hash: str | None,
+        if_match: str | None,
+        create_only: bool,
+    ) -> None:
         """Nextcloud chunked upload v2; resumes an interrupted upload of the same content."""
         assert self._user_root is not None
         user = self._user_root[0]
@@ -564,8 +624,9 @@ class WebDavRemote:
                     consume(data, length, digest)  # sent by an earlier, interrupted try
                     continue
                 body = SizedBody(data, length, digest=digest, expected_sha256=content_hash if last else None)
-                response = self._t.request("PUT", f"{upload_url}/{name}", headers=dest, body=lambda b=body: b,
-                                           replayable=False)
+                response = self._t.request(
+                    "PUT", f"{upload_url}/{name}", headers=dest, body=functools.partial(_same, body), replayable=False
+                )
                 if response.status_code not in (200, 201, 204):
                     self._raise_for(response, path, f"upload chunk {number}")
                 response.close()
@@ -582,10 +643,13 @@ class WebDavRemote:
 
     def _existing_chunks(self, folder: str, upload_id: str) -> dict[str, int] | None:
         """Chunks of an earlier try that the server still holds, or None if it has none."""
-        response = self._t.request("PROPFIND", self._t.absolute(folder + upload_id + "/"),
-                                   headers={"Depth": "1", "Content-Type": "application/xml"},
-                                   body=lambda: propfind_body(("d:getcontentlength", "d:resourcetype")),
-                                   stream=True)
+        response = self._t.request(
+            "PROPFIND",
+            self._t.absolute(folder + upload_id + "/"),
+            headers={"Depth": "1", "Content-Type": "application/xml"},
+            body=lambda: propfind_body(("d:getcontentlength", "d:resourcetype")),
+            stream=True,
+        )
         if response.status_code != 207:
             response.close()
             return None
@@ -630,6 +694,27 @@ class WebDavRemote:
         key = trash_key(path, datetime.now())
         self._ensure_folder(_parent(key))
         self._move_request(path, key, overwrite=False, if_match=if_match, dest_key=key)
+        return key
+
+    def keep_version(self, path: str, *, if_match: str | None = None) -> str:
+        """Keep the current version before an overwrite. Nextcloud versions overwrites itself
+        (files_versions), unless ``nextcloud_versions = false``; elsewhere COPY into ``.syncd-trash/``.
+
+        :raises NotFound: :raises PreconditionFailed:
+        """
+        current = self.stat(path)
+        if if_match is not None and current.etag != if_match:
+            raise PreconditionFailed(path)
+        if self.preset.server_trash and self.settings.nextcloud_versions:
+            return f"Nextcloud file versions: {path}"
+        key = trash_key(path, datetime.now())
+        self._ensure_folder(_parent(key))
+        headers = {"Destination": self._t.url(key), "Overwrite": "F", "Depth": "0"}
+        headers.update(self._source_condition(path, if_match))
+        response = self._t.request("COPY", self._t.url(path), headers=headers)
+        if response.status_code not in (200, 201, 204):
+            self._raise_for(response, path, "keep a version")
+        response.close()
         return key
 
     def purge_trash(self, older_than: datetime) -> int:
@@ -677,8 +762,13 @@ class WebDavRemote:
             return 0
         user, user_root = self._user_root
         trash_url = self._t.absolute(f"{user_root.split('/remote.php/')[0]}/remote.php/dav/trashbin/{user}/trash/")
-        response = self._t.request("PROPFIND", trash_url, headers={"Depth": "1", "Content-Type": "application/xml"},
-                                   body=lambda: propfind_body(("d:resourcetype", "oc:fileid")), stream=True)
+        response = self._t.request(
+            "PROPFIND",
+            trash_url,
+            headers={"Depth": "1", "Content-Type": "application/xml"},
+            body=lambda: propfind_body(("d:resourcetype", "oc:fileid")),
+            stream=True,
+        )
         if response.status_code != 207:
             self._raise_for(response, "(trash bin)", "list trash bin")
         purged = 0
@@ -710,8 +800,7 @@ class WebDavRemote:
 
     def _move_request(self, src: str, dst: str, *, overwrite: bool, if_match: str | None, dest_key: str) -> None:
         headers = {"Destination": self._t.url(dst), "Overwrite": "T" if overwrite else "F"}
-        if if_match:
-            headers["If-Match"] = if_match
+        headers.update(self._source_condition(src, if_match))
         for attempt in range(2):  # a second try only after re-creating a vanished parent
             response = self._t.request("MOVE", self._t.url(src), headers=headers)
             if response.status_code in (200, 201, 204):
@@ -729,6 +818,22 @@ class WebDavRemote:
                 response.close()
                 raise NotFound(src)  # rclone answers 403 for a missing source
             self._raise_for(response, dest_key, "move")
+
+    def _source_condition(self, src: str, if_match: str | None) -> dict[str, str]:
+        """If-Match for the source of a MOVE/COPY. Sabre (Nextcloud) checks it against the
+        source; Apache mod_dav checks it against the destination too (412 for a new name),
+        so generic servers get a check by PROPFIND instead (not atomic: the capability says so).
+        """
+        if if_match is None:
+            return {}
+        if self.preset.conditional_writes:
+            return {"If-Match": if_match}
+        current = self._propfind_one(src, self.preset.props)
+        if current is None:
+            raise NotFound(src)
+        if current.etag != if_match:
+            raise PreconditionFailed(src)
+        return {}
 
     def close(self) -> None:
         self._t.close()
@@ -768,14 +873,16 @@ class WebDavRemote:
                 raise TransientError(f"{self.name}: a parent folder of {folder!r} vanished; will retry")
             self._raise_for(response, key, "create folder")
 
-    def _propfind_request(self, key: str, depth: str, props: tuple[str, ...], *,
-                          folder: bool = False) -> requests.Response | None:
+    def _propfind_request(
+        self, key: str, depth: str, props: tuple[str, ...], *, folder: bool = False
+    ) -> requests.Response | None:
         """A streamed PROPFIND. :returns: None on 404; the response for 207 and refusals of
         Depth infinity; :raises: the mapped error otherwise."""
         url = self._t.url(key, folder=folder)
         body = propfind_body(props)
-        response = self._t.request("PROPFIND", url, headers={"Depth": depth, "Content-Type": "application/xml"},
-                                   body=lambda: body, stream=True)
+        response = self._t.request(
+            "PROPFIND", url, headers={"Depth": depth, "Content-Type": "application/xml"}, body=lambda: body, stream=True
+        )
         if response.status_code == 207:
             return response
         if response.status_code == 404:
@@ -798,7 +905,7 @@ class WebDavRemote:
         with contextlib.suppress(TransientError, FatalError):
             self._t.request("DELETE", self._t.url(key)).close()
 
-    def _raise_for(self, response: requests.Response, path: str, what: str, *, listing: bool = False) -> Any:
+    def _raise_for(self, response: requests.Response, path: str, what: str, *, listing: bool = False) -> NoReturn:
         """Map an unexpected HTTP answer to syncd's error tree (once, here)."""
         status = response.status_code
         try:
@@ -815,8 +922,9 @@ class WebDavRemote:
         if status in (400, 403) and not listing and exception.endswith(NAME_EXCEPTIONS):
             raise UnsafePath(path, f"the server refuses this name ({detail})")
         if status == 403:
-            raise FatalError(f"{self.name}: the WebDAV server forbids {what} of {path!r} ({detail}); "
-                             f"check the account's permissions")
+            raise FatalError(
+                f"{self.name}: the WebDAV server forbids {what} of {path!r} ({detail}); check the account's permissions"
+            )
         if status == 507:
             raise FatalError(f"{self.name}: the WebDAV server is out of space or over quota ({detail})")
         if status == 423:
@@ -857,7 +965,12 @@ def nextcloud_name_problem(name: str) -> str | None:
 
 
 def io_buffered(reader: ResponseReader) -> BinaryIO:
-    return io.BufferedReader(reader, buffer_size=1 << 16)  # type: ignore[return-value]
+    return io.BufferedReader(reader, buffer_size=1 << 16)
+
+
+def _same(body: SizedBody) -> Body:
+    """A body factory for a request sent once (a chunk cannot be re-read from a stream)."""
+    return body
 
 
 def _conditions(if_match: str | None, create_only: bool) -> dict[str, str]:
@@ -870,8 +983,10 @@ def _conditions(if_match: str | None, create_only: bool) -> dict[str, str]:
 
 def _internal(key: str) -> bool:
     """syncd's own names: its trash folder and temp uploads, never shown in listings."""
-    return key == TRASH_PREFIX.rstrip("/") or key.startswith(TRASH_PREFIX) or posixpath.basename(key).startswith(
-        TMP_PREFIX
+    return (
+        key == TRASH_PREFIX.rstrip("/")
+        or key.startswith(TRASH_PREFIX)
+        or posixpath.basename(key).startswith(TMP_PREFIX)
     )
 
 
@@ -982,5 +1097,3 @@ class _TrashLedger(_JsonFile):
             del data[fileid]
         if gone:
             self.save(data)
-
-

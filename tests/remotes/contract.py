@@ -170,6 +170,17 @@ class RemoteContract:
         assert remote.purge_trash(datetime.now() - timedelta(days=1)) == 0
         assert remote.purge_trash(datetime.now() + timedelta(days=1)) >= 1
 
+    def test_keep_version_copies_into_trash_and_leaves_the_file(self, remote: Remote) -> None:
+        old = put(remote, "k/v.txt", b"version one")
+        assert remote.keep_version("k/v.txt", if_match=old.etag)
+        assert read(remote, "k/v.txt") == b"version one"
+        assert set(listing(remote)) == {"k/v.txt"}
+        put(remote, "k/v.txt", b"version two", if_match=remote.stat("k/v.txt").etag)
+        assert read(remote, "k/v.txt") == b"version two"
+        if remote.capabilities.conditional_writes:
+            with pytest.raises(PreconditionFailed):
+                remote.keep_version("k/v.txt", if_match=old.etag)
+
     def test_unusual_names_round_trip(self, remote: Remote) -> None:
         names = [
             "with space.txt",

@@ -1,0 +1,405 @@
+"""A Storj bucket (optionally under a key prefix) through libuplink, natively.
+
+* Keys are ``<prefix><path>``; the prefix (e.g. ``alice/``) is invisible to the engine.
+* Each object carries custom metadata ``rclone:mtime`` (RFC 3339 with nanoseconds, UTC,
+  the same key rclone uses, so both tools agree on times) and ``syncd:sha256`` (hex).
+* Uploads are atomic (an object appears only on commit), streamed in bounded chunks,
+  and verified (size, hash) before the commit; a failed one is aborted.
+* Moves are server-side. Trash is a ``.syncd-trash/<date>/<time>/`` key prefix.
+* Storj has no conditional writes: ``if_match`` and ``create_only`` are checked with a
+  stat just before the commit, which narrows but does not close the race, so the
+  capability is not declared.
+* An etag is derived from what a listing shows (creation time, size and syncd's
+  metadata): it changes whenever an object is replaced by syncd, and for objects
+  written by other tools whenever their creation second or size changes.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import BinaryIO, Literal, NoReturn, TypeVar
+
+from pydantic import Field, field_validator
+
+from syncd import __version__
+from syncd.errors import (
+    ChangedWhileReading,
+    FatalError,
+    ItemError,
+    NotFound,
+    PreconditionFailed,
+    TransientError,
+    UnsafePath,
+)
+from syncd.models import Entry
+from syncd.remotes import _uplink as uplink
+from syncd.remotes.base import CHUNK, TRASH_PREFIX, Capabilities, sha256_stream, trash_date, trash_key
+from syncd.remotes.settings import OpenContext, RemoteSettings, read_secret
+
+MTIME_KEY = "rclone:mtime"
+SHA256_KEY = "syncd:sha256"
+USER_AGENT = f"syncd/{__version__}"
+
+T = TypeVar("T")
+
+
+class Settings(RemoteSettings):
+    type: Literal["storj"]
+    access_grant_file: Path | None = None
+    access_grant_env: str | None = None
+    bucket: str = Field(min_length=3, max_length=63)
+    prefix: str = ""  # e.g. "alice/": the pair's files live under it
+    create_bucket: bool = False  # create the bucket when missing (else it is a fatal error)
+    dial_timeout: float = Field(default=20.0, gt=0, le=600)  # seconds
+
+    @field_validator("prefix")
+    @classmethod
+    def _folder_prefix(cls, value: str) -> str:
+        if value.startswith("/") or "//" in value or ".." in value.split("/"):
+            raise ValueError("must be a relative key prefix such as 'alice/'")
+        # "alice" and "alice/" mean the same folder; never match "alice2/...".
+        return value if not value or value.endswith("/") else value + "/"
+
+
+def open_remote(settings: Settings, ctx: OpenContext) -> StorjRemote:
+    """Open and check a Storj remote. :raises FatalError: bad grant or missing bucket."""
+    grant = read_secret(
+        file=settings.access_grant_file, env=settings.access_grant_env, what=f"{ctx.label} Storj access grant"
+    )
+    return StorjRemote(
+        grant,
+        settings.bucket,
+        prefix=settings.prefix,
+        create_bucket=settings.create_bucket,
+        dial_timeout=settings.dial_timeout,
+        label=ctx.label,
+    )
+
+
+# --------------------------------------------------------------------------- times
+
+
+_RFC3339 = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.(\d{1,9}))?(Z|[+-]\d\d:\d\d)$")
+
+
+def format_mtime(mtime_ns: int) -> str:
+    """RFC 3339 with nanoseconds in UTC, trailing zeros trimmed (Go's RFC3339Nano, as rclone)."""
+    seconds, nanos = divmod(mtime_ns, 1_000_000_000)
+    base = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    fraction = f".{nanos:09d}".rstrip("0") if nanos else ""
+    return f"{base}{fraction}Z"
+
+
+def parse_mtime(text: str) -> int | None:
+    """Nanoseconds since the epoch from an RFC 3339 time, or None if it is not one."""
+    match = _RFC3339.match(text.strip())
+    if not match:
+        return None
+    whole, fraction, zone = match.groups()
+    try:
+        when = datetime.fromisoformat(whole + ("+00:00" if zone == "Z" else zone))
+    except ValueError:
+        return None
+    nanos = int((fraction or "").ljust(9, "0"))
+    return int(when.timestamp()) * 1_000_000_000 + nanos
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def _map_error(exc: uplink.UplinkError, path: str, label: str) -> NoReturn:
+    """Translate a libuplink error into syncd's tree, keeping the original chained."""
+    if isinstance(exc, uplink.ObjectNotFoundError):
+        raise NotFound(path) from exc
+    if isinstance(exc, uplink.ObjectKeyInvalidError):
+        raise UnsafePath(path, f"Storj refuses this key: {exc.message}") from exc
+    if isinstance(exc, uplink.TooManyRequestsError | uplink.CanceledError | uplink.InternalError):
+        # Internal covers dial and network failures: worth a retry, never a deletion.
+        raise TransientError(f"{label}: {exc}") from exc
+    if isinstance(
+        exc,
+        uplink.BucketNotFoundError
+        | uplink.PermissionDeniedError
+        | uplink.InvalidAccessError
+        | uplink.LimitExceededError
+        | uplink.BucketNameInvalidError,
+    ):
+        raise FatalError(f"{label}: {exc}") from exc
+    raise ItemError(path, str(exc)) from exc
+
+
+# --------------------------------------------------------------------------- remote
+
+
+class StorjRemote:
+    def __init__(
+        self,
+        access_grant: str,
+        bucket: str,
+        *,
+        prefix: str = "",
+        create_bucket: bool = False,
+        dial_timeout: float | None = None,
+        label: str = "storj",
+    ) -> None:
+        self.name = label
+        self.bucket = bucket
+        self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+        self.capabilities = Capabilities(hashes=True, mtime_precision_ns=1, server_side_move=True)
+        self._access: uplink.Access | None = None
+        self._project: uplink.Project | None = None
+        try:
+            self._connect(access_grant, create_bucket=create_bucket, dial_timeout=dial_timeout)
+        except BaseException:
+            self.close()
+            raise
+
+    def _connect(self, grant: str, *, create_bucket: bool, dial_timeout: float | None) -> None:
+        try:
+            self._access = uplink.Access.parse(grant)
+            self._project = self._access.open_project(user_agent=USER_AGENT, dial_timeout=dial_timeout)
+        except uplink.UplinkLibraryError as exc:
+            raise FatalError(f"{self.name}: {exc}") from exc
+        except uplink.UplinkError as exc:
+            _map_error(exc, "", self.name)
+        try:
+            if create_bucket:
+                self._project.ensure_bucket(self.bucket)
+            else:
+                self._project.stat_bucket(self.bucket)
+        except uplink.BucketNotFoundError as exc:
+            raise FatalError(f"{self.name}: bucket {self.bucket!r} does not exist") from exc
+        except uplink.UplinkError as exc:
+            _map_error(exc, "", self.name)
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    @property
+    def project(self) -> uplink.Project:
+        if self._project is None:
+            raise FatalError(f"{self.name}: remote is closed")
+        return self._project
+
+    def _key(self, path: str) -> str:
+        return self.prefix + path
+
+    def _call(self, path: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except uplink.UplinkError as exc:
+            _map_error(exc, path, self.name)
+
+    def _entry(self, path: str, info: uplink.ObjectInfo) -> Entry:
+        return Entry(
+            path=path,
+            size=info.content_length,
+            mtime_ns=self._mtime(info),
+            etag=_etag(info),
+            content_hash=_sha256(info.custom),
+        )
+
+    @staticmethod
+    def _mtime(info: uplink.ObjectInfo) -> int:
+        parsed = parse_mtime(info.custom.get(MTIME_KEY, ""))
+        if parsed is not None:
+            return parsed
+        # An object written by a tool that keeps no mtime: its upload time stands in.
+        created = info.created or datetime.fromtimestamp(0, UTC)
+        return int(created.timestamp()) * 1_000_000_000
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def list(self, prefix: str = "") -> Iterator[Entry]:
+        """Stream a recursive listing; a failure part-way raises, never truncates."""
+        iterator = self.project.list_objects(self.bucket, prefix=self._key(prefix), recursive=True)
+        try:
+            for info in iterator:
+                path = info.key[len(self.prefix) :]
+                # Keys ending in "/" are folder markers made by other tools, not files.
+                if info.is_prefix or path.endswith("/") or path.startswith(TRASH_PREFIX):
+                    continue
+                yield self._entry(path, info)
+        except uplink.BucketNotFoundError as exc:
+            raise FatalError(f"{self.name}: bucket {self.bucket!r} does not exist") from exc
+        except uplink.UplinkError as exc:
+            _map_error(exc, prefix, self.name)
+        finally:
+            iterator.close()
+
+    def stat(self, path: str) -> Entry:
+        info = self._call(path, lambda: self.project.stat_object(self.bucket, self._key(path)))
+        return self._entry(path, info)
+
+    @contextmanager
+    def open_read(self, path: str) -> Iterator[BinaryIO]:
+        download = self._call(path, lambda: self.project.open_download(self.bucket, self._key(path)))
+        with download, io.BufferedReader(_MappedRead(download, path, self.name), buffer_size=CHUNK) as reader:
+            yield reader
+
+    def hash(self, path: str) -> str:
+        known = self.stat(path).content_hash
+        if known is not None:
+            return known
+        with self.open_read(path) as stream:
+            return sha256_stream(stream)[0]
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(
+        self,
+        path: str,
+        data: BinaryIO,
+        *,
+        size: int,
+        mtime_ns: int,
+        content_hash: str | None = None,
+        if_match: str | None = None,
+        create_only: bool = False,
+    ) -> Entry:
+        if not path or path.endswith("/"):
+            raise UnsafePath(path, "not a file key")
+        self._check_precondition(path, if_match=if_match, create_only=create_only)
+        try:
+            with self.project.open_upload(self.bucket, self._key(path)) as upload:
+                digest = _send(upload, path, data, size)
+                if content_hash is not None and digest != content_hash.lower():
+                    raise ChangedWhileReading(path, "content does not match its hash")
+                upload.set_custom_metadata({MTIME_KEY: format_mtime(mtime_ns), SHA256_KEY: digest})
+                # Last check right before the object becomes visible (see module doc).
+                self._check_precondition(path, if_match=if_match, create_only=create_only)
+                info = upload.commit()
+        except uplink.UplinkError as exc:
+            _map_error(exc, path, self.name)
+        return self._entry(path, info)
+
+    def _check_precondition(self, path: str, *, if_match: str | None, create_only: bool) -> None:
+        if if_match is None and not create_only:
+            return
+        try:
+            current: Entry | None = self.stat(path)
+        except NotFound:
+            current = None
+        if create_only and current is not None:
+            raise PreconditionFailed(path, "already exists")
+        if if_match is not None and (current is None or current.etag != if_match):
+            raise PreconditionFailed(path)
+
+    def delete(self, path: str, *, if_match: str | None = None) -> None:
+        if if_match is not None:
+            self._check_precondition(path, if_match=if_match, create_only=False)
+        deleted = self._call(path, lambda: self.project.delete_object(self.bucket, self._key(path)))
+        if deleted is None:
+            raise NotFound(path)
+
+    def move(self, src: str, dst: str, *, if_match: str | None = None) -> Entry:
+        """Server-side rename; refuses to replace an existing ``dst``."""
+        self._check_precondition(src, if_match=if_match, create_only=False)
+        self._check_precondition(dst, if_match=None, create_only=True)
+        self._call(src, lambda: self.project.move_object(self.bucket, self._key(src), self.bucket, self._key(dst)))
+        return self.stat(dst)
+
+    def trash(self, path: str, *, if_match: str | None = None) -> str:
+        dest = trash_key(path, datetime.now())
+        self.move(path, dest, if_match=if_match)
+        return dest
+
+    def purge_trash(self, older_than: datetime) -> int:
+        purged = 0
+        # Collect first: deleting while a listing streams could disturb its cursor.
+        stale: list[str] = []
+        iterator = self.project.list_objects(self.bucket, prefix=self._key(TRASH_PREFIX), system=False, custom=False)
+        try:
+            for info in iterator:
+                path = info.key[len(self.prefix) :]
+                when = trash_date(path)
+                if when is not None and when < older_than:
+                    stale.append(path)
+        except uplink.UplinkError as exc:
+            _map_error(exc, TRASH_PREFIX, self.name)
+        finally:
+            iterator.close()
+        for path in stale:
+            try:
+                self.delete(path)
+                purged += 1
+            except NotFound:
+                pass
+        return purged
+
+    def close(self) -> None:
+        project, access = self._project, self._access
+        self._project = self._access = None
+        try:
+            if project is not None:
+                project.close()
+        except uplink.UplinkError:
+            pass  # closing is best effort: connections are dropped either way
+        finally:
+            if access is not None:
+                access.close()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _sha256(custom: Mapping[str, str]) -> str | None:
+    value = custom.get(SHA256_KEY, "").strip().lower()
+    return value if re.fullmatch(r"[0-9a-f]{64}", value) else None
+
+
+def _etag(info: uplink.ObjectInfo) -> str:
+    """An opaque fingerprint from what list and stat both return (see module doc)."""
+    parts = [
+        str(int(info.created.timestamp()) if info.created else 0),
+        str(info.content_length),
+        info.custom.get(SHA256_KEY, ""),
+        info.custom.get(MTIME_KEY, ""),
+    ]
+    return hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:32]
+
+
+def _send(upload: uplink.Upload, path: str, data: BinaryIO, size: int) -> str:
+    """Stream exactly ``size`` bytes to ``upload``; returns their SHA-256.
+
+    :raises ChangedWhileReading: the source gave fewer or more bytes than ``size``.
+    """
+    digest = hashlib.sha256()
+    sent = 0
+    while True:
+        # Ask for one byte past the end so that a longer source is noticed.
+        chunk = data.read(min(CHUNK, size - sent + 1))
+        if not chunk:
+            break
+        sent += len(chunk)
+        if sent > size:
+            raise ChangedWhileReading(path, f"expected {size} bytes, got more")
+        digest.update(chunk)
+        upload.write(chunk)
+    if sent != size:
+        raise ChangedWhileReading(path, f"expected {size} bytes, got {sent}")
+    return digest.hexdigest()
+
+
+class _MappedRead(io.RawIOBase):
+    """A download whose errors surface as syncd errors (reads happen in the caller)."""
+
+    def __init__(self, download: uplink.Download, path: str, label: str) -> None:
+        super().__init__()
+        self._download = download
+        self._path = path
+        self._label = label
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        try:
+            return self._download.readinto(buffer)
+        except uplink.UplinkError as exc:
+            _map_error(exc, self._path, self._label)
