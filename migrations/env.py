@@ -5,11 +5,11 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import Connection
 
-from syncd.index.schema import Model
+from syncd.index.schema import metadata
 
 connection: Connection | None = context.config.attributes.get("connection")
 if connection is None:
     raise RuntimeError("syncd runs its migrations with a connection; use syncd.index.store")
-context.configure(connection=connection, target_metadata=Model.metadata, render_as_batch=True)
+context.configure(connection=connection, target_metadata=metadata, render_as_batch=True)
 with context.begin_transaction():
     context.run_migrations()

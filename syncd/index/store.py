@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, select, text, update
+from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, inspect, select, text, update
 from sqlalchemy.exc import OperationalError
 
 from syncd.errors import FatalError
@@ -106,15 +106,9 @@ def upgrade(conn: Connection, revision: str = "head") -> None:
 
 
 def current_revision(conn: Connection) -> str | None:
-    try:
-        row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
-    except OperationalError:
+    if not inspect(conn).has_table("alembic_version"):
         return None
-    except Exception as exc:  # PostgreSQL: undefined table; the transaction must be reset
-        if "alembic_version" not in str(exc):
-            raise
-        conn.rollback()
-        return None
+    row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
     return None if row is None else str(row[0])
 
 

@@ -323,6 +323,7 @@ class _Api:
         self.free_object_result = f("uplink_free_object_result", None, _ObjectResult)
         self.free_object = f("uplink_free_object", None, _ObjectP)
         self.move_object = f("uplink_move_object", _ErrorP, _HandleP, _s, _s, _s, _s, ctypes.c_void_p)
+        self.copy_object = f("uplink_copy_object", _ObjectResult, _HandleP, _s, _s, _s, _s, ctypes.c_void_p)
         self.list_objects = f("uplink_list_objects", _HandleP, _HandleP, _s, ctypes.POINTER(_ListObjectsOptions))
         self.object_iterator_next = f("uplink_object_iterator_next", ctypes.c_bool, _HandleP)
         self.object_iterator_item = f("uplink_object_iterator_item", _ObjectP, _HandleP)
@@ -640,6 +641,11 @@ class Project:
         err = self._api.move_object(self._live(), _enc(bucket), _enc(key), _enc(new_bucket), _enc(new_key), None)
         self._api.check(err)
 
+    def copy_object(self, bucket: str, key: str, new_bucket: str, new_key: str) -> ObjectInfo:
+        """Server-side copy (no data transfer); returns the new object."""
+        result = self._api.copy_object(self._live(), _enc(bucket), _enc(key), _enc(new_bucket), _enc(new_key), None)
+        return _take_object_result(self._api, result)
+
     def list_objects(
         self,
         bucket: str,
@@ -732,15 +738,15 @@ class Upload:
     def write(self, data: bytes | bytearray | memoryview) -> int:
         """Write all of ``data``; returns its length."""
         view = memoryview(data).cast("B")
-        if view.readonly:
-            # A read-only buffer cannot be addressed by ctypes without a copy;
-            # bytes are small chunks here, so the copy is bounded.
+        if view.readonly and not isinstance(data, bytes):
+            # ctypes cannot address other read-only buffers: copy (chunks are small).
             view = memoryview(bytearray(view))
         total = len(view)
         pos = 0
         while pos < total:
             chunk = view[pos:]
-            ptr = ctypes.addressof(ctypes.c_char.from_buffer(chunk))
+            # bytes: addressed in place (no copy); writable buffers: through from_buffer.
+            ptr = _address(data, pos) if isinstance(data, bytes) else ctypes.addressof(ctypes.c_char.from_buffer(chunk))
             result = self._api.upload_write(self._live(), ptr, len(chunk))
             try:
                 written = int(result.bytes_written)
@@ -812,6 +818,13 @@ class Upload:
             self.close()
 
 
+def _address(data: bytes, offset: int) -> int:
+    """The address of ``data[offset]`` without copying (``data`` must stay alive meanwhile)."""
+    base = ctypes.cast(ctypes.c_char_p(data), ctypes.c_void_p).value
+    assert base is not None
+    return base + offset
+
+
 def _readinto(source: BinaryIO, view: memoryview) -> int:
     readinto = getattr(source, "readinto", None)
     if readinto is not None:
@@ -865,12 +878,10 @@ class Download(io.RawIOBase):
         return _take_object_result(self._api, self._api.download_info(self._handle))
 
     def close(self) -> None:
-        if self._finalizer.alive:
-            err = self._finalizer()
-            super().close()
-            if err is not None:
-                raise err
+        err = self._finalizer() if self._finalizer.alive else None
         super().close()
+        if err is not None:
+            raise err
 
 
 def _close_download(api: _Api, result: Any) -> UplinkError | None:

@@ -5,7 +5,7 @@
   the same key rclone uses, so both tools agree on times) and ``syncd:sha256`` (hex).
 * Uploads are atomic (an object appears only on commit), streamed in bounded chunks,
   and verified (size, hash) before the commit; a failed one is aborted.
-* Moves are server-side. Trash is a ``.syncd-trash/<date>/<time>/`` key prefix.
+* Moves and kept versions are server-side (move / copy). Trash is a ``.syncd-trash/<date>/<time>/`` key prefix.
 * Storj has no conditional writes: ``if_match`` and ``create_only`` are checked with a
   stat just before the commit, which narrows but does not close the race, so the
   capability is not declared.
@@ -217,9 +217,15 @@ class StorjRemote:
 
     def list(self, prefix: str = "") -> Iterator[Entry]:
         """Stream a recursive listing; a failure part-way raises, never truncates."""
-        iterator = self.project.list_objects(self.bucket, prefix=self._key(prefix), recursive=True)
+        # uplink lists whole "folders" only (keys are encrypted per path segment), so
+        # a prefix that does not end in "/" is listed from its folder and filtered here.
+        wanted = self._key(prefix)
+        folder = wanted[: wanted.rfind("/") + 1]
+        iterator = self.project.list_objects(self.bucket, prefix=folder, recursive=True)
         try:
             for info in iterator:
+                if not info.key.startswith(wanted):
+                    continue
                 path = info.key[len(self.prefix) :]
                 # Keys ending in "/" are folder markers made by other tools, not files.
                 if info.is_prefix or path.endswith("/") or path.startswith(TRASH_PREFIX):
@@ -303,6 +309,13 @@ class StorjRemote:
         self._check_precondition(dst, if_match=None, create_only=True)
         self._call(src, lambda: self.project.move_object(self.bucket, self._key(src), self.bucket, self._key(dst)))
         return self.stat(dst)
+
+    def keep_version(self, path: str, *, if_match: str | None = None) -> str:
+        """A server-side copy into the trash (no data transfer), metadata included."""
+        self._check_precondition(path, if_match=if_match, create_only=False)
+        dest = trash_key(path, datetime.now())
+        self._call(path, lambda: self.project.copy_object(self.bucket, self._key(path), self.bucket, self._key(dest)))
+        return dest
 
     def trash(self, path: str, *, if_match: str | None = None) -> str:
         dest = trash_key(path, datetime.now())

@@ -1,0 +1,161 @@
+"""The index: Alembic revisions build exactly the models, old databases upgrade with their
+data, the migrations ship inside the wheel, and the same code runs on PostgreSQL."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import create_engine, text
+
+from syncd.index.schema import metadata
+from syncd.index.store import HEAD_REVISION, Store, migrations_dir, upgrade
+from syncd.models import Base
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def sample(path: str) -> Base:
+    return Base(path, 10, "ab" * 32, "etag-a", "etag-b", 1, 2, 99, "fileid-7")
+
+
+def test_head_revision_constant_matches_the_migrations() -> None:
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", migrations_dir())
+    assert ScriptDirectory.from_config(config).get_current_head() == HEAD_REVISION
+
+
+def schema_diff(url: str) -> list[object]:
+    engine = create_engine(url)
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), metadata)
+    engine.dispose()
+    return list(diff)
+
+
+def test_upgrading_an_empty_database_yields_exactly_the_models(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+    Store.open(db).close()
+    assert schema_diff(f"sqlite:///{db}") == []
+    with create_engine(f"sqlite:///{db}").connect() as conn:
+        assert conn.execute(text("PRAGMA journal_mode")).scalar() == "wal"
+
+
+def test_an_older_revision_database_upgrades_and_keeps_its_data(tmp_path: Path) -> None:
+    db = tmp_path / "old.db"
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        upgrade(conn, "0001")
+        conn.execute(text(
+            "INSERT INTO entries VALUES ('kept.txt', 3, NULL, 'a', 'b', 1, 2, NULL, NULL)"
+        ))
+    engine.dispose()
+    store = Store.open(db)
+    try:
+        assert set(store.load_bases()) == {"kept.txt"}
+        store.save_folder_etags("files", {"docs": '"etag1"'})  # a table revision 0002 added
+        assert store.load_folder_etags("files") == {"docs": '"etag1"'}
+    finally:
+        store.close()
+    assert schema_diff(f"sqlite:///{db}") == []
+
+
+def exercise(store: Store) -> None:
+    """The store's whole surface, as the engine and the CLI use it."""
+    run = store.start_run()
+    store.commit_actions(run, put=[sample("a.txt"), sample("b/c.txt")],
+                         history=[("copy", "a.txt", "bucket", "new"), ("conflict", "b/c.txt", "files", "c (x).txt")])
+    store.commit_actions(run, put=[sample("a.txt")], drop=["b/c.txt"])
+    assert store.load_bases() == {"a.txt": sample("a.txt")}
+    assert store.count_bases() == 1
+    info = store.record_item_error("bad.txt", "boom", now=1000.0)
+    again = store.record_item_error("bad.txt", "boom", now=1001.0)
+    assert (info.attempts, again.attempts) == (1, 2) and again.next_retry - 1001.0 > info.next_retry - 1000.0
+    store.save_hashes([("a.txt", "etag-a", "cd" * 32)])
+    assert store.load_hash_cache() == {"a.txt": ("etag-a", "cd" * 32)}
+    store.finish_run(run, outcome="ok", counts={"copy": 2}, errors=1, bytes_moved=20, message="")
+    assert store.runs(1)[0].counts == {"copy": 2}
+    assert [h.action for h in store.history(10, "conflict")] == ["conflict"]
+    assert [e.path for e in store.item_errors()] == ["bad.txt"]
+
+
+def test_store_round_trip_on_sqlite(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "x" / "index.db")
+    try:
+        exercise(store)
+    finally:
+        store.close()
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh database on the PostgreSQL server named by SYNCD_TEST_POSTGRES."""
+    server = os.environ.get("SYNCD_TEST_POSTGRES")
+    if not server:
+        if os.environ.get("SYNCD_REQUIRE_POSTGRES") == "1":
+            pytest.fail("SYNCD_REQUIRE_POSTGRES=1 but SYNCD_TEST_POSTGRES is not set")
+        pytest.skip("no PostgreSQL server: set SYNCD_TEST_POSTGRES=postgresql+psycopg://user:pw@127.0.0.1/db")
+    name = f"syncd_test_{uuid.uuid4().hex[:8]}"
+    admin = create_engine(server, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
+    try:
+        yield server.rsplit("/", 1)[0] + "/" + name
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+@pytest.mark.postgres
+def test_the_same_models_run_on_postgresql(postgres_url: str) -> None:
+    store = Store.open(postgres_url)
+    try:
+        exercise(store)
+    finally:
+        store.close()
+    assert schema_diff(postgres_url) == []
+    Store.open(postgres_url).close()  # opening an up-to-date database again is a no-op
+
+
+@pytest.mark.slow
+def test_migrations_ship_inside_the_wheel(tmp_path: Path) -> None:
+    """Build the wheel, install it in a fresh venv, upgrade an empty and an old database there."""
+    dist = tmp_path / "dist"
+    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
+                    "-w", str(dist), str(REPO)], check=True, timeout=300)
+    wheel = next(dist.glob("syncd-*.whl"))
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
+    python = venv / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)],
+                   check=True, timeout=300)
+    old_db = tmp_path / "old.db"
+    script = f"""
+import sys, syncd, sqlalchemy
+from pathlib import Path
+assert "site-packages" in syncd.__file__, syncd.__file__
+from syncd.index.store import Store, upgrade, migrations_dir
+assert "site-packages" in migrations_dir(), migrations_dir()
+Store.open(Path({str(tmp_path / 'empty.db')!r})).close()
+engine = sqlalchemy.create_engine("sqlite:///{old_db}")
+with engine.begin() as conn:
+    upgrade(conn, "0001")
+engine.dispose()
+store = Store.open(Path({str(old_db)!r}))
+print(store.load_folder_etags("files"), migrations_dir())
+store.close()
+"""
+    result = subprocess.run([str(python), "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("{}")

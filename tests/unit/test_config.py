@@ -1,0 +1,126 @@
+"""Config loading: the DESIGN.md shape works as written; bad input gets one clear line that
+names the file, the key and the problem; secrets are read by reference and never shown."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from syncd.config import load_config, parse_duration
+from syncd.errors import ConfigError, FatalError
+from syncd.models import ConflictPolicy, Mode
+from syncd.remotes.settings import read_secret
+
+GOOD = """
+[daemon]
+state_dir = "state"
+interval = "10m"
+
+[users.alice]
+files  = { type = "local", path = "alice-files" }
+bucket = { type = "dir", path = "buckets/alice" }
+conflict = "newer"
+exclude = ["*.iso"]
+
+[users.alice.pairs.dumps]
+files  = { type = "local", path = "/var/backups/db" }
+bucket = { type = "dir", path = "buckets/dumps" }
+mode   = "upload-only"
+
+[users.bob]
+files  = { type = "local", path = "bob" }
+bucket = { type = "dir", path = "buckets/bob" }
+"""
+
+
+def write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "syncd.toml"
+    path.write_text(text)
+    return path
+
+
+def test_design_shape_loads_with_pairs_inheriting_user_settings(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    pairs = {p.key: p for p in config.pairs}
+    assert set(pairs) == {"alice/default", "alice/dumps", "bob/default"}
+    dumps = pairs["alice/dumps"]
+    assert dumps.mode is Mode.UPLOAD_ONLY
+    assert dumps.policy is ConflictPolicy.NEWER  # inherited from the user
+    assert dumps.excludes("x/big.iso") and dumps.excludes("a.part")  # user's + defaults
+    assert pairs["bob/default"].policy is ConflictPolicy.KEEP_BOTH
+    assert pairs["alice/default"].interval_s == 600
+    assert pairs["alice/default"].state_dir == (tmp_path / "state" / "alice" / "default").resolve()
+    files = pairs["alice/default"].files
+    assert getattr(files, "path") == (tmp_path / "alice-files").resolve()  # relative to the config
+
+
+def test_select_by_user_and_pair(tmp_path: Path) -> None:
+    config = load_config(write(tmp_path, GOOD))
+    assert [p.key for p in config.select("alice")] == ["alice/default", "alice/dumps"]
+    assert [p.key for p in config.select("alice/dumps")] == ["alice/dumps"]
+    with pytest.raises(ConfigError, match="no pair 'carol'"):
+        config.select("carol")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("[users.a\nfiles = 1", "not valid TOML"),
+        ("[users.a]\nfiles = { type = 'local', path = 'x' }\nbucket = { type = 'dir', path = 'y' }\ncolour = 1",
+         "users.a.colour: unknown key"),
+        ("[users.a]\nfiles = { type = 'ftp', path = 'x' }\nbucket = { type = 'dir', path = 'y' }",
+         "users.a.files.type: 'ftp' is not a remote type"),
+        ("[users.a]\nfiles = { type = 'local' }\nbucket = { type = 'dir', path = 'y' }",
+         "users.a.files.path: Field required"),
+        ("[users.a]\nfiles = { type = 'local', path = 'x', speed = 3 }\nbucket = { type = 'dir', path = 'y' }",
+         "users.a.files.speed: unknown key"),
+        ("[users.a]\nfiles = { type = 'local', path = 'x' }", "users.a.bucket: missing"),
+        ("[users.a]\nfiles = { type = 'local', path = 'x' }\nbucket = { type = 'dir', path = 'y' }\nconflict = 'coin'",
+         "users.a.conflict"),
+        ("[daemon]\ninterval = 'soon'", "daemon.interval"),
+        ("[users.'../etc']\nfiles = { type = 'local', path = 'x' }\nbucket = { type = 'dir', path = 'y' }",
+         "not a valid name"),
+        ("[users.a]\nfiles = { type = 'local', path = 'x' }\nbucket = { type = 'dir', path = 'y' }\n"
+         "max_delete_ratio = 3", "users.a.max_delete_ratio"),
+    ],
+)
+def test_bad_config_names_file_key_and_problem(tmp_path: Path, text: str, expected: str) -> None:
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    message = str(caught.value)
+    assert str(path) in message
+    assert expected in message
+    assert "\n" not in message
+
+
+def test_missing_config_file_says_how_to_point_at_one(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.toml")
+
+
+def test_secret_from_file_env_and_credentials_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "pw").write_text("s3cret\n")
+    assert read_secret(file=tmp_path / "pw", env=None, what="x") == "s3cret"
+    monkeypatch.setenv("SYNCD_TEST_PW", "from-env")
+    assert read_secret(file=None, env="SYNCD_TEST_PW", what="x") == "from-env"
+    creds = tmp_path / "creds"
+    creds.mkdir()
+    (creds / "alice.webdav").write_text("from-systemd")
+    monkeypatch.setenv("CREDENTIALS_DIRECTORY", str(creds))
+    assert read_secret(file=Path("alice.webdav"), env=None, what="x") == "from-systemd"
+
+
+def test_missing_secret_names_the_reference_never_a_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    with pytest.raises(FatalError, match="secret file .*/missing does not exist"):
+        read_secret(file=tmp_path / "missing", env=None, what="alice files")
+    monkeypatch.delenv("SYNCD_NOPE", raising=False)
+    with pytest.raises(FatalError, match="environment variable SYNCD_NOPE is not set"):
+        read_secret(file=None, env="SYNCD_NOPE", what="alice files")
+
+
+def test_durations() -> None:
+    assert [parse_duration(x) for x in ("90", "30s", "5m", "2h", "1d")] == [90, 30, 300, 7200, 86400]
+    with pytest.raises(ValueError):
+        parse_duration("5 minutes")
