@@ -12,9 +12,9 @@ import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+import msgspec
 
 from syncd.errors import ConfigError
 from syncd.models import ConflictPolicy, Mode
@@ -25,6 +25,7 @@ from syncd.remotes.settings import RemoteSettings
 DEFAULT_CONFIG = Path("/etc/syncd/syncd.toml")
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 DURATION_RE = re.compile(r"^\s*(\d+)\s*(s|m|h|d)?\s*$")
+T = TypeVar("T")
 
 
 def parse_duration(text: str) -> float:
@@ -35,24 +36,24 @@ def parse_duration(text: str) -> float:
     return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2) or "s"]
 
 
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class _Strict(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    pass
 
 
-class DaemonSection(_Strict):
+class DaemonSection(_Strict, frozen=True):
     state_dir: Path = Path("/var/lib/syncd")
     socket: Path = Path("/run/syncd/control.sock")
     interval: str = "5m"
-    transfers: int = Field(default=4, ge=1, le=64)
+    transfers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
 
-    @field_validator("interval")
-    @classmethod
-    def _duration(cls, value: str) -> str:
-        parse_duration(value)
-        return value
+    def __post_init__(self) -> None:
+        try:
+            parse_duration(self.interval)
+        except ValueError as exc:
+            raise ValueError(f"interval: {exc}") from None
 
 
-class PairSection(_Strict):
+class PairSection(_Strict, frozen=True):
     """Keys a pair may set; a user's own keys are the defaults of its pairs."""
 
     files: dict[str, Any] | None = None
@@ -61,19 +62,55 @@ class PairSection(_Strict):
     mode: Mode | None = None
     exclude: list[str] | None = None
     default_excludes: bool | None = None
-    max_delete_ratio: float | None = Field(default=None, gt=0, le=1)
-    trash_retention_days: int | None = Field(default=None, ge=0)
-    transfers: int | None = Field(default=None, ge=1, le=64)
+    max_delete_ratio: Annotated[float, msgspec.Meta(gt=0, le=1)] | None = None
+    trash_retention_days: Annotated[int, msgspec.Meta(ge=0)] | None = None
+    transfers: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
     interval: str | None = None
 
 
-class UserSection(PairSection):
-    pairs: dict[str, PairSection] = Field(default_factory=dict)
+class UserSection(PairSection, frozen=True):
+    pairs: dict[str, dict[str, Any]] = {}  # each validated as a PairSection, under its own name
 
 
-class ConfigFile(_Strict):
-    daemon: DaemonSection = DaemonSection()
-    users: dict[str, UserSection] = Field(default_factory=dict)
+class ConfigFile(_Strict, frozen=True):
+    """The top level. Sections keyed by name are validated one by one, so that an error
+    names the user and pair ("users.alice.pairs.dumps.mode"), which msgspec would not."""
+
+    daemon: dict[str, Any] = {}
+    users: dict[str, dict[str, Any]] = {}
+
+
+def _decode_path(kind: type, value: Any) -> Any:
+    if kind is Path and isinstance(value, str):
+        return Path(value)
+    raise NotImplementedError(f"cannot read {kind}")
+
+
+def validate(raw: Any, kind: type[T], path: Path, prefix: str = "") -> T:
+    """``raw`` (parsed TOML) as a ``kind`` Struct. :raises ConfigError: file, key, problem."""
+    try:
+        return msgspec.convert(raw, kind, dec_hook=_decode_path)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(str(exc), prefix)}") from None
+
+
+def _describe(message: str, prefix: str) -> str:
+    """msgspec's ``Object contains unknown field `x` - at `$.users.a``` as ``users.a.x: unknown key``.
+    Checks in ``__post_init__`` raise ``ValueError("field: problem")`` to name their field."""
+    text, _, where = message.rpartition(" - at `")
+    if not text:
+        text, where = message, "$`"
+    key = where.rstrip("`").removeprefix("$").lstrip(".")
+    key = ".".join(k for k in (prefix, key) if k)
+    field = re.search(r"field `([^`]+)`", text)
+    if text.startswith("Object contains unknown field") and field:
+        return f"{key}.{field.group(1)}: unknown key".lstrip(".")
+    if text.startswith("Object missing required field") and field:
+        return f"{key}.{field.group(1)}: missing (required)".lstrip(".")
+    named = re.match(r"^([a-z_]+): (.*)$", text)  # a __post_init__ check: "field: problem"
+    if named:
+        return f"{key}.{named.group(1)}: {named.group(2)}".lstrip(".")
+    return f"{key}: {text[:1].lower()}{text[1:]}" if key else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,24 +171,24 @@ def load_config(path: Path) -> Config:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None
-    try:
-        parsed = ConfigFile.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_first_error(path, exc)) from None
+    parsed = validate(raw, ConfigFile, path)
     folder = path.parent.resolve()
-    state_dir = _resolve(folder, parsed.daemon.state_dir)
-    daemon = parsed.daemon.model_copy(update={"state_dir": state_dir})
+    daemon = validate(parsed.daemon, DaemonSection, path, prefix="daemon")
+    daemon = msgspec.structs.replace(daemon, state_dir=_resolve(folder, daemon.state_dir))
     pairs = []
-    for user, section in parsed.users.items():
-        _check_name(path, f"users.{user}", user)
-        own = section.model_dump(exclude={"pairs"}, exclude_none=True)
+    for user, raw_section in parsed.users.items():
+        where = f"users.{user}"
+        _check_name(path, where, user)
+        section = validate(raw_section, UserSection, path, prefix=where)
+        own = _set_keys(section)
+        own.pop("pairs", None)
         if section.files is not None or section.bucket is not None:
-            pairs.append(_pair(path, folder, daemon, user, "default", own, f"users.{user}"))
-        for name, pair_section in section.pairs.items():
-            where = f"users.{user}.pairs.{name}"
-            _check_name(path, where, name)
-            merged = {**own, **pair_section.model_dump(exclude_none=True)}
-            pairs.append(_pair(path, folder, daemon, user, name, merged, where))
+            pairs.append(_pair(path, folder, daemon, user, "default", own, where))
+        for name, raw_pair in section.pairs.items():
+            pair_where = f"{where}.pairs.{name}"
+            _check_name(path, pair_where, name)
+            pair_section = validate(raw_pair, PairSection, path, prefix=pair_where)
+            pairs.append(_pair(path, folder, daemon, user, name, {**own, **_set_keys(pair_section)}, pair_where))
     return Config(path=path, daemon=daemon, pairs=tuple(pairs))
 
 
@@ -202,11 +239,12 @@ def _remote(path: Path, folder: Path, where: str, spec: dict[str, Any]) -> Remot
         module = remote_module(kind)
     except ImportError as exc:
         raise ConfigError(f"{path}: {where}: remote type {kind!r} is not available: {exc}") from None
-    try:
-        settings: RemoteSettings = module.Settings.model_validate(spec)
-    except ValidationError as exc:
-        raise ConfigError(_first_error(path, exc, prefix=where)) from None
+    settings: RemoteSettings = validate(spec, module.Settings, path, prefix=where)
     return settings
+
+
+def _set_keys(section: msgspec.Struct) -> dict[str, Any]:
+    return {k: v for k, v in msgspec.structs.asdict(section).items() if v is not None}
 
 
 def _resolve(folder: Path, value: Path) -> Path:
@@ -223,14 +261,3 @@ def _resolve_reference(folder: Path, key: str, value: str) -> Path:
     if key.endswith("_file") and creds and (Path(creds) / candidate).exists():
         return Path(creds) / candidate
     return (folder / candidate).resolve()
-
-
-def _first_error(path: Path, exc: ValidationError, prefix: str = "") -> str:
-    problems = []
-    for error in exc.errors()[:3]:
-        key = ".".join(str(p) for p in error["loc"])
-        key = f"{prefix}.{key}" if prefix and key else (prefix or key)
-        message = "unknown key" if error["type"] == "extra_forbidden" else error["msg"]
-        problems.append(f"{key}: {message}")
-    more = f" (and {exc.error_count() - 3} more)" if exc.error_count() > 3 else ""
-    return f"{path}: " + "; ".join(problems) + more

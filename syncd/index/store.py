@@ -1,41 +1,38 @@
 """The only code that touches the index database.
 
-One SQLite file per pair (WAL mode), or a PostgreSQL URL. The schema is brought to the newest
-Alembic revision on open; Alembic itself is imported only when an upgrade is needed, so a
-no-change sync does not pay for it. Bulk reads use SQLAlchemy Core (tuples, not ORM objects).
+One SQLite file per pair (WAL mode), or any SQLAlchemy URL (PostgreSQL: several hosts sharing
+the work). The tables are the SQLAlchemy models of :mod:`syncd.index.schema`, created and
+changed only by the Alembic revisions in ``migrations/``.
+
+The statements here are plain SQL with ``:name`` parameters, run by one of two executors:
+the stdlib ``sqlite3`` driver for SQLite files, or a SQLAlchemy connection for any other URL.
+SQLite is syncd's everyday case and the SQLAlchemy import alone costs more than a no-change
+sync of 10,000 files does, so SQLAlchemy and Alembic are imported only to create or upgrade a
+schema, or for another database. Both executors run the same SQL, tested on both databases.
 """
 
 from __future__ import annotations
 
 import json
+import sqlite3
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
-from typing import Any
-
-from sqlalchemy import Connection, Engine, create_engine, delete, event, func, insert, inspect, select, text, update
-from sqlalchemy.exc import OperationalError
+from typing import Any, Protocol
 
 from syncd.errors import FatalError
-from syncd.index import schema
 from syncd.models import Base
 
 HEAD_REVISION = "0002"  # tests check this equals the newest revision in migrations/
 
-ENTRIES = schema.entries
-RUNS = schema.runs
-ITEM_ERRORS = schema.item_errors
-HASH_CACHE = schema.hash_cache
-HISTORY = schema.history
-FOLDER_ETAGS = schema.folder_etags
 BASE_COLUMNS = (
-    "path", "size", "content_hash", "a_etag", "b_etag", "a_mtime_ns", "b_mtime_ns", "a_inode", "b_remote_id"
+    "path", "size", "content_hash", "a_etag", "b_etag", "a_mtime_ns", "b_mtime_ns", "a_inode", "b_remote_id",
 )
-
 BACKOFF_FIRST_S = 60.0
 BACKOFF_MAX_S = 6 * 3600.0
+IN_CHUNK = 500  # bounded IN (...) lists
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,34 +65,72 @@ class ItemErrorInfo:
     next_retry: float
 
 
-def _base_row(base: Base) -> dict[str, Any]:
-    return {
-        "path": base.path,
-        "size": base.size,
-        "content_hash": base.content_hash,
-        "a_etag": base.a_etag,
-        "b_etag": base.b_etag,
-        "a_mtime_ns": base.a_mtime_ns,
-        "b_mtime_ns": base.b_mtime_ns,
-        "a_inode": base.a_inode,
-        "b_remote_id": base.b_remote_id,
-    }
+class _Executor(Protocol):
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]: ...
+    def run(self, sql: str, params: dict[str, Any] | None = None) -> None: ...
+    def run_many(self, sql: str, rows: Sequence[dict[str, Any]]) -> None: ...
+    def commit(self) -> None: ...
+    def close(self) -> None: ...
 
 
-def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
-    cursor = dbapi_conn.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
-    cursor.execute("PRAGMA busy_timeout=10000")
-    cursor.close()
+class _SqliteExecutor:
+    def __init__(self, path: Path) -> None:
+        self.conn = sqlite3.connect(path, timeout=10.0)
+        self.conn.execute("PRAGMA journal_mode=WAL")
+        self.conn.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: durable at checkpoints, never corrupt
+
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        return self.conn.execute(sql, params or {}).fetchall()
+
+    def run(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        self.conn.execute(sql, params or {})
+
+    def run_many(self, sql: str, rows: Sequence[dict[str, Any]]) -> None:
+        self.conn.executemany(sql, rows)
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+class _AlchemyExecutor:
+    def __init__(self, url: str) -> None:
+        from sqlalchemy import create_engine
+
+        self.engine = create_engine(url)
+        self.conn = self.engine.connect()
+
+    def rows(self, sql: str, params: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
+        from sqlalchemy import text
+
+        return [tuple(r) for r in self.conn.execute(text(sql), params or {})]
+
+    def run(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        from sqlalchemy import text
+
+        self.conn.execute(text(sql), params or {})
+
+    def run_many(self, sql: str, rows: Sequence[dict[str, Any]]) -> None:
+        from sqlalchemy import text
+
+        self.conn.execute(text(sql), list(rows))
+
+    def commit(self) -> None:
+        self.conn.commit()
+
+    def close(self) -> None:
+        self.conn.close()
+        self.engine.dispose()
 
 
 def migrations_dir() -> str:
     return str(resources.files("syncd.migrations"))
 
 
-def upgrade(conn: Connection, revision: str = "head") -> None:
-    """Run the Alembic revisions up to ``revision`` on ``conn``."""
+def upgrade(conn: Any, revision: str = "head") -> None:
+    """Run the Alembic revisions up to ``revision`` on a SQLAlchemy connection."""
     from alembic import command
     from alembic.config import Config
 
@@ -105,19 +140,32 @@ def upgrade(conn: Connection, revision: str = "head") -> None:
     command.upgrade(config, revision)
 
 
-def current_revision(conn: Connection) -> str | None:
-    if not inspect(conn).has_table("alembic_version"):
-        return None
-    row = conn.execute(text("SELECT version_num FROM alembic_version")).first()
-    return None if row is None else str(row[0])
+def _upgrade_url(url: str) -> None:
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import SQLAlchemyError
+
+    engine = create_engine(url)
+    try:
+        with engine.begin() as conn:
+            upgrade(conn)
+    except SQLAlchemyError as exc:
+        raise FatalError(f"index {url}: cannot create or upgrade the schema: {exc}") from exc
+    finally:
+        engine.dispose()
+
+
+def _sqlite_path(target: str | Path) -> Path | None:
+    text = str(target)
+    if text.startswith("sqlite:///"):
+        return Path(text[len("sqlite:///") :])
+    return None if "://" in text else Path(text)
 
 
 class Store:
     """The index of one pair."""
 
-    def __init__(self, engine: Engine) -> None:
-        self.engine = engine
-        self._conn = engine.connect()
+    def __init__(self, db: _Executor) -> None:
+        self.db = db
 
     @classmethod
     def open(cls, target: str | Path) -> Store:
@@ -125,43 +173,35 @@ class Store:
 
         :raises FatalError: the database cannot be opened or upgraded.
         """
-        url = str(target)
-        if "://" not in url:
-            Path(url).parent.mkdir(parents=True, exist_ok=True)
-            url = f"sqlite:///{url}"
-        engine = create_engine(url)
-        if engine.dialect.name == "sqlite":
-            event.listen(engine, "connect", _sqlite_pragmas)
+        path = _sqlite_path(target)
         try:
-            with engine.begin() as conn:
-                if current_revision(conn) != HEAD_REVISION:
-                    upgrade(conn)
-        except OperationalError as exc:
-            raise FatalError(f"index {target}: cannot open: {exc.orig}") from exc
-        return cls(engine)
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                db: _Executor = _SqliteExecutor(path)
+                if _revision(db) != HEAD_REVISION:
+                    _upgrade_url(f"sqlite:///{path}")
+            else:
+                db = _AlchemyExecutor(str(target))
+                if _revision(db) != HEAD_REVISION:
+                    _upgrade_url(str(target))
+        except (sqlite3.Error, OSError) as exc:
+            raise FatalError(f"index {target}: cannot open: {exc}") from exc
+        return cls(db)
 
     def close(self) -> None:
-        self._conn.close()
-        self.engine.dispose()
-
-    def _write(self, *statements: Any) -> None:
-        for statement in statements:
-            self._conn.execute(statement)
-        self._conn.commit()
+        self.db.close()
 
     # -- bases -----------------------------------------------------------------------------
 
     def load_bases(self) -> dict[str, Base]:
-        """Every base, read through the driver's own cursor: this runs on every sync, and
-        plain tuples cost a tenth of SQLAlchemy result rows for a large tree."""
-        cursor = self._conn.connection.cursor()
-        try:
-            cursor.execute(f"SELECT {', '.join(BASE_COLUMNS)} FROM entries")
-            bases = {row[0]: Base(*row) for row in cursor.fetchall()}
-        finally:
-            cursor.close()
-        self._conn.commit()
-        return bases
+        rows = self.db.rows(f"SELECT {', '.join(BASE_COLUMNS)} FROM entries")
+        self.db.commit()
+        return {row[0]: Base(*row) for row in rows}
+
+    def count_bases(self) -> int:
+        (count,) = self.db.rows("SELECT count(*) FROM entries")[0]
+        self.db.commit()
+        return int(count)
 
     def commit_actions(
         self,
@@ -175,127 +215,147 @@ class Store:
         (action, path, side, detail) history rows. Only finished work is ever passed here."""
         bases = list(put)
         doomed = [b.path for b in bases] + list(drop)
-        for start in range(0, len(doomed), 500):  # bounded IN lists
-            chunk = doomed[start : start + 500]
-            self._conn.execute(delete(ENTRIES).where(ENTRIES.c.path.in_(chunk)))
-            self._conn.execute(delete(ITEM_ERRORS).where(ITEM_ERRORS.c.path.in_(chunk)))
+        self._delete_paths("entries", doomed)
+        self._delete_paths("item_errors", doomed)
         if bases:
-            self._conn.execute(insert(ENTRIES), [_base_row(b) for b in bases])
+            columns = ", ".join(BASE_COLUMNS)
+            values = ", ".join(f":{c}" for c in BASE_COLUMNS)
+            self.db.run_many(
+                f"INSERT INTO entries ({columns}) VALUES ({values})",
+                [{c: getattr(b, c) for c in BASE_COLUMNS} for b in bases],
+            )
         now = time.time()
         rows = [
             {"run_id": run_id, "at": now, "action": a, "path": p, "side": s, "detail": d}
             for a, p, s, d in history
         ]
         if rows:
-            self._conn.execute(insert(HISTORY), rows)
-        self._conn.commit()
+            self.db.run_many(
+                "INSERT INTO history (run_id, at, action, path, side, detail) "
+                "VALUES (:run_id, :at, :action, :path, :side, :detail)",
+                rows,
+            )
+        self.db.commit()
 
-    def count_bases(self) -> int:
-        total = self._conn.execute(select(func.count()).select_from(ENTRIES)).scalar_one()
-        self._conn.commit()
-        return int(total)
+    def _delete_paths(self, table: str, paths: Sequence[str]) -> None:
+        for start in range(0, len(paths), IN_CHUNK):
+            chunk = paths[start : start + IN_CHUNK]
+            names = ", ".join(f":p{i}" for i in range(len(chunk)))
+            self.db.run(f"DELETE FROM {table} WHERE path IN ({names})", {f"p{i}": p for i, p in enumerate(chunk)})
 
     # -- hash cache ------------------------------------------------------------------------
 
     def load_hash_cache(self) -> dict[str, tuple[str, str]]:
-        rows = self._conn.execute(select(HASH_CACHE.c.path, HASH_CACHE.c.etag, HASH_CACHE.c.content_hash))
-        cache = {row[0]: (row[1], row[2]) for row in rows}
-        self._conn.commit()
-        return cache
+        rows = self.db.rows("SELECT path, etag, content_hash FROM hash_cache")
+        self.db.commit()
+        return {row[0]: (row[1], row[2]) for row in rows}
 
     def save_hashes(self, hashes: Iterable[tuple[str, str, str]]) -> None:
         """Store (path, etag, hash) rows in one transaction."""
         rows = [{"path": p, "etag": e, "content_hash": h} for p, e, h in hashes]
         if not rows:
             return
-        self._conn.execute(delete(HASH_CACHE).where(HASH_CACHE.c.path.in_([r["path"] for r in rows])))
-        self._conn.execute(insert(HASH_CACHE), rows)
-        self._conn.commit()
+        self._delete_paths("hash_cache", [r["path"] for r in rows])
+        self.db.run_many("INSERT INTO hash_cache (path, etag, content_hash) VALUES (:path, :etag, :content_hash)", rows)
+        self.db.commit()
 
     # -- folder etags ----------------------------------------------------------------------
 
     def load_folder_etags(self, side: str) -> dict[str, str]:
-        rows = self._conn.execute(select(FOLDER_ETAGS.c.path, FOLDER_ETAGS.c.etag).where(FOLDER_ETAGS.c.side == side))
-        etags = {row[0]: row[1] for row in rows}
-        self._conn.commit()
-        return etags
+        rows = self.db.rows("SELECT path, etag FROM folder_etags WHERE side = :side", {"side": side})
+        self.db.commit()
+        return {row[0]: row[1] for row in rows}
 
     def save_folder_etags(self, side: str, etags: dict[str, str]) -> None:
-        self._conn.execute(delete(FOLDER_ETAGS).where(FOLDER_ETAGS.c.side == side))
+        self.db.run("DELETE FROM folder_etags WHERE side = :side", {"side": side})
         if etags:
-            self._conn.execute(insert(FOLDER_ETAGS), [{"side": side, "path": p, "etag": e} for p, e in etags.items()])
-        self._conn.commit()
+            self.db.run_many(
+                "INSERT INTO folder_etags (side, path, etag) VALUES (:side, :path, :etag)",
+                [{"side": side, "path": p, "etag": e} for p, e in etags.items()],
+            )
+        self.db.commit()
 
     # -- runs, errors, history -------------------------------------------------------------
 
     def start_run(self) -> int:
-        result = self._conn.execute(
-            insert(RUNS).values(
-                started_at=time.time(), outcome="running", counts="{}", errors=0, bytes_moved=0, message=""
-            )
-        )
-        self._conn.commit()
-        key = result.inserted_primary_key
-        assert key is not None
-        return int(key[0])
+        (run_id,) = self.db.rows(
+            "INSERT INTO runs (started_at, outcome, counts, errors, bytes_moved, message) "
+            "VALUES (:at, 'running', '{}', 0, 0, '') RETURNING id",
+            {"at": time.time()},
+        )[0]
+        self.db.commit()
+        return int(run_id)
 
     def finish_run(
         self, run_id: int, *, outcome: str, counts: dict[str, int], errors: int, bytes_moved: int, message: str
     ) -> None:
-        self._write(
-            update(RUNS)
-            .where(RUNS.c.id == run_id)
-            .values(
-                ended_at=time.time(),
-                outcome=outcome,
-                counts=json.dumps(counts),
-                errors=errors,
-                bytes_moved=bytes_moved,
-                message=message,
-            )
+        self.db.run(
+            "UPDATE runs SET ended_at = :ended, outcome = :outcome, counts = :counts, errors = :errors, "
+            "bytes_moved = :bytes, message = :message WHERE id = :id",
+            {"ended": time.time(), "outcome": outcome, "counts": json.dumps(counts), "errors": errors,
+             "bytes": bytes_moved, "message": message, "id": run_id},
         )
+        self.db.commit()
 
     def runs(self, limit: int = 10) -> list[RunInfo]:
-        c = RUNS.c
-        rows = self._conn.execute(
-            select(c.id, c.started_at, c.ended_at, c.outcome, c.counts, c.errors, c.bytes_moved, c.message)
-            .order_by(c.id.desc())
-            .limit(limit)
-        ).all()
-        self._conn.commit()
+        rows = self.db.rows(
+            "SELECT id, started_at, ended_at, outcome, counts, errors, bytes_moved, message "
+            "FROM runs ORDER BY id DESC LIMIT :limit",
+            {"limit": limit},
+        )
+        self.db.commit()
         return [RunInfo(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7]) for r in rows]
 
     def record_item_error(self, path: str, error: str, now: float) -> ItemErrorInfo:
         """Count one more failure of ``path``; the next retry backs off exponentially."""
-        row = self._conn.execute(
-            select(ITEM_ERRORS.c.attempts, ITEM_ERRORS.c.first_seen).where(ITEM_ERRORS.c.path == path)
-        ).first()
-        attempts = 1 if row is None else row[0] + 1
-        first_seen = now if row is None else row[1]
+        found = self.db.rows("SELECT attempts, first_seen FROM item_errors WHERE path = :path", {"path": path})
+        attempts = 1 if not found else found[0][0] + 1
+        first_seen = now if not found else found[0][1]
         next_retry = now + min(BACKOFF_FIRST_S * 2 ** (attempts - 1), BACKOFF_MAX_S)
-        self._write(
-            delete(ITEM_ERRORS).where(ITEM_ERRORS.c.path == path),
-            insert(ITEM_ERRORS).values(
-                path=path, error=error, attempts=attempts, first_seen=first_seen, next_retry=next_retry
-            ),
+        self.db.run("DELETE FROM item_errors WHERE path = :path", {"path": path})
+        self.db.run(
+            "INSERT INTO item_errors (path, error, attempts, first_seen, next_retry) "
+            "VALUES (:path, :error, :attempts, :first_seen, :next_retry)",
+            {"path": path, "error": error, "attempts": attempts, "first_seen": first_seen, "next_retry": next_retry},
         )
+        self.db.commit()
         return ItemErrorInfo(path, error, attempts, next_retry)
 
     def clear_item_error(self, path: str) -> None:
-        self._write(delete(ITEM_ERRORS).where(ITEM_ERRORS.c.path == path))
+        self.db.run("DELETE FROM item_errors WHERE path = :path", {"path": path})
+        self.db.commit()
 
     def item_errors(self) -> list[ItemErrorInfo]:
-        c = ITEM_ERRORS.c
-        rows = self._conn.execute(select(c.path, c.error, c.attempts, c.next_retry).order_by(c.path)).all()
-        self._conn.commit()
+        rows = self.db.rows("SELECT path, error, attempts, next_retry FROM item_errors ORDER BY path")
+        self.db.commit()
         return [ItemErrorInfo(*r) for r in rows]
 
     def history(self, limit: int = 50, action: str | None = None) -> Iterator[HistoryItem]:
-        c = HISTORY.c
-        query = select(c.run_id, c.at, c.action, c.path, c.side, c.detail).order_by(c.id.desc()).limit(limit)
-        if action is not None:
-            query = query.where(c.action == action)
-        rows = self._conn.execute(query).all()
-        self._conn.commit()
+        where = "WHERE action = :action " if action is not None else ""
+        rows = self.db.rows(
+            f"SELECT run_id, at, action, path, side, detail FROM history {where}ORDER BY id DESC LIMIT :limit",
+            {"limit": limit, "action": action},
+        )
+        self.db.commit()
         for row in rows:
             yield HistoryItem(*row)
+
+
+def _revision(db: _Executor) -> str | None:
+    """The schema's Alembic revision, or None for a database with no schema yet."""
+    try:
+        rows = db.rows("SELECT version_num FROM alembic_version")
+    except Exception as exc:  # no such table: SQLite raises OperationalError, PostgreSQL ProgrammingError
+        if "alembic_version" not in str(exc):
+            raise
+        rows = []
+    db.commit() if rows else _rollback(db)
+    return str(rows[0][0]) if rows else None
+
+
+def _rollback(db: _Executor) -> None:
+    """End the failed transaction (PostgreSQL refuses further statements until then)."""
+    if isinstance(db, _AlchemyExecutor):
+        db.conn.rollback()
+    else:
+        db.commit()

@@ -32,7 +32,7 @@ from syncd.remotes.settings import OpenContext, RemoteSettings
 SHARDS = "objects"
 
 
-class Settings(RemoteSettings):
+class Settings(RemoteSettings, frozen=True):
     type: Literal["dir"]
     path: Path
     create: bool = True  # make the bucket folder on first use (a real bucket would be made by the admin)

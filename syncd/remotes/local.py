@@ -36,7 +36,7 @@ from syncd.remotes.settings import OpenContext, RemoteSettings
 TMP_PREFIX = ".syncd-tmp-"
 
 
-class Settings(RemoteSettings):
+class Settings(RemoteSettings, frozen=True):
     type: Literal["local"]
     path: Path
 

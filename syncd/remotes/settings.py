@@ -1,7 +1,8 @@
 """What every remote's config section shares, and how secrets are read.
 
-Each remote module defines ``class Settings(RemoteSettings)`` (with ``type: Literal[...]``)
-and ``def open_remote(settings: Settings, ctx: OpenContext) -> Remote``.
+Each remote module defines ``class Settings(RemoteSettings)`` (a msgspec Struct with
+``type: Literal[...]``; checks beyond types go in ``__post_init__`` raising ValueError) and
+``def open_remote(settings: Settings, ctx: OpenContext) -> Remote``.
 """
 
 from __future__ import annotations
@@ -10,13 +11,12 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import BaseModel, ConfigDict
+import msgspec
 
 from syncd.errors import FatalError
 
 
-class RemoteSettings(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class RemoteSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
     type: str
 
 

@@ -28,11 +28,11 @@ from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, BinaryIO, Literal, NoReturn
+from typing import Annotated, Any, BinaryIO, Literal, NoReturn
 from urllib.parse import urlsplit
 
 import requests
-from pydantic import Field, field_validator
+import msgspec
 
 from syncd.errors import (
     ChangedWhileReading,
@@ -71,7 +71,7 @@ META_VERSION = "syncd1"
 NAME_EXCEPTIONS = ("Sabre\\Exception\\InvalidPath", "Sabre\\Exception\\Forbidden")
 
 
-class Settings(RemoteSettings):
+class Settings(RemoteSettings, frozen=True):
     """A WebDAV tree. ``url`` is the folder that holds the user's files (for Nextcloud:
     ``https://host/remote.php/dav/files/USER/``)."""
 
@@ -82,26 +82,25 @@ class Settings(RemoteSettings):
     password_env: str | None = None
     preset: Literal["auto", "nextcloud", "pydio", "generic"] = "auto"
     verify_tls: bool = True
-    timeout: float = Field(default=60.0, gt=0, le=3600)  # seconds without progress on one request
-    retries: int = Field(default=5, ge=1, le=20)  # tries per request, the first included
-    max_retry_wait: float = Field(default=60.0, ge=0, le=3600)  # seconds, cap on one backoff/Retry-After
-    chunk_size: int = Field(default=10 * MiB, ge=1024, le=5 * 1024 * MiB)  # Nextcloud chunked upload
-    chunked_threshold: int | None = Field(default=None, ge=0)  # bigger files are chunked; None: chunk_size
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0  # seconds without progress on one request
+    retries: Annotated[int, msgspec.Meta(ge=1, le=20)] = 5  # tries per request, the first included
+    max_retry_wait: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 60.0  # seconds, cap on one backoff/Retry-After
+    chunk_size: Annotated[int, msgspec.Meta(ge=1024, le=5 * 1024 * MiB)] = 10 * MiB  # Nextcloud chunked upload
+    chunked_threshold: Annotated[int, msgspec.Meta(ge=0)] | None = None  # bigger files are chunked; None: chunk_size
     depth_infinity: bool | None = None  # None: the preset decides (generic tries it, falls back)
     # Nextcloud keeps overwritten versions itself (files_versions app); false: copy into .syncd-trash/
     nextcloud_versions: bool = True
 
-    @field_validator("url")
-    @classmethod
-    def _plain_http_url(cls, value: str) -> str:
-        parts = urlsplit(value)
+    def __post_init__(self) -> None:
+        parts = urlsplit(self.url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise ValueError("must be an http:// or https:// URL")
+            raise ValueError("url: must be an http:// or https:// URL")
         if parts.username or parts.password:
-            raise ValueError("must not hold credentials; use username and password_file/password_env")
+            raise ValueError("url: must not hold credentials; use username and password_file/password_env")
         if parts.query or parts.fragment:
-            raise ValueError("must not have a query or fragment")
-        return value if value.endswith("/") else value + "/"
+            raise ValueError("url: must not have a query or fragment")
+        if not self.url.endswith("/"):
+            msgspec.structs.force_setattr(self, "url", self.url + "/")
 
 
 @dataclass(frozen=True, slots=True)

@@ -72,7 +72,7 @@ def test_select_by_user_and_pair(tmp_path: Path) -> None:
         ("[users.a]\nfiles = { type = 'ftp', path = 'x' }\nbucket = { type = 'dir', path = 'y' }",
          "users.a.files.type: 'ftp' is not a remote type"),
         ("[users.a]\nfiles = { type = 'local' }\nbucket = { type = 'dir', path = 'y' }",
-         "users.a.files.path: Field required"),
+         "users.a.files.path: missing (required)"),
         ("[users.a]\nfiles = { type = 'local', path = 'x', speed = 3 }\nbucket = { type = 'dir', path = 'y' }",
          "users.a.files.speed: unknown key"),
         ("[users.a]\nfiles = { type = 'local', path = 'x' }", "users.a.bucket: missing"),
