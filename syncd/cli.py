@@ -3,13 +3,15 @@
 Exit codes (documented in the README):
   0 ok · 1 some items failed (retried later) · 2 usage error · 3 aborted by a safety guard,
   nothing changed · 4 fatal: config, credentials, missing root or bucket · 5 another run of the
-  pair holds its lock · 6 a remote was unreachable: nothing changed, the next run retries.
+  pair holds its lock · 6 a remote was unreachable: nothing changed, the next run retries ·
+  70 internal error (a bug: SYNCD_DEBUG=1 shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -23,6 +25,7 @@ if TYPE_CHECKING:
     from syncd.models import Report
 
 EXIT_OK, EXIT_ITEMS, EXIT_USAGE, EXIT_ABORTED, EXIT_FATAL, EXIT_LOCKED, EXIT_RETRY = 0, 1, 2, 3, 4, 5, 6
+EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in syncd
 PLAIN_PROGRESS_EVERY_S = 2.0
 OUTCOME_EXIT = {
     "ok": EXIT_OK, "item-errors": EXIT_ITEMS, "aborted": EXIT_ABORTED, "fatal": EXIT_FATAL, "retry": EXIT_RETRY,
@@ -72,6 +75,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         _fail("interrupted; finished actions are recorded, the next run goes on from there")
         return 130
+    except Exception as exc:  # a bug: one line for the admin, the traceback on request
+        if os.environ.get("SYNCD_DEBUG"):
+            raise
+        _fail(f"internal error: {type(exc).__name__}: {exc} (run with SYNCD_DEBUG=1 for the traceback)")
+        return EXIT_INTERNAL
 
 
 def _fail(message: str) -> None:

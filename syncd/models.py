@@ -133,5 +133,6 @@ class Report:
     errors: list[tuple[str, str]] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
     bytes_moved: int = 0
+    deferred: int = 0  # actions left for later: their path's retry backoff has not run out
     message: str = ""
     plan: Plan | None = None

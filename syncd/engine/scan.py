@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from syncd.errors import ItemError, SyncdError, UnsafePath
 from syncd.models import Base, Entry, Side
 from syncd.paths import check_key
-from syncd.remotes.base import Remote
+from syncd.remotes.base import Remote, SupportsTreeListing
 
 
 @dataclass(slots=True)
@@ -20,13 +20,57 @@ class Snapshot:
     side: Side
     entries: dict[str, Entry] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
+    folder_etags: dict[str, str] | None = None  # from a tree listing: keep if the run ends clean
 
 
 def list_side(remote: Remote, side: Side, excluded: Callable[[str], bool]) -> Snapshot:
     """List ``remote`` completely. Unsafe names are kept aside with the reason (they are
     reported, never written anywhere). :raises SyncdError: from the remote, unchanged."""
+    return _snapshot(remote.list(), side, excluded)
+
+
+def list_side_by_tree(
+    remote: SupportsTreeListing,
+    side: Side,
+    excluded: Callable[[str], bool],
+    known_folder_etags: Mapping[str, str],
+    bases: Mapping[str, Base],
+) -> tuple[Snapshot, dict[str, str]]:
+    """A complete snapshot from a remote whose folder etags cover their subtree: folders
+    whose etag is unchanged are not listed, their files are taken from the index as they
+    were at the last sync. :returns: the snapshot and the folder etags to keep if the run
+    ends clean."""
+    tree = remote.list_changed(known_folder_etags)
+    snap = _snapshot(tree.entries, side, excluded)
+    unchanged = set(tree.unchanged)
+    if unchanged:
+        for path, base in bases.items():
+            if path not in snap.entries and _under_any(path, unchanged):
+                snap.entries[path] = base_entry(base, side)
+    return snap, tree.folder_etags
+
+
+def base_entry(base: Base, side: Side) -> Entry:
+    """The entry a side had when ``base`` was recorded."""
+    if side is Side.A:
+        return Entry(base.path, base.size, base.a_mtime_ns, base.a_etag, base.content_hash, base.a_inode)
+    return Entry(base.path, base.size, base.b_mtime_ns, base.b_etag, base.content_hash, None, base.b_remote_id)
+
+
+def _under_any(path: str, folders: set[str]) -> bool:
+    if "" in folders:
+        return True
+    parent = path
+    while "/" in parent:
+        parent = parent.rpartition("/")[0]
+        if parent in folders:
+            return True
+    return False
+
+
+def _snapshot(entries: Iterable[Entry], side: Side, excluded: Callable[[str], bool]) -> Snapshot:
     snap = Snapshot(side)
-    for entry in remote.list():
+    for entry in entries:
         path = entry.path
         if excluded(path):
             continue
@@ -65,25 +109,39 @@ def within(path: str, hints: Iterable[str]) -> bool:
     return any(path == h or path.startswith(h.rstrip("/") + "/") for h in hints)
 
 
-def paths_needing_hash(snap: Snapshot, other: Snapshot, bases: Mapping[str, Base]) -> list[str]:
+def paths_needing_hash(
+    snap: Snapshot, other: Snapshot, bases: Mapping[str, Base], *, reading_is_cheap: bool = True
+) -> list[str]:
     """Paths of ``snap`` whose content hash the planner needs and the listing did not give.
 
-    Unchanged files are never hashed. A changed file is hashed to tell an mtime-only change
-    from an edit; a new file only when the other side has the same path (identical content
-    is no conflict) or a vanished file of the same size could make it a rename.
+    Unchanged files are never hashed. Where reading is cheap (a local tree), a changed file is
+    hashed to tell an mtime-only change from an edit, and a new file when the other side has
+    the same path (identical content is no conflict) or a vanished file of the same size could
+    make it a rename. Where reading means a download, only files changed on both sides are
+    hashed (to spare a conflict copy) besides rename candidates; a copy establishes the others'.
     """
+    side_a = snap.side is Side.A
     gone_sizes = {b.size for p, b in bases.items() if p not in snap.entries}
     needed = []
     for path, entry in snap.entries.items():
         if entry.content_hash is not None:
             continue
         base = bases.get(path)
-        if base is not None:
-            if entry.etag != (base.a_etag if snap.side is Side.A else base.b_etag):
+        if base is not None and entry.etag == (base.a_etag if side_a else base.b_etag):
+            continue  # unchanged
+        if base is None and path not in other.entries:
+            if entry.size in gone_sizes:  # maybe a rename: cheaper to read than to copy again
                 needed.append(path)
-        elif path in other.entries or entry.size in gone_sizes:
+        elif reading_is_cheap or _changed_too(other.entries.get(path), base, side_a):
             needed.append(path)
     return needed
+
+
+def _changed_too(theirs: Entry | None, base: Base | None, side_a: bool) -> bool:
+    """Whether the other side's entry is new or changed since ``base``."""
+    if theirs is None:
+        return False
+    return base is None or theirs.etag != (base.b_etag if side_a else base.a_etag)
 
 
 def fill_hashes(

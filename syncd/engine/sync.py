@@ -15,13 +15,21 @@ from syncd.config import PairConfig
 from syncd.engine.apply import Applier, Checkpoint, Done, run_actions
 from syncd.engine.plan import Folding, PlanSettings, plan
 from syncd.engine.safety import check_mass_delete, check_side_not_empty
-from syncd.engine.scan import Snapshot, fill_hashes, list_side, paths_needing_hash, stat_paths, within
+from syncd.engine.scan import (
+    Snapshot,
+    fill_hashes,
+    list_side,
+    list_side_by_tree,
+    paths_needing_hash,
+    stat_paths,
+    within,
+)
 from syncd.errors import FatalError, GuardError, SyncdError, TransientError
 from syncd.index.store import Store
 from syncd.lock import pair_lock
 from syncd.models import Action, ActionKind, Base, Entry, Outcome, Plan, Report, Side
 from syncd.remotes import remote_module
-from syncd.remotes.base import Remote
+from syncd.remotes.base import Remote, SupportsTreeListing
 from syncd.remotes.settings import OpenContext
 
 ProgressFn = Callable[[str, dict[str, object]], None]
@@ -89,6 +97,7 @@ def _run(
             listings = {side: snaps[side].entries for side in Side}
             applier = Applier(remotes, listings, bases, options.checkpoint)
             _apply(pair, options, store, applier, planned, report, notify, run_id)
+            _keep_folder_etags(store, snaps, clean=report.outcome is Outcome.OK and not report.deferred)
             _purge_trash(pair, remotes, now)
     except GuardError as exc:
         report.outcome, report.message = Outcome.ABORTED, str(exc)
@@ -125,11 +134,9 @@ def _plan(
         bases = {p: b for p, b in bases.items() if within(p, hints)}
     notify("listing", {"hinted": len(hints) if hints is not None else None})
     with ThreadPoolExecutor(max_workers=2) as pool:
+        known = {side: store.load_folder_etags(side.value) if _tree_listing(remotes[side]) else {} for side in Side}
         futures = {
-            side: pool.submit(list_side, remotes[side], side, pair.excludes)
-            if hints is None
-            else pool.submit(stat_paths, remotes[side], side, pair.excludes, hints)
-            for side in Side
+            side: pool.submit(_scan_side, pair, remotes[side], side, bases, hints, known[side]) for side in Side
         }
         snaps: dict[Side, Snapshot] = {side: f.result() for side, f in futures.items()}
     for side in Side:
@@ -153,6 +160,28 @@ def _plan(
     return planned, snaps, bases
 
 
+def _tree_listing(remote: Remote) -> bool:
+    return remote.capabilities.tree_etags and isinstance(remote, SupportsTreeListing)
+
+
+def _scan_side(
+    pair: PairConfig,
+    remote: Remote,
+    side: Side,
+    bases: dict[str, Base],
+    hints: frozenset[str] | None,
+    known_folder_etags: dict[str, str],
+) -> Snapshot:
+    if hints is not None:
+        return stat_paths(remote, side, pair.excludes, hints)
+    if _tree_listing(remote):
+        assert isinstance(remote, SupportsTreeListing)
+        snap, etags = list_side_by_tree(remote, side, pair.excludes, known_folder_etags, bases)
+        snap.folder_etags = etags
+        return snap
+    return list_side(remote, side, pair.excludes)
+
+
 def _hash(
     pair: PairConfig,
     store: Store,
@@ -162,7 +191,8 @@ def _hash(
     notify: ProgressFn,
 ) -> None:
     for side in Side:
-        needed = paths_needing_hash(snaps[side], snaps[side.other], bases)
+        cheap = remotes[side].capabilities.local_path
+        needed = paths_needing_hash(snaps[side], snaps[side.other], bases, reading_is_cheap=cheap)
         if not needed:
             continue
         notify("hashing", {"side": side.value, "files": len(needed)})
@@ -185,7 +215,9 @@ def _apply(
     actions = [a for a in planned.actions if a.kind is not ActionKind.SKIP]
     if options.respect_backoff:
         waiting = {e.path for e in store.item_errors() if e.next_retry > time.time()}
-        actions = [a for a in actions if a.path not in waiting]
+        kept = [a for a in actions if a.path not in waiting]
+        report.deferred = len(actions) - len(kept)
+        actions = kept
     total = len(actions)
     notify("applying", {"actions": total, "bytes": _planned_bytes(actions, applier.listings)})
     checkpoint = options.checkpoint or (lambda _stage: None)
@@ -211,6 +243,14 @@ def _apply(
     if report.errors:
         report.outcome = Outcome.ITEM_ERRORS
         report.message = f"{len(report.errors)} item(s) failed; they are retried on the next runs"
+
+
+def _keep_folder_etags(store: Store, snaps: dict[Side, Snapshot], *, clean: bool) -> None:
+    """Keep the folder etags of a tree listing only after a clean run: a folder skipped next
+    time must not hide an item that failed (or was deferred) this time."""
+    for side, snap in snaps.items():
+        if snap.folder_etags is not None:
+            store.save_folder_etags(side.value, snap.folder_etags if clean else {})
 
 
 class _Batch:

@@ -62,6 +62,7 @@ __all__ = [
 # 256 KiB: large enough to amortise the ctypes call, small enough to bound memory.
 DEFAULT_CHUNK_SIZE: Final = 256 * 1024
 
+_MAX_EMPTY_READS: Final = 1000
 _EOF: Final = -1  # stdio EOF: uplink-c's "end of download stream" code
 _ENV_LIBRARY: Final = "SYNCD_LIBUPLINK"
 _REPO_ROOT: Final = Path(__file__).resolve().parents[2]
@@ -858,12 +859,19 @@ class Download(io.RawIOBase):
         if not self._finalizer.alive:
             raise ValueError("read from closed download")
         ptr = ctypes.addressof(ctypes.c_char.from_buffer(view))
-        result = self._api.download_read(self._handle, ptr, len(view))
-        try:
-            n = int(result.bytes_read)
-            exc = _error_copy(result.error)
-        finally:
-            self._api.free_read_result(result)
+        # A read may return neither data nor error (uplink does at segment
+        # boundaries); 0 would mean EOF to Python, so read again, a bounded number of times.
+        for _ in range(_MAX_EMPTY_READS):
+            result = self._api.download_read(self._handle, ptr, len(view))
+            try:
+                n = int(result.bytes_read)
+                exc = _error_copy(result.error)
+            finally:
+                self._api.free_read_result(result)
+            if n or exc is not None:
+                break
+        else:
+            raise InternalError("download read made no progress")
         if exc is not None:
             if exc.code == _EOF:
                 self._eof = True

@@ -14,9 +14,9 @@ or a missing root/bucket, ``ItemError`` for a problem with one key.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, Protocol, runtime_checkable
 
@@ -127,6 +127,31 @@ class Remote(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(slots=True)
+class TreeListing:
+    """The result of ``list_changed`` on a remote with tree etags (``capabilities.tree_etags``).
+
+    ``entries`` streams the files directly inside every folder that was (re-)listed.
+    Once it is exhausted, ``folder_etags`` holds the etag of every folder (key "" is the
+    root, others like "a/b"), ``listed`` the folders whose direct files were all yielded,
+    and ``unchanged`` the folders whose whole subtree was skipped because their etag matched:
+    every file below an unchanged folder is exactly as the caller last saw it.
+    A file below a listed folder that was not yielded is gone.
+    """
+
+    entries: Iterator[Entry]
+    folder_etags: dict[str, str] = field(default_factory=dict)
+    listed: list[str] = field(default_factory=list)
+    unchanged: list[str] = field(default_factory=list)
+
+
+@runtime_checkable
+class SupportsTreeListing(Protocol):
+    """Optional: re-list only the folders whose etag changed since ``known_folder_etags``."""
+
+    def list_changed(self, known_folder_etags: Mapping[str, str]) -> TreeListing: ...
 
 
 def sha256_stream(stream: BinaryIO) -> tuple[str, int]:

@@ -23,9 +23,9 @@ from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import BinaryIO, Literal, NoReturn, TypeVar
+from typing import Annotated, BinaryIO, Literal, NoReturn, TypeVar
 
-from pydantic import Field, field_validator
+import msgspec
 
 from syncd import __version__
 from syncd.errors import (
@@ -49,22 +49,22 @@ USER_AGENT = f"syncd/{__version__}"
 T = TypeVar("T")
 
 
-class Settings(RemoteSettings):
+class Settings(RemoteSettings, frozen=True):
     type: Literal["storj"]
+    bucket: Annotated[str, msgspec.Meta(min_length=3, max_length=63)]
     access_grant_file: Path | None = None
     access_grant_env: str | None = None
-    bucket: str = Field(min_length=3, max_length=63)
     prefix: str = ""  # e.g. "alice/": the pair's files live under it
     create_bucket: bool = False  # create the bucket when missing (else it is a fatal error)
-    dial_timeout: float = Field(default=20.0, gt=0, le=600)  # seconds
+    dial_timeout: Annotated[float, msgspec.Meta(gt=0, le=600)] = 20.0  # seconds
 
-    @field_validator("prefix")
-    @classmethod
-    def _folder_prefix(cls, value: str) -> str:
-        if value.startswith("/") or "//" in value or ".." in value.split("/"):
-            raise ValueError("must be a relative key prefix such as 'alice/'")
+    def __post_init__(self) -> None:
+        prefix = self.prefix
+        if prefix.startswith("/") or "//" in prefix or ".." in prefix.split("/"):
+            raise ValueError("prefix: must be a relative key prefix such as 'alice/'")
         # "alice" and "alice/" mean the same folder; never match "alice2/...".
-        return value if not value or value.endswith("/") else value + "/"
+        if prefix and not prefix.endswith("/"):
+            msgspec.structs.force_setattr(self, "prefix", prefix + "/")
 
 
 def open_remote(settings: Settings, ctx: OpenContext) -> StorjRemote:

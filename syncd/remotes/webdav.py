@@ -25,14 +25,14 @@ import posixpath
 import re
 import uuid
 from collections.abc import Generator, Iterator, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Any, BinaryIO, Literal, NoReturn
 from urllib.parse import urlsplit
 
-import requests
 import msgspec
+import requests
 
 from syncd.errors import (
     ChangedWhileReading,
@@ -58,7 +58,7 @@ from syncd.remotes._webdav_xml import (
     proppatch_body,
     sabre_message,
 )
-from syncd.remotes.base import TRASH_PREFIX, Capabilities, trash_date, trash_key
+from syncd.remotes.base import TRASH_PREFIX, Capabilities, TreeListing, trash_date, trash_key
 from syncd.remotes.settings import OpenContext, RemoteSettings, read_secret
 
 log = logging.getLogger("syncd.remotes.webdav")
@@ -162,24 +162,6 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-@dataclass(slots=True)
-class TreeListing:
-    """The result of :meth:`WebDavRemote.list_changed`.
-
-    ``entries`` streams the files directly inside every folder that was (re-)listed.
-    Once it is exhausted, ``folder_etags`` holds the etag of every folder (key "" is the
-    root, others like "a/b"), ``listed`` the folders whose direct files were all yielded,
-    and ``unchanged`` the folders whose whole subtree was skipped because their etag matched:
-    every file below an unchanged folder is exactly as the caller last saw it.
-    A file below a listed folder that was not yielded is gone.
-    """
-
-    entries: Iterator[Entry]
-    folder_etags: dict[str, str] = field(default_factory=dict)
-    listed: list[str] = field(default_factory=list)
-    unchanged: list[str] = field(default_factory=list)
-
-
 class WebDavRemote:
     """A file tree on a WebDAV server. See the module docstring for the presets."""
 
@@ -187,6 +169,7 @@ class WebDavRemote:
         self.name = ctx.label
         self.settings = settings
         self._ctx = ctx
+        self._root_seen_at_connect: DavResource | None = None
         self._t = Transport(
             settings.url,
             settings.username,
@@ -219,6 +202,7 @@ class WebDavRemote:
             raise FatalError(f"{self.name}: the WebDAV folder {self.settings.url} does not exist (HTTP 404)")
         if not root.is_dir:
             raise FatalError(f"{self.name}: {self.settings.url} is a file, not a folder")
+        self._root_seen_at_connect = root
         # WsgiDAV (4.4) unquotes the Destination header before parsing it as a URL, so a "?"
         # in a MOVE target cuts the name there: such names are refused up front.
         # WsgiDAV itself sends no Server header; its usual WSGI server is Cheroot.
@@ -365,7 +349,11 @@ class WebDavRemote:
         return tree
 
     def _changed_entries(self, known: Mapping[str, str], tree: TreeListing) -> Iterator[Entry]:
-        root = self._propfind_one("", self.preset.props, folder=True)
+        # The root was just read to connect: its etag serves once, so a quiet sync costs one
+        # PROPFIND. Were it stale, the etag kept is the older one and the next run re-lists.
+        root, self._root_seen_at_connect = self._root_seen_at_connect, None
+        if root is None:
+            root = self._propfind_one("", self.preset.props, folder=True)
         if root is None:
             raise FatalError(f"{self.name}: the WebDAV folder {self.settings.url} does not exist (HTTP 404)")
         if root.etag is not None:

@@ -146,6 +146,7 @@ def test_faults_while_listing_change_nothing(pair: Pair, fault: dict[str, Any]) 
     for n in range(5):
         pair.nc_put(f"keep/{n}.txt", f"file {n}".encode())
     pair.sync()
+    pair.nc_put("keep/0.txt", b"edited: the folder's etag changes, so the next sync lists it")
     before_nc, before_bucket = pair.nc_files(), pair.bucket_files()
     assert len(before_bucket) == 5
     method = fault.pop("method")
@@ -154,3 +155,39 @@ def test_faults_while_listing_change_nothing(pair: Pair, fault: dict[str, Any]) 
     assert report["outcome"] != "ok"
     assert pair.bucket_files() == before_bucket and pair.nc_files() == before_nc
     assert pair.server.trash[USER] == []
+
+
+def test_no_change_sync_lists_only_changed_folders(pair: Pair) -> None:
+    """Nextcloud's folder etags cover their subtree: an unchanged account costs one PROPFIND of
+    the root; a change in one folder re-lists only the folders on its path."""
+    for d in range(20):
+        for f in range(10):
+            pair.nc_put(f"d{d:02d}/f{f}.txt", f"{d}-{f}".encode())
+    assert pair.sync()["done"] == {"copy": 200}
+    pair.sync()  # the first run wrote nothing on files; this one records the settled etags
+    pair.server.reset_counts()
+    quiet = pair.sync()
+    assert quiet["outcome"] == "ok" and quiet["done"] == {}
+    assert pair.server.counts["PROPFIND"] == 1, pair.server.counts
+    pair.nc_put("d07/f3.txt", b"edited")
+    pair.server.reset_counts()
+    one = pair.sync()
+    assert one["done"] == {"copy": 1}
+    assert pair.bucket_files()["d07/f3.txt"] == b"edited"
+    # connect (the root, depth 0) + the changed folders root and d07 (depth 1) + the check that
+    # the source did not change while it was copied: 4, whatever the size of the account
+    assert pair.server.counts["PROPFIND"] == 4, pair.server.counts
+
+
+def test_a_failed_item_is_not_hidden_behind_an_unchanged_folder_etag(pair: Pair) -> None:
+    for f in range(3):
+        pair.nc_put(f"keep/f{f}.txt", b"v1")
+    pair.sync()
+    pair.sync()
+    pair.nc_put("keep/f1.txt", b"v2 that fails to download once")
+    pair.server.inject("GET", path_contains="keep/f1.txt", status=500, count=50)
+    failed = pair.sync()
+    assert failed["outcome"] == "item-errors"
+    pair.server.faults.clear()
+    assert pair.sync()["done"] == {"copy": 1}  # folder etags were not kept after the failed run
+    assert pair.bucket_files()["keep/f1.txt"] == b"v2 that fails to download once"

@@ -1,0 +1,411 @@
+"""The control protocol: JSON lines over the daemon's Unix socket.
+
+Version 1. One request per connection; the client writes one line, the daemon answers with
+zero or more *event* lines and exactly one *result* line, then closes the connection::
+
+    request   {"v": 1, "op": "now" | "status" | "pause" | "resume" | "reload",
+               "target": "user" | "user/pair" | null, "dry_run": false, "force": false}
+    event     {"event": "listing" | "listed" | "hashing" | "applying" | "done" | "error"
+                        | "finished" | "queued" | "joined", "pair": "user/pair", ...}
+    result    {"ok": true, "op": "now", ...op-specific keys...}
+    error     {"ok": false, "error": "what is wrong, in words a person can act on",
+               "exit": 2 | 4 | 5}
+
+A line is UTF-8 JSON with no newline inside, at most ``MAX_LINE`` bytes. A line holding an
+``"ok"`` key is the result and ends the response; every other line is an event. ``target``
+null means every pair; ``dry_run``/``force`` matter to ``now`` only and default to false.
+``exit`` in an error is the exit code the CLI should use (2 usage, 4 fatal, 5 busy/paused).
+
+Who may talk: the socket is created with mode 0660, and every peer is checked with
+``SO_PEERCRED``: root, the daemon's own uid, or a process whose groups include the socket's
+group are served; anyone else gets an error line saying so and is disconnected.
+
+Results by op: ``now`` -> ``{"results": [per-pair run summary], "exit": code}``;
+``status`` -> ``{"daemon": {...}, "pairs": [...]}``; ``pause``/``resume`` ->
+``{"pairs": [keys]}``; ``reload`` -> ``{"pairs": [keys], "message": ...}``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import grp
+import json
+import logging
+import os
+import queue
+import socket
+import stat
+import struct
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from syncd.errors import FatalError
+
+PROTOCOL_VERSION = 1
+OPS = frozenset({"now", "status", "pause", "resume", "reload"})
+MAX_LINE = 64 * 1024
+REQUEST_TIMEOUT_S = 10.0  # a peer that does not send its request line in time is dropped
+CONNECT_TIMEOUT_S = 5.0
+EXIT_USAGE, EXIT_FATAL, EXIT_BUSY = 2, 4, 5
+SOCKET_MODE = 0o660
+
+log = logging.getLogger("syncd.control")
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+class ProtocolError(Exception):
+    """A request the daemon cannot serve; the message is sent to the peer as is."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class DaemonUnavailable(Exception):
+    """Nobody answers on the socket (no daemon runs, or it is another path)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    op: str
+    target: str | None = None
+    dry_run: bool = False
+    force: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        return {"v": PROTOCOL_VERSION, "op": self.op, "target": self.target, "dry_run": self.dry_run,
+                "force": self.force}
+
+
+def parse_request(line: bytes) -> Request:
+    """Validate one request line. :raises ProtocolError: naming what is wrong."""
+    try:
+        raw = json.loads(line.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ProtocolError(f"malformed request: not a JSON line ({exc})") from None
+    if not isinstance(raw, dict):
+        raise ProtocolError("malformed request: expected a JSON object")
+    version = raw.get("v")
+    if version != PROTOCOL_VERSION:
+        raise ProtocolError(f"unsupported protocol version {version!r} (this daemon speaks {PROTOCOL_VERSION})")
+    unknown = set(raw) - {"v", "op", "target", "dry_run", "force"}
+    if unknown:
+        raise ProtocolError(f"malformed request: unknown key(s) {', '.join(sorted(unknown))}")
+    op = raw.get("op")
+    if op not in OPS:
+        raise ProtocolError(f"unknown op {op!r} (one of: {', '.join(sorted(OPS))})")
+    target = raw.get("target")
+    if target is not None and (not isinstance(target, str) or not target or len(target) > 200):
+        raise ProtocolError("malformed request: 'target' must be null or 'user[/pair]'")
+    flags = {name: raw.get(name, False) for name in ("dry_run", "force")}
+    for name, value in flags.items():
+        if not isinstance(value, bool):
+            raise ProtocolError(f"malformed request: {name!r} must be true or false")
+    return Request(op=op, target=target, dry_run=flags["dry_run"], force=flags["force"])
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    return json.dumps(message, separators=(",", ":"), default=str).encode("utf-8") + b"\n"
+
+
+def error_reply(message: str, exit_code: int = EXIT_USAGE) -> dict[str, Any]:
+    return {"ok": False, "error": message, "exit": exit_code}
+
+
+# -- client ----------------------------------------------------------------------------------
+
+
+def send(socket_path: Path | str, request: Request | dict[str, Any], *, timeout: float | None = None) -> Iterator[
+    dict[str, Any]
+]:
+    """Send one request and yield every reply line as a dict, the result line last.
+
+    ``timeout`` bounds each wait for a line (None: wait as long as the run takes).
+    :raises DaemonUnavailable: nothing listens on ``socket_path``.
+    :raises ProtocolError: the daemon closed the connection without a result line.
+    """
+    payload = request.to_json() if isinstance(request, Request) else request
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(CONNECT_TIMEOUT_S)
+        try:
+            sock.connect(str(socket_path))
+        except (FileNotFoundError, ConnectionRefusedError, NotADirectoryError) as exc:
+            raise DaemonUnavailable(f"no daemon answers on {socket_path}") from exc
+        sock.settimeout(timeout)
+        sock.sendall(encode(payload))
+        reader = sock.makefile("rb")
+        with reader:
+            for line in reader:
+                message = json.loads(line)
+                yield message
+                if "ok" in message:
+                    return
+        raise ProtocolError(f"the daemon closed {socket_path} without a result", EXIT_FATAL)
+    finally:
+        sock.close()
+
+
+def request_result(socket_path: Path | str, request: Request, *, timeout: float | None = 30.0) -> dict[str, Any]:
+    """Send ``request`` and return only its result line (events are dropped)."""
+    result: dict[str, Any] = {}
+    for message in send(socket_path, request, timeout=timeout):
+        result = message
+    return result
+
+
+# -- peers -----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Peer:
+    pid: int
+    uid: int
+    gid: int
+
+
+def peer_of(conn: socket.socket) -> Peer:
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    pid, uid, gid = struct.unpack("3i", creds)
+    return Peer(pid, uid, gid)
+
+
+def peer_groups(peer: Peer) -> set[int]:
+    """The peer process's groups (primary and supplementary), read from /proc; falls back to
+    the group database when the process is gone or /proc is hidden."""
+    groups = {peer.gid}
+    try:
+        with open(f"/proc/{peer.pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("Groups:"):
+                    return groups | {int(g) for g in line.split()[1:]}
+    except OSError:
+        pass
+    with contextlib.suppress(KeyError):
+        import pwd
+
+        name = pwd.getpwuid(peer.uid).pw_name
+        groups |= {g.gr_gid for g in grp.getgrall() if name in g.gr_mem}
+    return groups
+
+
+def check_peer(peer: Peer, socket_gid: int) -> str | None:
+    """None when ``peer`` may use the daemon, else why not (sent to the peer)."""
+    if peer.uid in (0, os.geteuid()) or socket_gid in peer_groups(peer):
+        return None
+    try:
+        group = grp.getgrgid(socket_gid).gr_name
+    except KeyError:
+        group = str(socket_gid)
+    return (f"permission denied: uid {peer.uid} is not root, not the daemon's user and not in group {group!r} "
+            f"(add the user to that group, or run as root)")
+
+
+# -- server ----------------------------------------------------------------------------------
+
+Handler = Callable[[Request, Emit], dict[str, Any]]
+
+
+class ControlServer:
+    """Serves the socket on a background thread; each connection gets its own thread, so a
+    long ``now`` never blocks a ``status``. ``handler(request, emit)`` returns the result."""
+
+    def __init__(self, path: Path, handler: Handler) -> None:
+        self.path = path
+        self.handler = handler
+        self._sock: socket.socket | None = None
+        self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
+        self._gid = os.getegid()
+        self._active = 0
+        self._active_lock = threading.Lock()
+
+    def start(self) -> None:
+        """Bind and listen. :raises FatalError: another daemon answers, or the path is unusable."""
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        _remove_stale_socket(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old_umask = os.umask(0o117)  # never world-accessible, not even between bind and chmod
+        try:
+            sock.bind(str(self.path))
+        except OSError as exc:
+            sock.close()
+            raise FatalError(f"cannot listen on {self.path}: {exc.strerror or exc}") from exc
+        finally:
+            os.umask(old_umask)
+        os.chmod(self.path, SOCKET_MODE)
+        self._gid = os.stat(self.path).st_gid
+        sock.listen(64)
+        sock.settimeout(0.5)  # lets the accept loop notice close()
+        self._sock = sock
+        self._thread = threading.Thread(target=self._serve, name="control-accept", daemon=True)
+        self._thread.start()
+
+    def close(self) -> None:
+        """Stop accepting; connections already served finish on their own threads."""
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._sock is not None:
+            self._sock.close()
+        with contextlib.suppress(FileNotFoundError):
+            if stat.S_ISSOCK(os.lstat(self.path).st_mode):
+                os.unlink(self.path)
+
+    def wait_connections(self, timeout: float) -> bool:
+        """Wait until every connection got its result line (at stop), at most ``timeout``."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self._active_lock:
+                if self._active == 0:
+                    return True
+            time.sleep(0.05)
+        return False
+
+    def alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def _serve(self) -> None:
+        assert self._sock is not None
+        while not self._closing.is_set():
+            try:
+                conn, _ = self._sock.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                if self._closing.is_set():
+                    return
+                log.exception("control socket accept failed")
+                continue
+            threading.Thread(target=self._serve_one, args=(conn,), name="control-conn", daemon=True).start()
+
+    def _serve_one(self, conn: socket.socket) -> None:
+        with self._active_lock:
+            self._active += 1
+        try:
+            with conn:
+                conn.settimeout(_Replier.SEND_TIMEOUT_S)  # a peer that stops reading is dropped
+                reply = _Replier(conn)
+                try:
+                    reply.result(self._answer(conn, reply))
+                except Exception as exc:  # a bug must cost one reply, never the daemon
+                    log.exception("control request failed")
+                    reply.result(error_reply(f"internal error: {exc}", EXIT_FATAL))
+        finally:
+            with self._active_lock:
+                self._active -= 1
+
+    def _answer(self, conn: socket.socket, reply: _Replier) -> dict[str, Any]:
+        peer = peer_of(conn)
+        problem: ProtocolError | None = None
+        try:
+            # read the line even from a peer about to be refused: closing with unread data
+            # would reset the connection before the peer could read why
+            line = _read_line(conn)
+        except ProtocolError as exc:
+            line, problem = b"", exc
+        refused = check_peer(peer, self._gid)
+        if refused is not None:
+            log.warning("control: refused pid %d uid %d: not allowed", peer.pid, peer.uid)
+            return error_reply(refused, EXIT_FATAL)
+        try:
+            if problem is not None:
+                raise problem
+            request = parse_request(line)
+        except ProtocolError as exc:
+            log.warning("control: bad request from pid %d: %s", peer.pid, exc)
+            return error_reply(str(exc), exc.exit_code)
+        log.info("control: %s %s from pid %d uid %d", request.op, request.target or "*", peer.pid, peer.uid)
+        try:
+            return self.handler(request, reply.event)
+        except ProtocolError as exc:
+            return error_reply(str(exc), exc.exit_code)
+        except FatalError as exc:
+            return error_reply(str(exc), EXIT_FATAL)
+
+
+class _Replier:
+    """Writes reply lines from its own thread, so a run that reports progress never waits for
+    a slow or stuck client: events queue up (at most ``MAX_QUEUED`` waiting, further progress
+    is dropped and counted), the result line is always sent. A peer that went away stops
+    getting lines but the work goes on (a `now` whose client pressed Ctrl-C still finishes)."""
+
+    MAX_QUEUED = 10_000
+    SEND_TIMEOUT_S = 30.0
+
+    def __init__(self, conn: socket.socket) -> None:
+        self.conn = conn
+        self.gone = False
+        self.dropped = 0
+        self.queue: queue.SimpleQueue[dict[str, Any] | None] = queue.SimpleQueue()
+        self.writer = threading.Thread(target=self._write_all, name="control-write", daemon=True)
+        self.writer.start()
+
+    def event(self, message: dict[str, Any]) -> None:
+        if self.gone or self.queue.qsize() >= self.MAX_QUEUED:
+            self.dropped += 1
+            return
+        self.queue.put(message)
+
+    def result(self, message: dict[str, Any]) -> None:
+        """Send the result line after the events, then return (bounded by the send timeout)."""
+        if self.dropped:
+            message = {**message, "events_dropped": self.dropped}
+        self.queue.put(message)
+        self.queue.put(None)
+        self.writer.join(self.SEND_TIMEOUT_S + 5)
+
+    def _write_all(self) -> None:
+        while (message := self.queue.get()) is not None:
+            if self.gone:
+                continue
+            try:
+                self.conn.sendall(encode(message))
+            except OSError:
+                self.gone = True
+
+
+def _read_line(conn: socket.socket) -> bytes:
+    conn.settimeout(REQUEST_TIMEOUT_S)
+    data = b""
+    try:
+        while b"\n" not in data:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+            if len(data) > MAX_LINE:
+                raise ProtocolError(f"malformed request: longer than {MAX_LINE} bytes")
+    except TimeoutError:
+        raise ProtocolError(f"malformed request: no complete line within {REQUEST_TIMEOUT_S:.0f}s") from None
+    finally:
+        conn.settimeout(_Replier.SEND_TIMEOUT_S)
+    line = data.split(b"\n", 1)[0].strip()
+    if not line:
+        raise ProtocolError("malformed request: empty")
+    return line
+
+
+def _remove_stale_socket(path: Path) -> None:
+    """Remove a socket left by a daemon that died; refuse if a daemon still answers."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(mode):
+        raise FatalError(f"{path} exists and is not a socket; refusing to replace it")
+    probe = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        probe.settimeout(2)
+        probe.connect(str(path))
+    except OSError:
+        os.unlink(path)  # nobody listens: a leftover
+        return
+    finally:
+        probe.close()
+    raise FatalError(f"another syncd daemon already answers on {path}")

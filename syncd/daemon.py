@@ -1,0 +1,489 @@
+"""``syncd run``: the service. Wires the scheduler, the watcher and the control socket
+around the engine, and talks to systemd.
+
+Lifecycle:
+
+* start: load the config (an error exits 4 with the message), listen on the control socket,
+  start the scheduler (each pair's first full run comes within seconds: it catches up with
+  what changed while the daemon was down) and the watcher, then ``READY=1``;
+* SIGHUP (or ``syncd reload``): load the config again; a config with an error is reported
+  (log, ``STATUS=``, the reload reply) and the running one stays;
+* SIGTERM/SIGINT: stop accepting requests and triggers, ask runs in flight to stop between
+  two actions (the engine has recorded every finished action), wait at most
+  ``--stop-timeout`` seconds, exit. A run still busy then (one huge file) is abandoned: its
+  data was going to a temp name, so nothing half-written is ever visible, and the next run
+  redoes that one item.
+
+Signals are blocked in every thread and taken by the main thread with ``sigtimedwait``, so
+no handler ever runs in the middle of a lock.
+
+One line per log event on stderr, each naming the pair (``user/pair``, ``-`` for the daemon
+itself); ``--log-format json`` writes one JSON object per line instead.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import socket
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from syncd import __version__
+from syncd.config import Config, PairConfig, load_config
+from syncd.control import EXIT_BUSY, EXIT_FATAL, EXIT_USAGE, ControlServer, Emit, ProtocolError, Request
+from syncd.errors import ConfigError, FatalError, LockedError, SyncdError
+from syncd.lock import pair_lock
+from syncd.metrics import Metrics
+from syncd.models import Report
+from syncd.scheduler import PairScheduler, RunCoordinator, RunRequest
+from syncd.watch import Watcher
+
+log = logging.getLogger("syncd.daemon")
+
+EXIT_OK = 0
+STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
+TICK_S = 1.0  # main loop period: signals are taken at once, this paces health checks
+STOP_MESSAGE = "interrupted: the daemon is stopping; finished actions are recorded, the next run goes on"
+OUTCOME_EXIT = {"ok": 0, "item-errors": 1, "aborted": 3, "fatal": 4, "interrupted": 4, "locked": 5, "paused": 5}
+MAX_ERRORS_IN_RESULT = 50
+MAX_PLAN_IN_RESULT = 1000
+_INDEX_OPEN_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonOptions:
+    config_path: Path
+    only: str | None = None  # serve one user (or user/pair) only: the syncd@USER.service instances
+    socket: Path | None = None  # default: [daemon] socket, or <its folder>/<USER>.sock with --only
+    log_format: str = "plain"
+    quiet_s: float = 2.0
+    max_parallel: int = 2
+    metrics: str | None = None
+    stop_timeout_s: float = 30.0
+    first_run_within_s: float = 15.0  # first full runs after start, spread over this many seconds
+
+
+class Stopping(FatalError):
+    """Raised between two actions when the daemon stops; the run ends, its work is recorded."""
+
+    def __init__(self) -> None:
+        super().__init__(STOP_MESSAGE)
+
+
+def main_socket(config: Config) -> Path:
+    """``[daemon] socket``; a relative path is relative to the config file, like every path."""
+    path = config.daemon.socket
+    return path if path.is_absolute() else config.path.parent.resolve() / path
+
+
+def instance_socket(config: Config, user: str) -> Path:
+    """Where the instance serving only ``user`` listens: next to the main socket."""
+    return main_socket(config).parent / f"{user}.sock"
+
+
+def socket_path(config: Config, options: DaemonOptions) -> Path:
+    if options.socket is not None:
+        return options.socket
+    if options.only:
+        return instance_socket(config, options.only.partition("/")[0])
+    return main_socket(config)
+
+
+def client_sockets(config: Config, target: str | None) -> list[Path]:
+    """Sockets a client tries, in order: the user's own instance, then the main daemon."""
+    candidates = [instance_socket(config, target.partition("/")[0])] if target else []
+    return [*candidates, main_socket(config)]
+
+
+def exit_code(results: list[dict[str, Any]]) -> int:
+    return max((OUTCOME_EXIT.get(str(r.get("outcome")), EXIT_FATAL) for r in results), default=EXIT_OK)
+
+
+# -- systemd -----------------------------------------------------------------------------------
+
+
+def sd_notify(message: str) -> bool:
+    """Send one datagram to systemd's ``$NOTIFY_SOCKET`` (no dependency needed). False when
+    not run by systemd or the socket is gone: notifying is never worth failing for."""
+    address = os.environ.get("NOTIFY_SOCKET")
+    if not address:
+        return False
+    if address.startswith("@"):
+        address = "\0" + address[1:]  # abstract namespace
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+            sock.connect(address)
+            sock.sendall(message.encode("utf-8"))
+    except OSError:
+        return False
+    return True
+
+
+def watchdog_interval() -> float | None:
+    """Half of ``$WATCHDOG_USEC`` when systemd asks this process for keep-alives."""
+    usec, pid = os.environ.get("WATCHDOG_USEC"), os.environ.get("WATCHDOG_PID")
+    if not usec or (pid and pid != str(os.getpid())):
+        return None
+    try:
+        return max(0.1, int(usec) / 2e6)
+    except ValueError:
+        return None
+
+
+# -- logging -----------------------------------------------------------------------------------
+
+
+class _PairField(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not hasattr(record, "pair"):
+            record.pair = "-"
+        return True
+
+
+class _PlainFormatter(logging.Formatter):
+    """``2024-05-01 12:00:00 INFO alice/default: message``, tracebacks folded into the line.
+    Under journald (``$JOURNAL_STREAM``) the time is left to the journal."""
+
+    def __init__(self) -> None:
+        stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
+        super().__init__(stamp + "%(levelname)s %(pair)s: %(message)s", "%Y-%m-%d %H:%M:%S")
+
+    def format(self, record: logging.LogRecord) -> str:
+        return super().format(record).replace("\n", " | ")
+
+
+class _JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        pair = str(getattr(record, "pair", "-"))
+        line: dict[str, Any] = {
+            "ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
+            "user": pair.partition("/")[0] if pair != "-" else None, "pair": pair if pair != "-" else None,
+            "msg": record.getMessage(),
+        }
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return json.dumps(line, default=str)
+
+
+def setup_logging(log_format: str) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.addFilter(_PairField())
+    handler.setFormatter(_JsonFormatter() if log_format == "json" else _PlainFormatter())
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    for noisy in ("apscheduler", "alembic"):  # a line per firing / per migration step is noise
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _pair_log(pair: str) -> dict[str, str]:
+    return {"pair": pair}
+
+
+# -- the daemon --------------------------------------------------------------------------------
+
+
+class Daemon:
+    def __init__(self, options: DaemonOptions, config: Config) -> None:
+        self.options = options
+        self.config = config
+        self.pairs = config.select(options.only)
+        self.started = time.time()
+        self.stopping = threading.Event()
+        self.reload_lock = threading.Lock()
+        self.prepared: set[Path] = set()
+        self.metrics = Metrics(options.metrics)
+        self.coordinator = RunCoordinator(self._run_pair, options.max_parallel)
+        self.coordinator.on_result = self._on_result
+        self.scheduler = PairScheduler(self._on_due, workers=options.max_parallel + 2,
+                                      first_spread_s=options.first_run_within_s)
+        self.watcher = Watcher(self._on_dirty, quiet_s=options.quiet_s, ignored=[config.daemon.state_dir],
+                               counter=self.metrics.watch_event)
+        self.socket = socket_path(config, options)
+        self.server = ControlServer(self.socket, self._handle)
+
+    # -- lifecycle -----------------------------------------------------------------------
+
+    def run(self) -> int:
+        self.server.start()
+        keys = {p.key for p in self.pairs}
+        self.scheduler.set_pairs(self.pairs, paused=set(), soon=keys)
+        self.scheduler.start()
+        self.watcher.start(self.pairs)
+        log.info("syncd %s serving %d pair(s) on %s (pid %d)", __version__, len(self.pairs), self.socket, os.getpid())
+        sd_notify(f"READY=1\nSTATUS={self._status_line()}\nMAINPID={os.getpid()}")
+        self._loop()
+        return self.stop()
+
+    def _loop(self) -> None:
+        ping = watchdog_interval()
+        tick = min(TICK_S, ping) if ping else TICK_S
+        wanted = {*STOP_SIGNALS, signal.SIGHUP}
+        while True:
+            info = signal.sigtimedwait(wanted, tick)
+            if info is not None and info.si_signo in STOP_SIGNALS:
+                log.info("%s received: stopping", signal.Signals(info.si_signo).name)
+                return
+            if info is not None and info.si_signo == signal.SIGHUP:
+                self.reload()
+            self.watcher.check()
+            if ping and self._healthy():
+                sd_notify("WATCHDOG=1")
+
+    def _healthy(self) -> bool:
+        return self.scheduler.alive() and self.server.alive() and self.watcher.alive()
+
+    def stop(self) -> int:
+        sd_notify("STOPPING=1\nSTATUS=stopping: finishing the actions in flight")
+        self.stopping.set()  # the next checkpoint of every run raises Stopping
+        self.server.close()
+        self.watcher.stop()
+        self.scheduler.shutdown()
+        self.coordinator.stop()
+        busy = self.coordinator.busy()
+        if busy:
+            log.info("waiting up to %.0fs for %s to stop between two actions", self.options.stop_timeout_s,
+                     ", ".join(busy))
+        if not self.coordinator.wait_idle(self.options.stop_timeout_s):
+            log.error("still running after %.0fs: %s; exiting anyway (their item in flight was going to a "
+                      "temp name and is redone by the next run)", self.options.stop_timeout_s,
+                      ", ".join(self.coordinator.busy()))
+            self._exit_now()
+        self.server.wait_connections(2.0)  # let `now` clients read their result line
+        self.metrics.close()
+        log.info("stopped")
+        return EXIT_OK
+
+    @staticmethod
+    def _exit_now() -> None:
+        logging.shutdown()
+        os._exit(EXIT_OK)  # threads still copying must not delay the exit systemd waits for
+
+    def reload(self) -> tuple[bool, str]:
+        """Load the config again; on an error the running config stays (and says why)."""
+        with self.reload_lock:
+            sd_notify(f"RELOADING=1\nMONOTONIC_USEC={time.monotonic_ns() // 1000}")
+            try:
+                config = load_config(self.options.config_path)
+                pairs = config.select(self.options.only)
+            except ConfigError as exc:
+                message = f"reload failed, still running the previous config: {exc}"
+                log.error("%s", message)
+                sd_notify(f"READY=1\nSTATUS={message[:200]}")
+                return False, message
+            before = {p.key for p in self.pairs}
+            if socket_path(config, self.options) != self.socket:
+                log.warning("the socket path changed; it takes effect at the next restart")
+            self.config, self.pairs = config, pairs
+            self.scheduler.set_pairs(pairs, self.coordinator.paused, soon={p.key for p in pairs} - before)
+            self.watcher.set_pairs(pairs)
+            message = f"reloaded {config.path}: {len(pairs)} pair(s)"
+            log.info("%s", message)
+            sd_notify(f"READY=1\nSTATUS={self._status_line()}")
+            return True, message
+
+    def _status_line(self) -> str:
+        paused = len(self.coordinator.paused & {p.key for p in self.pairs})
+        return f"{len(self.pairs)} pair(s), {paused} paused, {len(self.coordinator.busy())} running"
+
+    # -- runs ----------------------------------------------------------------------------
+
+    def _pair(self, key: str) -> PairConfig | None:
+        return next((p for p in self.pairs if p.key == key), None)
+
+    def _on_due(self, key: str) -> None:
+        """A scheduled firing: one full run, waited for so APScheduler sees how long it takes."""
+        pair = self._pair(key)
+        run = self.coordinator.request(pair, RunRequest("schedule")) if pair is not None else None
+        if run is not None:
+            run.wait()
+
+    def _on_dirty(self, key: str, hints: frozenset[str] | None, why: str) -> None:
+        pair = self._pair(key)
+        if pair is None or self.stopping.is_set():
+            return
+        reason = "watch" if hints is not None else "fallback"
+        if self.coordinator.request(pair, RunRequest(reason, hints=hints)) is not None:
+            log.info("changes seen (%s): %s run requested", why, "hinted" if hints is not None else "full",
+                     extra=_pair_log(key))
+
+    def _checkpoint(self, stage: str) -> None:
+        # only between two actions: inside one (a conflict's steps) stopping would leave more to redo
+        if stage == "action-done" and self.stopping.is_set():
+            raise Stopping()
+
+    def _run_pair(self, pair: PairConfig, request: RunRequest, emit: Callable[[str, dict[str, object]], None]) -> dict[
+        str, Any
+    ]:
+        from syncd.engine.sync import RunOptions, sync_pair
+
+        options = RunOptions(
+            dry_run=request.dry_run, force=request.force, hints=request.hints,
+            respect_backoff=request.reason != "now",  # someone asking now wants every item tried
+            checkpoint=self._checkpoint,
+        )
+        hinted = f", {len(request.hints)} hinted path(s)" if request.hints is not None else ""
+        log.info("run started (%s%s)", request.reason, hinted, extra=_pair_log(pair.key))
+        started = time.monotonic()
+
+        def progress(name: str, data: dict[str, object]) -> None:
+            if name == "error":
+                log.warning("error %s: %s", data.get("path"), data.get("error"), extra=_pair_log(pair.key))
+            emit(name, data)
+
+        try:
+            self._prepare_index(pair)
+            report = sync_pair(pair, options, progress)
+        except LockedError as exc:
+            return self._result(pair, "locked", str(exc), started)
+        except SyncdError as exc:
+            return self._result(pair, "fatal", str(exc), started)
+        return self._report_result(pair, report, request, started)
+
+    def _prepare_index(self, pair: PairConfig) -> None:
+        """Open (and so create or migrate) the pair's index once, one pair at a time: Alembic's
+        upgrade uses module globals and two at once in one process break each other. After
+        this, the engine's own open finds the schema current and never calls Alembic."""
+        if pair.index_path in self.prepared:
+            return
+        from syncd.index.store import Store
+
+        with _INDEX_OPEN_LOCK, pair_lock(pair.state_dir, pair.key):
+            Store.open(pair.index_path).close()
+        self.prepared.add(pair.index_path)
+
+    def _report_result(self, pair: PairConfig, report: Report, request: RunRequest, started: float) -> dict[
+        str, Any
+    ]:
+        outcome = report.outcome.value
+        if outcome == "fatal" and report.message == STOP_MESSAGE:
+            outcome = "interrupted"
+        result = self._result(pair, outcome, report.message, started)
+        result.update(
+            done=dict(report.done), bytes=report.bytes_moved, error_count=len(report.errors),
+            errors=report.errors[:MAX_ERRORS_IN_RESULT], skipped=len(report.skipped),
+        )
+        if request.dry_run and report.plan is not None:
+            result["plan"] = [a.describe() for a in report.plan.actions[:MAX_PLAN_IN_RESULT]]
+        return result
+
+    @staticmethod
+    def _result(pair: PairConfig, outcome: str, message: str, started: float) -> dict[str, Any]:
+        return {"pair": pair.key, "outcome": outcome, "message": message,
+                "seconds": round(time.monotonic() - started, 3), "done": {}, "bytes": 0, "errors": []}
+
+    def _on_result(self, pair: PairConfig, result: dict[str, Any]) -> None:
+        done = ", ".join(f"{n} {k}" for k, n in sorted(dict(result.get("done") or {}).items())) or "nothing to do"
+        line = f"{result['outcome']}: {done}; {result.get('bytes', 0)} bytes in {result.get('seconds', 0)}s"
+        level = logging.INFO if result["outcome"] in ("ok", "interrupted") else logging.WARNING
+        log.log(level, "%s%s", line, f"; {result['message']}" if result.get("message") else "",
+                extra=_pair_log(pair.key))
+        reason = self.coordinator.last.get(pair.key, {}).get("reason", "?")
+        self.metrics.run_finished(result, str(reason))
+
+    # -- control requests ----------------------------------------------------------------
+
+    def _select(self, target: str | None) -> list[PairConfig]:
+        if not target:
+            return list(self.pairs)
+        user, _, name = target.partition("/")
+        chosen = [p for p in self.pairs if p.user == user and (not name or p.name == name)]
+        if not chosen:
+            known = ", ".join(p.key for p in self.pairs) or "none"
+            raise ProtocolError(f"no pair {target!r} is served by this daemon (known: {known})", EXIT_USAGE)
+        return chosen
+
+    def _handle(self, request: Request, emit: Emit) -> dict[str, Any]:
+        handlers: dict[str, Callable[[Request, Emit], dict[str, Any]]] = {
+            "now": self._op_now, "status": self._op_status, "pause": self._op_pause,
+            "resume": self._op_resume, "reload": self._op_reload,
+        }
+        return {"ok": True, "op": request.op, **handlers[request.op](request, emit)}
+
+    def _op_now(self, request: Request, emit: Emit) -> dict[str, Any]:
+        pairs = self._select(request.target)
+        if self.stopping.is_set():
+            raise ProtocolError("the daemon is stopping", EXIT_BUSY)
+        results, runs = [], []
+        for pair in pairs:
+            if pair.key in self.coordinator.paused:
+                results.append({"pair": pair.key, "outcome": "paused",
+                                "message": f"paused; `syncd resume {pair.key}` first"})
+                continue
+            run = self.coordinator.request(pair, RunRequest("now", request.dry_run, request.force), listener=emit)
+            if run is None:
+                results.append({"pair": pair.key, "outcome": "interrupted", "message": "the daemon is stopping"})
+            else:
+                runs.append(run)
+        for run in runs:
+            results.append(run.wait() or {"pair": run.pair.key, "outcome": "fatal", "message": "no result"})
+        return {"results": results, "exit": exit_code(results)}
+
+    def _op_status(self, request: Request, _emit: Emit) -> dict[str, Any]:
+        pairs = self._select(request.target)
+        rows = []
+        for pair in pairs:
+            rows.append({
+                "pair": pair.key, **self.coordinator.describe(pair.key),
+                "watch": self.watcher.state.get(pair.key, "not watched"),
+                "dirty": self.watcher.debouncer.pending(pair.key),
+                "next_run": self.scheduler.next_run(pair.key), "interval_s": pair.interval_s,
+            })
+        daemon = {"pid": os.getpid(), "version": __version__, "config": str(self.config.path),
+                  "socket": str(self.socket), "uptime_s": round(time.time() - self.started, 1),
+                  "max_parallel": self.options.max_parallel, "running": self.coordinator.busy()}
+        return {"daemon": daemon, "pairs": rows}
+
+    def _op_pause(self, request: Request, _emit: Emit) -> dict[str, Any]:
+        keys = [p.key for p in self._select(request.target)]
+        self.coordinator.pause(keys)
+        for key in keys:
+            self.scheduler.pause(key)
+            self.metrics.set_paused(key, True)
+            log.info("paused (a run in flight finishes)", extra=_pair_log(key))
+        sd_notify(f"STATUS={self._status_line()}")
+        return {"pairs": keys}
+
+    def _op_resume(self, request: Request, _emit: Emit) -> dict[str, Any]:
+        pairs = self._select(request.target)
+        self.coordinator.resume(p.key for p in pairs)
+        for pair in pairs:
+            self.scheduler.resume(pair.key)
+            self.metrics.set_paused(pair.key, False)
+            self.coordinator.request(pair, RunRequest("resume"))  # catch up with what changed while paused
+            log.info("resumed", extra=_pair_log(pair.key))
+        sd_notify(f"STATUS={self._status_line()}")
+        return {"pairs": [p.key for p in pairs]}
+
+    def _op_reload(self, _request: Request, _emit: Emit) -> dict[str, Any]:
+        ok, message = self.reload()
+        if not ok:
+            raise ProtocolError(message, EXIT_FATAL)
+        return {"pairs": [p.key for p in self.pairs], "message": message}
+
+
+def run_daemon(options: DaemonOptions) -> int:
+    """The whole service; returns the exit code. Blocks signals before any thread starts, so
+    that every thread inherits the mask and only the main loop takes them."""
+    signal.pthread_sigmask(signal.SIG_BLOCK, {*STOP_SIGNALS, signal.SIGHUP})
+    setup_logging(options.log_format)
+    try:
+        config = load_config(options.config_path)
+        daemon = Daemon(options, config)
+    except (ConfigError, FatalError) as exc:
+        log.error("%s", exc)
+        sd_notify(f"STATUS=failed to start: {str(exc)[:200]}")
+        return EXIT_FATAL
+    try:
+        return daemon.run()
+    except FatalError as exc:
+        log.error("%s", exc)
+        return EXIT_FATAL

@@ -1,0 +1,285 @@
+"""When pairs run: APScheduler interval jobs, and one coordinator every run goes through.
+
+Every run of a pair — scheduled, asked for by ``syncd now``, or triggered by the watcher —
+is requested from :class:`RunCoordinator`, which keeps these promises:
+
+* one run per pair at a time in this process (the engine's flock also guards against other
+  processes); a request for a pair whose run has not started listing yet *joins* that run
+  (its requester gets the same progress and result), otherwise it is queued as one follow-up
+  run that later requests join too — so two ``now`` at once run once, and a change made
+  before a request is always seen by the run that answers it;
+* at most ``max_parallel`` pairs run at once (a semaphore), the others wait their turn;
+* paused pairs get no scheduled or watcher runs (``now`` is refused by the daemon).
+
+:class:`PairScheduler` holds one APScheduler job per pair (``interval`` from the pair with
+jitter, ``max_instances=1``, ``coalesce=True``); a job asks the coordinator for a full run and
+waits for it, so a run longer than the interval makes APScheduler skip, not stack, firings.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import threading
+import time
+from collections.abc import Callable, Collection, Iterable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from apscheduler.executors.pool import ThreadPoolExecutor
+from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from syncd.config import PairConfig
+
+log = logging.getLogger("syncd.scheduler")
+
+Listener = Callable[[dict[str, Any]], None]
+JITTER_RATIO = 0.1  # spread each pair's firings by up to 10% of its interval...
+JITTER_MAX_S = 60.0  # ...but never more than a minute
+FIRST_RUN_SPREAD_S = 15.0  # first full runs after start are spread over this many seconds
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """What a run should do. ``hints`` None means a full run (list both sides)."""
+
+    reason: str = "schedule"  # schedule | now | watch | resume | fallback
+    dry_run: bool = False
+    force: bool = False
+    hints: frozenset[str] | None = None
+
+    def covers(self, other: RunRequest) -> bool:
+        """A run of ``self`` does everything a run of ``other`` would."""
+        if (self.dry_run, self.force) != (other.dry_run, other.force):
+            return False
+        return self.hints is None or (other.hints is not None and other.hints <= self.hints)
+
+    def merged(self, other: RunRequest) -> RunRequest | None:
+        """One request doing both, or None when they cannot share a run."""
+        if (self.dry_run, self.force) != (other.dry_run, other.force):
+            return None
+        hints = None if self.hints is None or other.hints is None else self.hints | other.hints
+        reason = self.reason if self.reason == other.reason else f"{self.reason}+{other.reason}"
+        return replace(self, hints=hints, reason=reason)
+
+
+RunFn = Callable[[PairConfig, RunRequest, Callable[[str, dict[str, object]], None]], dict[str, Any]]
+
+
+@dataclass(slots=True)
+class Run:
+    """One run of one pair, shared by everyone who asked for it."""
+
+    pair: PairConfig
+    request: RunRequest
+    listeners: list[Listener] = field(default_factory=list)
+    state: str = "queued"  # queued | running | done
+    listing_started: bool = False
+    phase: str = "queued"
+    actions_total: int = 0
+    actions_done: int = 0
+    started_at: float | None = None
+    result: dict[str, Any] | None = None
+    finished: threading.Event = field(default_factory=threading.Event)
+
+    def emit(self, name: str, data: dict[str, object]) -> None:
+        self.phase = name
+        if name == "listing":
+            self.listing_started = True
+        elif name == "applying":
+            self.actions_total = int(str(data.get("actions", 0)))
+        elif name in ("done", "error"):
+            self.actions_done += 1
+        message = {"event": name, "pair": self.pair.key, **data}
+        for listener in list(self.listeners):
+            listener(message)
+
+    def wait(self, timeout: float | None = None) -> dict[str, Any] | None:
+        self.finished.wait(timeout)
+        return self.result
+
+
+class RunCoordinator:
+    def __init__(self, run_fn: RunFn, max_parallel: int) -> None:
+        self.run_fn = run_fn
+        self.slots = threading.BoundedSemaphore(max(1, max_parallel))
+        self.lock = threading.Lock()
+        self.current: dict[str, Run] = {}
+        self.pending: dict[str, list[Run]] = {}
+        self.paused: set[str] = set()
+        self.last: dict[str, dict[str, Any]] = {}
+        self.stopping = False
+        self.on_result: Callable[[PairConfig, dict[str, Any]], None] | None = None
+
+    def request(self, pair: PairConfig, request: RunRequest, *, listener: Listener | None = None,
+                even_if_paused: bool = False) -> Run | None:
+        """Join or queue a run of ``pair``. None when the pair is paused or the daemon stops."""
+        with self.lock:
+            if self.stopping or (pair.key in self.paused and not even_if_paused):
+                return None
+            run, how = self._join_or_queue(pair, request)
+            if listener is not None:
+                run.listeners.append(listener)
+                if how != "started":
+                    listener({"event": how, "pair": pair.key, "reason": run.request.reason})
+        return run
+
+    def _join_or_queue(self, pair: PairConfig, request: RunRequest) -> tuple[Run, str]:
+        current = self.current.get(pair.key)
+        if current is None:
+            run = Run(pair, request)
+            self.current[pair.key] = run
+            threading.Thread(target=self._execute, args=(run,), name=f"run {pair.key}", daemon=True).start()
+            return run, "started"
+        if current.state == "queued":  # not handed to the engine yet: its request can still grow
+            merged = current.request.merged(request)
+            if merged is not None:
+                current.request = merged
+                return current, "joined"
+        elif not current.listing_started and current.request.covers(request):
+            return current, "joined"
+        queue = self.pending.setdefault(pair.key, [])
+        for waiting in queue:
+            merged = waiting.request.merged(request)
+            if merged is not None:
+                waiting.request, waiting.pair = merged, pair
+                return waiting, "queued"
+        run = Run(pair, request)
+        queue.append(run)
+        return run, "queued"
+
+    def _execute(self, run: Run) -> None:
+        with self.slots:
+            with self.lock:
+                if self.stopping:
+                    run.result = {"pair": run.pair.key, "outcome": "interrupted", "message": "the daemon is stopping"}
+                run.state = "running" if run.result is None else "done"
+                run.started_at = time.time()
+            if run.result is None:
+                run.result = self._call(run)
+        self._finish(run)
+
+    def _call(self, run: Run) -> dict[str, Any]:
+        try:
+            return self.run_fn(run.pair, run.request, run.emit)
+        except Exception as exc:  # a bug in one run must not stop the others
+            log.exception("run failed", extra={"pair": run.pair.key})
+            return {"pair": run.pair.key, "outcome": "fatal", "message": f"internal error: {exc}"}
+
+    def _finish(self, run: Run) -> None:
+        assert run.result is not None
+        with self.lock:
+            run.state = "done"
+            self.last[run.pair.key] = {**run.result, "finished_at": time.time(), "reason": run.request.reason}
+            queue = self.pending.get(run.pair.key) or []
+            following = queue.pop(0) if queue else None
+            if following is None:
+                self.current.pop(run.pair.key, None)
+            else:
+                self.current[run.pair.key] = following
+                threading.Thread(target=self._execute, args=(following,), name=f"run {run.pair.key}",
+                                 daemon=True).start()
+        run.finished.set()
+        if self.on_result is not None:
+            self.on_result(run.pair, run.result)
+
+    def pause(self, keys: Iterable[str]) -> None:
+        with self.lock:
+            self.paused.update(keys)
+
+    def resume(self, keys: Iterable[str]) -> None:
+        with self.lock:
+            self.paused.difference_update(keys)
+
+    def busy(self) -> list[str]:
+        with self.lock:
+            return sorted(self.current)
+
+    def stop(self) -> None:
+        """Refuse new runs and drop queued ones (their requesters get 'interrupted')."""
+        with self.lock:
+            self.stopping = True
+            dropped = [run for queue in self.pending.values() for run in queue]
+            self.pending.clear()
+        for run in dropped:
+            run.result = {"pair": run.pair.key, "outcome": "interrupted", "message": "the daemon is stopping"}
+            run.state = "done"
+            run.finished.set()
+
+    def wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if not self.current:
+                    return True
+            time.sleep(0.05)
+        return False
+
+    def describe(self, key: str) -> dict[str, Any]:
+        """The pair's state for ``status``: paused, what runs now, how the last run ended."""
+        with self.lock:
+            run = self.current.get(key)
+            info: dict[str, Any] = {"paused": key in self.paused, "last": self.last.get(key)}
+            if run is not None:
+                info["running"] = {"state": run.state, "phase": run.phase, "reason": run.request.reason,
+                                   "hinted": None if run.request.hints is None else len(run.request.hints),
+                                   "actions": run.actions_total, "done": run.actions_done,
+                                   "started_at": run.started_at}
+                info["queued"] = len(self.pending.get(key, []))
+        return info
+
+
+class PairScheduler:
+    """One APScheduler interval job per pair; ``on_due(key)`` runs on the job's thread."""
+
+    def __init__(self, on_due: Callable[[str], None], workers: int, first_spread_s: float = FIRST_RUN_SPREAD_S) -> None:
+        self.on_due = on_due
+        self.first_spread_s = first_spread_s
+        self.scheduler = BackgroundScheduler(
+            executors={"default": ThreadPoolExecutor(max(2, workers))},
+            job_defaults={"max_instances": 1, "coalesce": True, "misfire_grace_time": None},
+            timezone=UTC,
+        )
+
+    def start(self) -> None:
+        self.scheduler.start()
+
+    def shutdown(self) -> None:
+        self.scheduler.shutdown(wait=False)
+
+    def alive(self) -> bool:
+        return bool(self.scheduler.running)
+
+    def set_pairs(self, pairs: Sequence[PairConfig], paused: Collection[str], soon: Collection[str]) -> None:
+        """Replace every job by one per pair in ``pairs``. Pairs in ``soon`` run within
+        seconds (at start, or new on reload: catch up with what changed meanwhile); the
+        others one interval from now."""
+        for job in self.scheduler.get_jobs():
+            job.remove()
+        now = datetime.now(UTC)
+        for pair in pairs:
+            jitter = min(pair.interval_s * JITTER_RATIO, JITTER_MAX_S)
+            spread = min(self.first_spread_s, pair.interval_s)
+            delay = random.uniform(0, spread) if pair.key in soon else pair.interval_s
+            first = now + timedelta(seconds=delay)
+            self.scheduler.add_job(
+                self.on_due, IntervalTrigger(seconds=pair.interval_s, jitter=jitter or None, timezone=UTC),
+                args=(pair.key,), id=pair.key, name=f"sync {pair.key}", next_run_time=first,
+            )
+            if pair.key in paused:
+                self.scheduler.pause_job(pair.key)
+
+    def pause(self, key: str) -> None:
+        if self.scheduler.get_job(key) is not None:
+            self.scheduler.pause_job(key)
+
+    def resume(self, key: str) -> None:
+        if self.scheduler.get_job(key) is not None:
+            self.scheduler.resume_job(key)
+
+    def next_run(self, key: str) -> float | None:
+        job = self.scheduler.get_job(key)
+        when = getattr(job, "next_run_time", None) if job is not None else None
+        return when.timestamp() if isinstance(when, datetime) else None
