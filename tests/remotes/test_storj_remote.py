@@ -8,6 +8,7 @@ import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from syncd.errors import FatalError
@@ -121,6 +122,14 @@ def test_create_bucket_option(storj_network: StorjNetwork, tmp_path: Path) -> No
         assert remote.project.stat_bucket(name).name == name
     finally:
         remote.close()
+
+
+def test_settings_validation() -> None:
+    decode = msgspec.convert
+    assert decode({"type": "storj", "bucket": "abc", "prefix": "a/b"}, Settings).prefix == "a/b/"
+    for bad in ({"prefix": "/abs"}, {"prefix": "a/../b"}, {"bucket": "ab"}, {"dial_timeout": 0}, {"nope": 1}):
+        with pytest.raises((msgspec.ValidationError, ValueError)):
+            decode({"type": "storj", "bucket": "abc", **bad}, Settings)
 
 
 def test_malformed_grant_is_fatal(tmp_path: Path) -> None:

@@ -1,0 +1,216 @@
+package main
+
+// #include "uplink_definitions.h"
+import "C"
+
+import (
+	"time"
+	"unsafe"
+
+	"storj.io/uplink"
+)
+
+// maxEmptyReads bounds the retries of a Read that returned neither data nor error.
+const maxEmptyReads = 1000
+
+type upload struct {
+	scope
+	*uplink.Upload
+}
+
+type download struct {
+	scope
+	*uplink.Download
+}
+
+//export uplink_upload_object
+func uplink_upload_object(c *C.UplinkProject, bucket, key *C.char, options *C.UplinkUploadOptions) C.UplinkUploadResult {
+	p, err := lookupProject(c)
+	if err != nil || bucket == nil || key == nil {
+		return C.UplinkUploadResult{error: mallocError(firstErr(err, errNull))}
+	}
+	opts := &uplink.UploadOptions{}
+	if options != nil && options.expires > 0 {
+		opts.Expires = time.Unix(int64(options.expires), 0)
+	}
+	s := p.child()
+	u, err := p.UploadObject(s.ctx, C.GoString(bucket), C.GoString(key), opts)
+	if err != nil {
+		s.cancel()
+		return C.UplinkUploadResult{error: mallocError(err)}
+	}
+	cu := (*C.UplinkUpload)(calloc(1, C.sizeof_UplinkUpload))
+	cu._handle = addHandle(&upload{s, u})
+	return C.UplinkUploadResult{upload: cu}
+}
+
+func lookupUpload(c *C.UplinkUpload) (*upload, error) {
+	if c == nil {
+		return nil, errNull
+	}
+	u, ok := getHandle(c._handle).(*upload)
+	if !ok {
+		return nil, errInvalidHandle
+	}
+	return u, nil
+}
+
+//export uplink_upload_write
+func uplink_upload_write(c *C.UplinkUpload, data unsafe.Pointer, length C.size_t) C.UplinkWriteResult {
+	u, err := lookupUpload(c)
+	if err != nil {
+		return C.UplinkWriteResult{error: mallocError(err)}
+	}
+	if length == 0 {
+		return C.UplinkWriteResult{}
+	}
+	if data == nil {
+		return C.UplinkWriteResult{error: mallocError(errNull)}
+	}
+	// The slice aliases the caller's buffer only for the duration of Write.
+	n, err := u.Write(unsafe.Slice((*byte)(data), int(length)))
+	return C.UplinkWriteResult{bytes_written: C.size_t(n), error: mallocError(err)}
+}
+
+//export uplink_upload_set_custom_metadata
+func uplink_upload_set_custom_metadata(c *C.UplinkUpload, custom C.UplinkCustomMetadata) *C.UplinkError {
+	u, err := lookupUpload(c)
+	if err != nil {
+		return mallocError(err)
+	}
+	return mallocError(u.SetCustomMetadata(u.ctx, customFromC(custom)))
+}
+
+//export uplink_upload_commit
+func uplink_upload_commit(c *C.UplinkUpload) *C.UplinkError {
+	u, err := lookupUpload(c)
+	if err != nil {
+		return mallocError(err)
+	}
+	return mallocError(u.Commit())
+}
+
+//export uplink_upload_abort
+func uplink_upload_abort(c *C.UplinkUpload) *C.UplinkError {
+	u, err := lookupUpload(c)
+	if err != nil {
+		return mallocError(err)
+	}
+	return mallocError(u.Abort())
+}
+
+//export uplink_upload_info
+func uplink_upload_info(c *C.UplinkUpload) C.UplinkObjectResult {
+	u, err := lookupUpload(c)
+	if err != nil {
+		return C.UplinkObjectResult{error: mallocError(err)}
+	}
+	return objectResult(u.Info(), nil)
+}
+
+//export uplink_free_write_result
+func uplink_free_write_result(result C.UplinkWriteResult) {
+	uplink_free_error(result.error)
+}
+
+//export uplink_free_upload_result
+func uplink_free_upload_result(result C.UplinkUploadResult) {
+	uplink_free_error(result.error)
+	if result.upload != nil {
+		if u, ok := getHandle(result.upload._handle).(*upload); ok {
+			// An upload neither committed nor aborted is abandoned here;
+			// cancelling its context releases its connections.
+			u.cancel()
+		}
+		delHandle(result.upload._handle)
+		cfree(unsafe.Pointer(result.upload))
+	}
+}
+
+//export uplink_download_object
+func uplink_download_object(c *C.UplinkProject, bucket, key *C.char, options *C.UplinkDownloadOptions) C.UplinkDownloadResult {
+	p, err := lookupProject(c)
+	if err != nil || bucket == nil || key == nil {
+		return C.UplinkDownloadResult{error: mallocError(firstErr(err, errNull))}
+	}
+	opts := &uplink.DownloadOptions{Offset: 0, Length: -1}
+	if options != nil {
+		opts.Offset = int64(options.offset)
+		opts.Length = int64(options.length)
+	}
+	s := p.child()
+	d, err := p.DownloadObject(s.ctx, C.GoString(bucket), C.GoString(key), opts)
+	if err != nil {
+		s.cancel()
+		return C.UplinkDownloadResult{error: mallocError(err)}
+	}
+	cd := (*C.UplinkDownload)(calloc(1, C.sizeof_UplinkDownload))
+	cd._handle = addHandle(&download{s, d})
+	return C.UplinkDownloadResult{download: cd}
+}
+
+func lookupDownload(c *C.UplinkDownload) (*download, error) {
+	if c == nil {
+		return nil, errNull
+	}
+	d, ok := getHandle(c._handle).(*download)
+	if !ok {
+		return nil, errInvalidHandle
+	}
+	return d, nil
+}
+
+//export uplink_download_read
+func uplink_download_read(c *C.UplinkDownload, buf unsafe.Pointer, length C.size_t) C.UplinkReadResult {
+	d, err := lookupDownload(c)
+	if err != nil {
+		return C.UplinkReadResult{error: mallocError(err)}
+	}
+	if buf == nil || length == 0 {
+		return C.UplinkReadResult{error: mallocError(errNull)}
+	}
+	p := unsafe.Slice((*byte)(buf), int(length))
+	// uplink's Download.Read may return (0, nil) where one segment ends and the
+	// next begins; a C caller would take 0 bytes for the end of the stream, so
+	// read again (a bounded number of times) until data, an error or EOF.
+	var n int
+	for try := 0; try < maxEmptyReads && n == 0 && err == nil; try++ {
+		n, err = d.Read(p)
+	}
+	return C.UplinkReadResult{bytes_read: C.size_t(n), error: mallocError(err)}
+}
+
+//export uplink_download_info
+func uplink_download_info(c *C.UplinkDownload) C.UplinkObjectResult {
+	d, err := lookupDownload(c)
+	if err != nil {
+		return C.UplinkObjectResult{error: mallocError(err)}
+	}
+	return objectResult(d.Info(), nil)
+}
+
+//export uplink_close_download
+func uplink_close_download(c *C.UplinkDownload) *C.UplinkError {
+	d, err := lookupDownload(c)
+	if err != nil {
+		return mallocError(err)
+	}
+	return mallocError(d.Close())
+}
+
+//export uplink_free_read_result
+func uplink_free_read_result(result C.UplinkReadResult) {
+	uplink_free_error(result.error)
+}
+
+//export uplink_free_download_result
+func uplink_free_download_result(result C.UplinkDownloadResult) {
+	uplink_free_error(result.error)
+	if result.download != nil {
+		if d, ok := getHandle(result.download._handle).(*download); ok {
+			d.cancel()
+		}
+		delHandle(result.download._handle)
+		cfree(unsafe.Pointer(result.download))
+	}
+}

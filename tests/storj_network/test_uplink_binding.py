@@ -1,0 +1,256 @@
+"""The ctypes binding (syncd/remotes/_uplink.py) against a real local Storj network."""
+
+from __future__ import annotations
+
+import io
+import os
+import secrets
+import subprocess
+import sys
+from collections.abc import Iterator
+
+import pytest
+
+from syncd.remotes import _uplink as u
+from tests.storj_network.fixture import StorjNetwork, require_libuplink, storj_network  # noqa: F401
+
+USER_AGENT = "syncd/test"
+
+
+@pytest.fixture(scope="module")
+def project(storj_network: StorjNetwork) -> Iterator[u.Project]:  # noqa: F811
+    require_libuplink()
+    with u.Access.parse(storj_network.access_grant) as access, access.open_project(user_agent=USER_AGENT) as proj:
+        yield proj
+
+
+@pytest.fixture
+def bucket(project: u.Project) -> str:
+    # A fresh bucket per test: tests never see each other's objects.
+    name = "t-" + secrets.token_hex(6)
+    project.ensure_bucket(name)
+    return name
+
+
+def _payload(size: int) -> bytes:
+    # Not repetitive, so a misplaced range cannot compare equal by accident.
+    return secrets.token_bytes(size)
+
+
+def test_upload_with_custom_metadata_then_stat(project: u.Project, bucket: str) -> None:
+    data = _payload(1000)
+    custom = {"rclone:mtime": "2024-05-06T07:08:09.123456789Z", "syncd:sha256": "ab" * 32, "ünïcode": "välue"}
+    info = project.upload(bucket, "dir/file.bin", io.BytesIO(data), custom=custom)
+    assert info.key == "dir/file.bin"
+    assert info.content_length == len(data)
+
+    stat = project.stat_object(bucket, "dir/file.bin")
+    assert stat.key == "dir/file.bin"
+    assert not stat.is_prefix
+    assert stat.content_length == len(data)
+    assert dict(stat.custom) == custom
+    assert stat.created is not None
+    assert stat.expires is None
+
+
+def test_list_recursive_with_metadata_and_prefixes(project: u.Project, bucket: str) -> None:
+    keys = ["a.txt", "d/b.txt", "d/e/c.txt"]
+    for i, key in enumerate(keys):
+        project.upload(bucket, key, io.BytesIO(b"x" * i), custom={"n": str(i)})
+
+    listed = {o.key: o for o in project.list_objects(bucket)}
+    assert sorted(listed) == keys
+    assert all(not o.is_prefix for o in listed.values())
+    assert {k: o.custom["n"] for k, o in listed.items()} == {"a.txt": "0", "d/b.txt": "1", "d/e/c.txt": "2"}
+    assert [listed[k].content_length for k in keys] == [0, 1, 2]
+
+    top = {o.key: o.is_prefix for o in project.list_objects(bucket, recursive=False)}
+    assert top == {"a.txt": False, "d/": True}
+
+    under = sorted(o.key for o in project.list_objects(bucket, prefix="d/"))
+    assert under == ["d/b.txt", "d/e/c.txt"]
+
+
+def test_download_whole_and_ranges_streaming(project: u.Project, bucket: str) -> None:
+    # Larger than one chunk and than one segment-sized read, to exercise the loops.
+    data = _payload(3 * u.DEFAULT_CHUNK_SIZE + 12345)
+    project.upload(bucket, "big", io.BytesIO(data), chunk_size=64 * 1024)
+
+    with project.open_download(bucket, "big") as down:
+        reader = io.BufferedReader(down, buffer_size=32 * 1024)
+        chunks = iter(lambda: reader.read(50_000), b"")
+        assert b"".join(chunks) == data
+        assert down.info().content_length == len(data)
+
+    for offset, length in [(0, 1), (5, 100), (len(data) - 10, 10), (u.DEFAULT_CHUNK_SIZE - 3, 7)]:
+        with project.open_download(bucket, "big", offset=offset, length=length) as down:
+            assert down.read() == data[offset : offset + length]
+
+    with project.open_download(bucket, "big", offset=len(data) - 500) as down:  # to the end
+        assert down.read() == data[-500:]
+
+
+def test_download_across_segment_boundary(project: u.Project, bucket: str) -> None:
+    # Past 64 MiB (one segment) uplink's Read may return 0 bytes without error at the
+    # boundary; the binding must not take that for the end of the object.
+    size = 64 * 1024 * 1024 + 4097
+    data = secrets.token_bytes(size)
+    project.upload(bucket, "segments", io.BytesIO(data), chunk_size=1024 * 1024)
+    assert project.stat_object(bucket, "segments").content_length == size
+    got = bytearray()
+    with project.open_download(bucket, "segments") as down:
+        buf = bytearray(1024 * 1024)
+        while n := down.readinto(buf):
+            got += buf[:n]
+    assert len(got) == size
+    assert got == data
+
+
+def test_empty_object(project: u.Project, bucket: str) -> None:
+    info = project.upload(bucket, "empty", io.BytesIO(b""))
+    assert info.content_length == 0
+    with project.open_download(bucket, "empty") as down:
+        assert down.read() == b""
+
+
+def test_move(project: u.Project, bucket: str) -> None:
+    project.upload(bucket, "old/name", io.BytesIO(b"moved"), custom={"k": "v"})
+    project.move_object(bucket, "old/name", bucket, "new/name")
+
+    with pytest.raises(u.ObjectNotFoundError):
+        project.stat_object(bucket, "old/name")
+    moved = project.stat_object(bucket, "new/name")
+    assert moved.custom == {"k": "v"}
+    with project.open_download(bucket, "new/name") as down:
+        assert down.read() == b"moved"
+
+
+def test_copy(project: u.Project, bucket: str) -> None:
+    project.upload(bucket, "orig", io.BytesIO(b"copied"), custom={"k": "v"})
+    copy = project.copy_object(bucket, "orig", bucket, "trash/orig")
+    assert (copy.key, copy.content_length, dict(copy.custom)) == ("trash/orig", 6, {"k": "v"})
+    assert sorted(o.key for o in project.list_objects(bucket)) == ["orig", "trash/orig"]
+    with project.open_download(bucket, "trash/orig") as down:
+        assert down.read() == b"copied"
+
+
+def test_move_missing_source_is_not_found(project: u.Project, bucket: str) -> None:
+    with pytest.raises(u.ObjectNotFoundError):
+        project.move_object(bucket, "nope", bucket, "other")
+
+
+def test_delete(project: u.Project, bucket: str) -> None:
+    project.upload(bucket, "gone", io.BytesIO(b"bye"))
+    deleted = project.delete_object(bucket, "gone")
+    assert deleted is not None and deleted.key == "gone"
+    assert project.delete_object(bucket, "gone") is None  # deleting nothing is not an error
+    assert list(project.list_objects(bucket)) == []
+
+
+def test_not_found_mapping(project: u.Project, bucket: str) -> None:
+    with pytest.raises(u.ObjectNotFoundError) as exc:
+        project.stat_object(bucket, "missing")
+    assert exc.value.code == 0x21
+    assert isinstance(exc.value, u.NotFoundError)
+    assert "missing" in str(exc.value)
+
+    with pytest.raises(u.ObjectNotFoundError):
+        project.open_download(bucket, "missing")
+
+    with pytest.raises(u.BucketNotFoundError) as bexc:
+        project.stat_bucket("no-such-bucket-" + secrets.token_hex(4))
+    assert bexc.value.code == 0x13
+
+    with pytest.raises(u.BucketNotFoundError):
+        list(project.list_objects("no-such-bucket-" + secrets.token_hex(4)))
+
+
+def test_invalid_bucket_name(project: u.Project) -> None:
+    with pytest.raises(u.BucketNameInvalidError):
+        project.ensure_bucket("x")
+
+
+def test_failed_source_aborts_upload(project: u.Project, bucket: str) -> None:
+    class Broken(io.RawIOBase):
+        def __init__(self) -> None:
+            self.sent = 0
+
+        def readable(self) -> bool:
+            return True
+
+        def readinto(self, buf: memoryview) -> int:  # type: ignore[override]
+            if self.sent >= 100_000:
+                raise OSError("disk went away")
+            n = min(len(buf), 10_000)
+            buf[:n] = b"y" * n
+            self.sent += n
+            return n
+
+    with pytest.raises(OSError, match="disk went away"):
+        project.upload(bucket, "partial", Broken())  # type: ignore[arg-type]
+    with pytest.raises(u.ObjectNotFoundError):
+        project.stat_object(bucket, "partial")
+
+
+def test_overwrite_replaces_content_and_metadata(project: u.Project, bucket: str) -> None:
+    project.upload(bucket, "f", io.BytesIO(b"one"), custom={"v": "1"})
+    project.upload(bucket, "f", io.BytesIO(b"two!"), custom={"v": "2"})
+    stat = project.stat_object(bucket, "f")
+    assert (stat.content_length, stat.custom) == (4, {"v": "2"})
+
+
+def test_malformed_access_grant_is_a_clear_error() -> None:
+    require_libuplink()
+    with pytest.raises(u.InvalidAccessError, match="malformed access grant"):
+        u.Access.parse("this-is-not-an-access-grant")
+    with pytest.raises(u.InvalidAccessError, match="malformed access grant"):
+        u.Access.parse("   ")
+
+
+def test_request_access_with_passphrase_roundtrip(storj_network: StorjNetwork) -> None:  # noqa: F811
+    require_libuplink()
+    with u.Access.request(storj_network.satellite_addr, storj_network.api_key, "correct horse") as access:
+        assert access.satellite_address == storj_network.satellite_addr
+        with access.open_project(user_agent=USER_AGENT) as proj:
+            name = "pp-" + secrets.token_hex(4)
+            proj.ensure_bucket(name)
+            proj.upload(name, "k", io.BytesIO(b"secret"))
+            with proj.open_download(name, "k") as down:
+                assert down.read() == b"secret"
+
+
+def test_bad_api_key_is_a_clear_error(storj_network: StorjNetwork) -> None:  # noqa: F811
+    require_libuplink()
+    with pytest.raises(u.InvalidAccessError, match="API key"):
+        u.Access.request(storj_network.satellite_addr, "not-an-api-key", "pw")
+
+
+def test_unreachable_satellite_is_internal_error(storj_network: StorjNetwork) -> None:  # noqa: F811
+    require_libuplink()
+    node_id = storj_network.satellite_addr.split("@", 1)[0]
+    # Port 9 on loopback (discard) is closed here: the dial fails fast.
+    with pytest.raises(u.InternalError):
+        u.Access.request(f"{node_id}@127.0.0.1:9", storj_network.api_key, "pw")
+
+
+def test_closed_project_raises(storj_network: StorjNetwork) -> None:  # noqa: F811
+    require_libuplink()
+    with u.Access.parse(storj_network.access_grant) as access:
+        proj = access.open_project(user_agent=USER_AGENT)
+        proj.close()
+        proj.close()  # idempotent
+        with pytest.raises(u.InvalidHandleError):
+            proj.stat_bucket("whatever")
+
+
+def test_missing_library_message() -> None:
+    # In a child process: the library is loaded once per process.
+    code = (
+        "from syncd.remotes import _uplink as u\n"
+        "try:\n    u.load_library()\n"
+        "except u.UplinkLibraryError as e:\n    print(e)\n"
+    )
+    env = {**os.environ, "SYNCD_LIBUPLINK": "/nonexistent/libuplink.so"}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert "libuplink not found at /nonexistent/libuplink.so" in out.stdout
+    assert "packaging/libuplink/build.sh" in out.stdout
