@@ -58,6 +58,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("log", "conflicts"):
             cmd.add_argument("-n", "--limit", type=int, default=50, help="how many lines (default 50)")
         cmd.set_defaults(handler=handler)
+    from syncd.cli_daemon import add_commands
+
+    add_commands(sub)
     return parser
 
 
@@ -99,6 +102,10 @@ def cmd_now(args: argparse.Namespace) -> int:
     from syncd.engine.sync import RunOptions, sync_pair
 
     config = _config(args)
+    from syncd.cli_daemon import try_daemon_now
+
+    if (code := try_daemon_now(args, config)) is not None:  # the service runs: it does the work
+        return code
     worst = EXIT_OK
     options = RunOptions(dry_run=args.dry_run, force=args.force)
     for pair in config.select(args.target):

@@ -52,7 +52,9 @@ EXIT_OK = 0
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 TICK_S = 1.0  # main loop period: signals are taken at once, this paces health checks
 STOP_MESSAGE = "interrupted: the daemon is stopping; finished actions are recorded, the next run goes on"
-OUTCOME_EXIT = {"ok": 0, "item-errors": 1, "aborted": 3, "fatal": 4, "interrupted": 4, "locked": 5, "paused": 5}
+OUTCOME_EXIT = {
+    "ok": 0, "item-errors": 1, "aborted": 3, "fatal": 4, "interrupted": 4, "locked": 5, "paused": 5, "retry": 6,
+}
 MAX_ERRORS_IN_RESULT = 50
 MAX_PLAN_IN_RESULT = 1000
 _INDEX_OPEN_LOCK = threading.Lock()

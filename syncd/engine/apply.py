@@ -176,6 +176,19 @@ class Applier:
         return Done(action, drop=[action.path])
 
 
+def changed_paths(action: Action) -> list[tuple[Side, str]]:
+    """The (side, path) pairs a finished action changed."""
+    if action.side is None:
+        return []
+    if action.kind in (ActionKind.COPY, ActionKind.DELETE):
+        return [(action.side, action.path)]
+    if action.kind is ActionKind.MOVE and action.dest:
+        return [(action.side, action.path), (action.side, action.dest)]
+    if action.kind is ActionKind.CONFLICT and action.dest:
+        return [(action.side, action.path), (action.side, action.dest), (action.side.other, action.dest)]
+    return []
+
+
 def run_actions(
     applier: Applier,
     actions: list[Action],

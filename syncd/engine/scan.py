@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from syncd.errors import ItemError, SyncdError, UnsafePath
 from syncd.models import Base, Entry, Side
@@ -84,16 +85,22 @@ def _snapshot(entries: Iterable[Entry], side: Side, excluded: Callable[[str], bo
     return snap
 
 
-def stat_paths(remote: Remote, side: Side, excluded: Callable[[str], bool], hints: Iterable[str]) -> Snapshot:
-    """A partial snapshot of just the hinted paths (a watcher's hints): each is a file, or a
-    folder whose files are listed by prefix. A hint that is neither is simply absent."""
+def stat_paths(
+    remote: Remote, side: Side, excluded: Callable[[str], bool], hints: Iterable[str], bases: Mapping[str, Base]
+) -> Snapshot:
+    """A partial snapshot of just the hinted paths (a watcher's hints). A hint that is a file
+    on this side costs one stat; a hint that is not a file here is listed as a folder only if
+    the index knows files below it, or the remote has it as a folder (a local tree)."""
     snap = Snapshot(side)
+    known_folders = {p.rpartition("/")[0] for p in bases}
     for hint in sorted(set(hints)):
         try:
-            entries: Iterable[Entry] = [remote.stat(hint)]
+            found: Iterable[Entry] = [remote.stat(hint)]
         except ItemError:
-            entries = remote.list(hint.rstrip("/") + "/")
-        for entry in entries:
+            found = []
+            if _may_be_folder(remote, hint, known_folders):
+                found = remote.list(hint.rstrip("/") + "/")
+        for entry in found:
             if excluded(entry.path):
                 continue
             try:
@@ -105,8 +112,13 @@ def stat_paths(remote: Remote, side: Side, excluded: Callable[[str], bool], hint
     return snap
 
 
-def within(path: str, hints: Iterable[str]) -> bool:
-    return any(path == h or path.startswith(h.rstrip("/") + "/") for h in hints)
+def _may_be_folder(remote: Remote, hint: str, known_folders: set[str]) -> bool:
+    if hint in known_folders or any(f.startswith(hint + "/") for f in known_folders):
+        return True
+    root = getattr(remote, "root", None)
+    return remote.capabilities.empty_dirs or (
+        isinstance(root, Path) and remote.capabilities.local_path and (root / hint).is_dir()
+    )
 
 
 def paths_needing_hash(

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from syncd.config import PairConfig
-from syncd.engine.apply import Applier, Checkpoint, Done, run_actions
+from syncd.engine.apply import Applier, Checkpoint, Done, changed_paths, run_actions
 from syncd.engine.plan import Folding, PlanSettings, plan
 from syncd.engine.safety import check_mass_delete, check_side_not_empty
 from syncd.engine.scan import (
@@ -22,14 +22,13 @@ from syncd.engine.scan import (
     list_side_by_tree,
     paths_needing_hash,
     stat_paths,
-    within,
 )
 from syncd.errors import FatalError, GuardError, SyncdError, TransientError
 from syncd.index.store import Store
 from syncd.lock import pair_lock
 from syncd.models import Action, ActionKind, Base, Entry, Outcome, Plan, Report, Side
 from syncd.remotes import remote_module
-from syncd.remotes.base import Remote, SupportsTreeListing
+from syncd.remotes.base import Remote, SupportsAfterChanges, SupportsTreeListing
 from syncd.remotes.settings import OpenContext
 
 ProgressFn = Callable[[str, dict[str, object]], None]
@@ -127,11 +126,8 @@ def _plan(
     notify: ProgressFn,
     now: datetime,
 ) -> tuple[Plan, dict[Side, Snapshot], dict[str, Base]]:
-    all_bases = store.load_bases()
-    bases = {p: b for p, b in all_bases.items() if not pair.excludes(p)}
     hints = options.hints
-    if hints is not None:
-        bases = {p: b for p, b in bases.items() if within(p, hints)}
+    bases = {p: b for p, b in store.load_bases(under=hints).items() if not pair.excludes(p)}
     notify("listing", {"hinted": len(hints) if hints is not None else None})
     with ThreadPoolExecutor(max_workers=2) as pool:
         known = {side: store.load_folder_etags(side.value) if _tree_listing(remotes[side]) else {} for side in Side}
@@ -155,7 +151,7 @@ def _plan(
     skipped = {**snaps[Side.A].skipped, **snaps[Side.B].skipped}
     planned = plan(bases, snaps[Side.A].entries, snaps[Side.B].entries, settings, now, skipped)
     if not options.force:
-        check_mass_delete(planned, len(bases if hints is None else all_bases), pair.max_delete_ratio)
+        check_mass_delete(planned, len(bases) if hints is None else store.count_bases(), pair.max_delete_ratio)
     report.plan = planned
     return planned, snaps, bases
 
@@ -173,7 +169,7 @@ def _scan_side(
     known_folder_etags: dict[str, str],
 ) -> Snapshot:
     if hints is not None:
-        return stat_paths(remote, side, pair.excludes, hints)
+        return stat_paths(remote, side, pair.excludes, hints, bases)
     if _tree_listing(remote):
         assert isinstance(remote, SupportsTreeListing)
         snap, etags = list_side_by_tree(remote, side, pair.excludes, known_folder_etags, bases)
@@ -196,7 +192,7 @@ def _hash(
         if not needed:
             continue
         notify("hashing", {"side": side.value, "files": len(needed)})
-        cache = store.load_hash_cache() if side is Side.A else {}
+        cache = store.load_hash_cache(needed) if side is Side.A else {}
         fresh = fill_hashes(remotes[side], snaps[side], needed, cache, pair.transfers)
         if side is Side.A:
             store.save_hashes(fresh)
@@ -223,8 +219,12 @@ def _apply(
     checkpoint = options.checkpoint or (lambda _stage: None)
     batch = _Batch(store, run_id, checkpoint)
 
+    touched: dict[Side, set[str]] = {Side.A: set(), Side.B: set()}
+
     def on_done(done: Done) -> None:
         batch.add(done)
+        for side, path in changed_paths(done.action):
+            touched[side].add(path)
         report.done[done.action.kind.value] += 1
         report.bytes_moved += done.bytes_moved
         notify("done", {"action": done.action.describe(), "bytes": done.bytes_moved, "total": total})
@@ -240,6 +240,10 @@ def _apply(
         batch.flush()  # record what finished before the run stopped
         raise
     batch.flush()
+    for side, paths in touched.items():
+        remote = applier.remotes[side]
+        if paths and isinstance(remote, SupportsAfterChanges):
+            report.errors.extend((side.value, failure) for failure in remote.after_changes(paths))
     if report.errors:
         report.outcome = Outcome.ITEM_ERRORS
         report.message = f"{len(report.errors)} item(s) failed; they are retried on the next runs"

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -140,13 +141,16 @@ def upgrade(conn: Any, revision: str = "head") -> None:
     command.upgrade(config, revision)
 
 
+_UPGRADE_LOCK = threading.Lock()  # Alembic keeps its context in module globals: one upgrade at a time
+
+
 def _upgrade_url(url: str) -> None:
     from sqlalchemy import create_engine
     from sqlalchemy.exc import SQLAlchemyError
 
     engine = create_engine(url)
     try:
-        with engine.begin() as conn:
+        with _UPGRADE_LOCK, engine.begin() as conn:
             upgrade(conn)
     except SQLAlchemyError as exc:
         raise FatalError(f"index {url}: cannot create or upgrade the schema: {exc}") from exc
@@ -193,8 +197,19 @@ class Store:
 
     # -- bases -----------------------------------------------------------------------------
 
-    def load_bases(self) -> dict[str, Base]:
-        rows = self.db.rows(f"SELECT {', '.join(BASE_COLUMNS)} FROM entries")
+    def load_bases(self, under: Iterable[str] | None = None) -> dict[str, Base]:
+        """Every base, or (``under``) only those of these paths and of everything below them."""
+        select = f"SELECT {', '.join(BASE_COLUMNS)} FROM entries"
+        if under is None:
+            rows = self.db.rows(select)
+        else:
+            rows = []
+            for path in sorted(set(under)):
+                # "p/" <= key < "p0" is every key below folder p ('0' follows '/'), with an index
+                rows += self.db.rows(
+                    f"{select} WHERE path = :p OR (path >= :low AND path < :high)",
+                    {"p": path, "low": path + "/", "high": path + "0"},
+                )
         self.db.commit()
         return {row[0]: Base(*row) for row in rows}
 
@@ -245,10 +260,19 @@ class Store:
 
     # -- hash cache ------------------------------------------------------------------------
 
-    def load_hash_cache(self) -> dict[str, tuple[str, str]]:
-        rows = self.db.rows("SELECT path, etag, content_hash FROM hash_cache")
+    def load_hash_cache(self, paths: Sequence[str]) -> dict[str, tuple[str, str]]:
+        """Cached (etag, hash) of these paths."""
+        cache: dict[str, tuple[str, str]] = {}
+        for start in range(0, len(paths), IN_CHUNK):
+            chunk = paths[start : start + IN_CHUNK]
+            names = ", ".join(f":p{i}" for i in range(len(chunk)))
+            rows = self.db.rows(
+                f"SELECT path, etag, content_hash FROM hash_cache WHERE path IN ({names})",
+                {f"p{i}": p for i, p in enumerate(chunk)},
+            )
+            cache.update((row[0], (row[1], row[2])) for row in rows)
         self.db.commit()
-        return {row[0]: (row[1], row[2]) for row in rows}
+        return cache
 
     def save_hashes(self, hashes: Iterable[tuple[str, str, str]]) -> None:
         """Store (path, etag, hash) rows in one transaction."""

@@ -14,7 +14,7 @@ or a missing root/bucket, ``ItemError`` for a problem with one key.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -152,6 +152,16 @@ class SupportsTreeListing(Protocol):
     """Optional: re-list only the folders whose etag changed since ``known_folder_etags``."""
 
     def list_changed(self, known_folder_etags: Mapping[str, str]) -> TreeListing: ...
+
+
+@runtime_checkable
+class SupportsAfterChanges(Protocol):
+    """Optional: told which paths a run changed on this remote, once the run's actions are
+    done (e.g. a Nextcloud data dir runs ``occ files:scan`` for them).
+
+    :returns: one message per failure, for the run's report (never raises for them)."""
+
+    def after_changes(self, paths: Collection[str]) -> list[str]: ...
 
 
 def sha256_stream(stream: BinaryIO) -> tuple[str, int]:

@@ -7,13 +7,14 @@ of the root (every parent segment is checked not to be a symlink).
 
 from __future__ import annotations
 
+import builtins
 import errno
 import hashlib
 import os
 import secrets
 import shutil
 import stat as statmod
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
@@ -31,6 +32,7 @@ from syncd.errors import (
 from syncd.models import Entry
 from syncd.paths import RESERVED_PREFIXES, check_key
 from syncd.remotes.base import CHUNK, Capabilities, sha256_stream
+from syncd.remotes.nextcloud_scan import nextcloud_user, run_scans
 from syncd.remotes.settings import OpenContext, RemoteSettings
 
 TMP_PREFIX = ".syncd-tmp-"
@@ -39,10 +41,27 @@ TMP_PREFIX = ".syncd-tmp-"
 class Settings(RemoteSettings, frozen=True):
     type: Literal["local"]
     path: Path
+    # Nextcloud data-dir mode: after syncd changes files here, run this command per changed
+    # folder, "{path}" replaced by "<user>/files/<folder>", e.g.
+    # ["sudo", "-u", "www-data", "php", "/var/www/nextcloud/occ", "files:scan", "--path={path}"]
+    scan_command: list[str] | None = None
+    nextcloud_user: str | None = None  # default: the folder above "files" in path
+
+    def __post_init__(self) -> None:
+        if self.scan_command is not None:
+            if not self.scan_command or not any("{path}" in part for part in self.scan_command):
+                raise ValueError("scan_command: must be a command whose arguments hold {path}")
+            if self.nextcloud_user is None and nextcloud_user(self.path) is None:
+                raise ValueError("nextcloud_user: needed when path does not end in <user>/files")
 
 
 def open_remote(settings: Settings, ctx: OpenContext) -> LocalRemote:
-    return LocalRemote(settings.path, trash_dir=ctx.state_dir / "trash-files", label=ctx.label)
+    remote = LocalRemote(settings.path, trash_dir=ctx.state_dir / "trash-files", label=ctx.label)
+    if settings.scan_command is not None:
+        user = settings.nextcloud_user or nextcloud_user(Path(settings.path))
+        assert user is not None  # checked when the config was read
+        remote.scan = (list(settings.scan_command), user)
+    return remote
 
 
 def local_etag(st: os.stat_result) -> str:
@@ -87,6 +106,7 @@ class LocalRemote:
         self.trash_dir = trash_dir
         self.name = label
         self.warnings: list[str] = []
+        self.scan: tuple[list[str], str] | None = None  # Nextcloud data-dir mode: (command, user)
         self.capabilities = Capabilities(
             mtime_precision_ns=1,
             conditional_writes=True,
@@ -359,6 +379,13 @@ class LocalRemote:
             except OSError:
                 return
             folder = os.path.dirname(folder)
+
+    def after_changes(self, paths: Collection[str]) -> builtins.list[str]:
+        """Nextcloud data-dir mode: make Nextcloud see what this run changed."""
+        if self.scan is None or not paths:
+            return []
+        command, user = self.scan
+        return run_scans(command, user, paths)
 
     def close(self) -> None:
         pass

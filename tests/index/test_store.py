@@ -78,11 +78,15 @@ def exercise(store: Store) -> None:
     store.commit_actions(run, put=[sample("a.txt")], drop=["b/c.txt"])
     assert store.load_bases() == {"a.txt": sample("a.txt")}
     assert store.count_bases() == 1
+    store.commit_actions(run, put=[sample("d/x"), sample("d/e/y"), sample("d0"), sample("dd/z")])
+    assert set(store.load_bases(under=["d"])) == {"d/x", "d/e/y"}  # a folder hint: not "d0", not "dd/z"
+    assert set(store.load_bases(under=["d0", "a.txt"])) == {"d0", "a.txt"}
+    store.commit_actions(run, drop=["d/x", "d/e/y", "d0", "dd/z"])
     info = store.record_item_error("bad.txt", "boom", now=1000.0)
     again = store.record_item_error("bad.txt", "boom", now=1001.0)
     assert (info.attempts, again.attempts) == (1, 2) and again.next_retry - 1001.0 > info.next_retry - 1000.0
     store.save_hashes([("a.txt", "etag-a", "cd" * 32)])
-    assert store.load_hash_cache() == {"a.txt": ("etag-a", "cd" * 32)}
+    assert store.load_hash_cache(["a.txt", "b.txt"]) == {"a.txt": ("etag-a", "cd" * 32)}
     store.finish_run(run, outcome="ok", counts={"copy": 2}, errors=1, bytes_moved=20, message="")
     assert store.runs(1)[0].counts == {"copy": 2}
     assert [h.action for h in store.history(10, "conflict")] == ["conflict"]
