@@ -174,7 +174,9 @@ def load_config(path: Path) -> Config:
     parsed = validate(raw, ConfigFile, path)
     folder = path.parent.resolve()
     daemon = validate(parsed.daemon, DaemonSection, path, prefix="daemon")
-    daemon = msgspec.structs.replace(daemon, state_dir=_resolve(folder, daemon.state_dir))
+    daemon = msgspec.structs.replace(
+        daemon, state_dir=_resolve(folder, daemon.state_dir), socket=_resolve(folder, daemon.socket)
+    )
     pairs = []
     for user, raw_section in parsed.users.items():
         where = f"users.{user}"

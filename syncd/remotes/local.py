@@ -14,6 +14,7 @@ import os
 import secrets
 import shutil
 import stat as statmod
+import time
 from collections.abc import Collection, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
@@ -36,6 +37,7 @@ from syncd.remotes.nextcloud_scan import nextcloud_user, run_scans
 from syncd.remotes.settings import OpenContext, RemoteSettings
 
 TMP_PREFIX = ".syncd-tmp-"
+STALE_TEMP_S = 3600.0  # a write in flight touches its temp file far more often than this
 
 
 class Settings(RemoteSettings, frozen=True):
@@ -173,7 +175,10 @@ class LocalRemote:
             with scanner:
                 for item in scanner:
                     key = rel + item.name
-                    if item.name.startswith(TMP_PREFIX) or key.startswith(RESERVED_PREFIXES):
+                    if item.name.startswith(TMP_PREFIX):
+                        _sweep_stale_temp(item)
+                        continue
+                    if key.startswith(RESERVED_PREFIXES):
                         continue
                     if item.is_symlink():
                         self.warnings.append(f"{key}: symlink skipped")
@@ -389,6 +394,16 @@ class LocalRemote:
 
     def close(self) -> None:
         pass
+
+
+def _sweep_stale_temp(item: os.DirEntry[str]) -> None:
+    """A temp file left by a write that was killed (kill -9, power loss) is never a user's
+    file: remove it once it is clearly abandoned, so Nextcloud does not show it."""
+    try:
+        if time.time() - item.stat(follow_symlinks=False).st_mtime > STALE_TEMP_S:
+            os.unlink(item.path)
+    except OSError:
+        pass  # gone already, or not ours to remove: it is skipped either way
 
 
 def _unlink_quietly(path: str) -> None:

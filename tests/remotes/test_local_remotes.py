@@ -23,3 +23,19 @@ class TestDirBucket(RemoteContract):
     @pytest.fixture
     def remote(self, tmp_path: Path) -> Iterator[DirBucket]:
         yield DirBucket(tmp_path / "bucket")
+
+
+def test_local_listing_sweeps_abandoned_temp_files(tmp_path: Path) -> None:
+    import os
+    import time
+
+    root = tmp_path / "root"
+    (root / "d").mkdir(parents=True)
+    stale, fresh = root / "d" / ".syncd-tmp-dead01", root / "d" / ".syncd-tmp-live02"
+    stale.write_bytes(b"half a file from a killed run")
+    fresh.write_bytes(b"a write in flight")
+    old = time.time() - 2 * 3600
+    os.utime(stale, (old, old))
+    remote = LocalRemote(root, trash_dir=tmp_path / "trash")
+    assert list(remote.list()) == []
+    assert not stale.exists() and fresh.exists()
