@@ -105,7 +105,7 @@ def _fail(message: str, code: int = EXIT_FATAL) -> int:
 
 
 def _sockets(config: Config, target: str | None) -> list[Path]:
-    from syncd.daemon import client_sockets
+    from syncd.control import client_sockets
 
     return client_sockets(config, target)
 

@@ -41,9 +41,12 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from syncd.errors import FatalError
+
+if TYPE_CHECKING:
+    from syncd.config import Config
 
 PROTOCOL_VERSION = 1
 OPS = frozenset({"now", "status", "pause", "resume", "reload"})
@@ -409,3 +412,23 @@ def _remove_stale_socket(path: Path) -> None:
     finally:
         probe.close()
     raise FatalError(f"another syncd daemon already answers on {path}")
+
+
+# -- where clients find the daemon ---------------------------------------------------------------
+
+
+def main_socket(config: Config) -> Path:
+    """``[daemon] socket``; a relative path is relative to the config file, like every path."""
+    path = config.daemon.socket
+    return path if path.is_absolute() else config.path.parent.resolve() / path
+
+
+def instance_socket(config: Config, user: str) -> Path:
+    """Where the instance serving only ``user`` listens: next to the main socket."""
+    return main_socket(config).parent / f"{user}.sock"
+
+
+def client_sockets(config: Config, target: str | None) -> list[Path]:
+    """Sockets a client tries, in order: the user's own instance, then the main daemon."""
+    candidates = [instance_socket(config, target.partition("/")[0])] if target else []
+    return [*candidates, main_socket(config)]

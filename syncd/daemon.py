@@ -38,7 +38,17 @@ from typing import Any
 
 from syncd import __version__
 from syncd.config import Config, PairConfig, load_config
-from syncd.control import EXIT_BUSY, EXIT_FATAL, EXIT_USAGE, ControlServer, Emit, ProtocolError, Request
+from syncd.control import (
+    EXIT_BUSY,
+    EXIT_FATAL,
+    EXIT_USAGE,
+    ControlServer,
+    Emit,
+    ProtocolError,
+    Request,
+    instance_socket,
+    main_socket,
+)
 from syncd.errors import ConfigError, FatalError, LockedError, SyncdError
 from syncd.lock import pair_lock
 from syncd.metrics import Metrics
@@ -80,29 +90,12 @@ class Stopping(FatalError):
         super().__init__(STOP_MESSAGE)
 
 
-def main_socket(config: Config) -> Path:
-    """``[daemon] socket``; a relative path is relative to the config file, like every path."""
-    path = config.daemon.socket
-    return path if path.is_absolute() else config.path.parent.resolve() / path
-
-
-def instance_socket(config: Config, user: str) -> Path:
-    """Where the instance serving only ``user`` listens: next to the main socket."""
-    return main_socket(config).parent / f"{user}.sock"
-
-
 def socket_path(config: Config, options: DaemonOptions) -> Path:
     if options.socket is not None:
         return options.socket
     if options.only:
         return instance_socket(config, options.only.partition("/")[0])
     return main_socket(config)
-
-
-def client_sockets(config: Config, target: str | None) -> list[Path]:
-    """Sockets a client tries, in order: the user's own instance, then the main daemon."""
-    candidates = [instance_socket(config, target.partition("/")[0])] if target else []
-    return [*candidates, main_socket(config)]
 
 
 def exit_code(results: list[dict[str, Any]]) -> int:

@@ -28,13 +28,37 @@ DEFAULT_EXCLUDES = (
 )
 
 
+_CONTROL_OR_BACKSLASH = re.compile(r"[\x00-\x1f\x7f\\]")
+
+
 def check_key(key: str) -> str:
     """Return ``key`` if it is a safe relative path, else raise :class:`UnsafePath`.
 
     A safe key is relative, uses '/' only, has no empty, '.' or '..' segment, no NUL or other
     control character, no segment over 255 bytes, and encodes to valid UTF-8 (a listing that
     decoded with surrogateescape carries lone surrogates, which are refused here).
+    Listings check every key: the common case is a few C-level string tests.
     """
+    if (
+        key
+        and key[0] not in "/."
+        and key[-1] != "/"
+        and "//" not in key
+        and "/." not in key
+        and key[1:2] != ":"
+        and len(key) <= MAX_PATH_BYTES // 4
+        and _CONTROL_OR_BACKSLASH.search(key) is None
+        and (len(key) <= MAX_SEGMENT_BYTES // 4 or max(map(len, key.split("/"))) <= MAX_SEGMENT_BYTES // 4)
+    ):
+        try:
+            key.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UnsafePath(repr(key), "name is not valid UTF-8") from None
+        return key
+    return _check_key_slowly(key)
+
+
+def _check_key_slowly(key: str) -> str:
     if not key:
         raise UnsafePath(repr(key), "empty name")
     try:
@@ -47,7 +71,7 @@ def check_key(key: str) -> str:
         raise UnsafePath(key, "absolute path")
     if "\\" in key:
         raise UnsafePath(key, "backslash in name")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in key):
+    if re.search(r"[\x00-\x1f\x7f]", key):
         raise UnsafePath(repr(key), "control character (NUL, newline, ...) in name")
     for segment in key.split("/"):
         if segment in ("", ".", ".."):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -171,7 +170,7 @@ def fill_hashes(
         cached = cache.get(path)
         entry = snap.entries[path]
         if cached is not None and cached[0] == entry.etag:
-            snap.entries[path] = dataclasses.replace(entry, content_hash=cached[1])
+            snap.entries[path] = entry._replace(content_hash=cached[1])
         else:
             todo.append(path)
 
@@ -186,6 +185,6 @@ def fill_hashes(
         for path, digest in pool.map(one, todo):
             if digest is not None:
                 entry = snap.entries[path]
-                snap.entries[path] = dataclasses.replace(entry, content_hash=digest)
+                snap.entries[path] = entry._replace(content_hash=digest)
                 fresh.append((path, entry.etag, digest))
     return fresh

@@ -174,26 +174,22 @@ class LocalRemote:
                 raise TransientError(f"{self.name}: cannot list {folder}: permission denied") from exc
             with scanner:
                 for item in scanner:
-                    key = rel + item.name
-                    if item.name.startswith(TMP_PREFIX):
+                    name = item.name
+                    if name.startswith(TMP_PREFIX):
                         _sweep_stale_temp(item)
-                        continue
-                    if key.startswith(RESERVED_PREFIXES):
-                        continue
-                    if item.is_symlink():
-                        self.warnings.append(f"{key}: symlink skipped")
-                        continue
-                    if item.is_dir(follow_symlinks=False):
-                        stack.append((item.path, key + "/"))
-                        continue
-                    try:
-                        st = item.stat(follow_symlinks=False)
-                    except FileNotFoundError:
-                        continue  # removed since the folder was read: simply not there now
-                    if statmod.S_ISREG(st.st_mode):
-                        yield _entry(key, st)
+                    elif item.is_file(follow_symlinks=False):  # the file type comes with the folder
+                        try:
+                            st = item.stat(follow_symlinks=False)  # one lstat: size, mtime, inode
+                        except FileNotFoundError:
+                            continue  # removed since the folder was read: simply not there now
+                        yield Entry(rel + name, st.st_size, st.st_mtime_ns, local_etag(st), None, st.st_ino)
+                    elif item.is_dir(follow_symlinks=False):
+                        if not (rel + name + "/").startswith(RESERVED_PREFIXES):
+                            stack.append((item.path, rel + name + "/"))
+                    elif item.is_symlink():
+                        self.warnings.append(f"{rel + name}: symlink skipped")
                     else:
-                        self.warnings.append(f"{key}: special file skipped")
+                        self.warnings.append(f"{rel + name}: special file skipped")
 
     def stat(self, path: str) -> Entry:
         full = self._abs(path)

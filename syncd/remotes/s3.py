@@ -1,0 +1,849 @@
+"""A bucket (optionally under a key prefix) on any S3 API, through boto3.
+
+* Keys are ``<prefix><path>``; the prefix (e.g. ``alice/``) is invisible to the engine.
+* Each object carries user metadata ``mtime`` (``X-Amz-Meta-Mtime``: seconds since the
+  epoch with a nanosecond fraction, rclone's s3 convention, so both tools agree on times),
+  ``sha256`` (hex) and, for multipart uploads, ``md5chksum`` (base64, as rclone writes it).
+* Listing: ListObjectsV2 pages carry no user metadata, so mtime and hash come from a
+  local metadata cache (SQLite in the pair's state dir) keyed by the object's listed
+  fingerprint (S3 ETag, size, LastModified second). Only objects that are new or changed
+  since the cache saw them get a HEAD (in parallel, ``concurrency`` at a time), so a
+  no-change listing costs the ListObjectsV2 pages only. Objects syncd writes are put in
+  the cache at once, so they need no HEAD either.
+* Uploads up to ``part_size`` are one PutObject (atomic); larger ones are multipart, read
+  part by part (memory: ``part_size`` x (``concurrency`` + 1) at most), verified (size and
+  SHA-256) while streaming, and aborted on any failure. The object appears on commit only.
+* Moves and kept versions are server-side: CopyObject (multipart UploadPartCopy above
+  5 GiB), then DeleteObject for a move. Trash is a ``.syncd-trash/<date>/<time>/`` prefix.
+* Conditional writes: the S3 gateways we test (Storj gateway-st, ``rclone serve s3``) do
+  not honour ``If-Match`` on PutObject, so ``if_match``/``create_only`` are checked with a
+  HEAD just before the commit (narrows the race, does not close it) and the capability
+  is not declared.
+* The etag is opaque: a digest of the S3 ETag and size, the same from list, HEAD and
+  write (LastModified is left out: servers report it differently in list and HEAD). So a
+  metadata-only change by another tool (same bytes, new ``mtime``) is not seen until the
+  content changes; syncd's own writes update the cache, so they are always seen.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import math
+import re
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager, suppress
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Literal, NoReturn, TypeVar
+
+import boto3
+import botocore.exceptions as bexc
+import msgspec
+from botocore.config import Config
+
+from syncd import __version__
+from syncd.errors import (
+    ChangedWhileReading,
+    FatalError,
+    ItemError,
+    NotFound,
+    PreconditionFailed,
+    TransientError,
+    UnsafePath,
+)
+from syncd.models import Entry
+from syncd.remotes.base import CHUNK, TRASH_PREFIX, Capabilities, sha256_stream, trash_date, trash_key
+from syncd.remotes.settings import OpenContext, RemoteSettings, read_secret
+
+if TYPE_CHECKING:
+    from mypy_boto3_s3.client import S3Client
+    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, CopySourceTypeDef
+
+MTIME_KEY = "mtime"  # X-Amz-Meta-Mtime, as rclone's s3 backend
+SHA256_KEY = "sha256"  # X-Amz-Meta-Sha256
+MD5_KEY = "md5chksum"  # X-Amz-Meta-Md5chksum: rclone's MD5 of multipart objects
+USER_AGENT = f"syncd/{__version__}"
+
+MiB = 1 << 20
+GiB = 1 << 30
+MAX_PARTS = 10_000
+COPY_LIMIT = 5 * GiB  # largest single CopyObject
+COPY_PART = 512 * MiB
+STORJ_ENDPOINT = "https://gateway.storjshare.io"
+PRESETS: dict[str, tuple[int, int]] = {  # preset -> (part size, concurrency)
+    "generic": (16 * MiB, 4),
+    "storj": (64 * MiB, 2),  # Storj's segment size: one part per segment
+}
+
+_AUTH_CODES = {
+    "AccessDenied",
+    "InvalidAccessKeyId",
+    "SignatureDoesNotMatch",
+    "InvalidToken",
+    "ExpiredToken",
+    "AuthorizationHeaderMalformed",
+    "AllAccessDisabled",
+    "AccountProblem",
+}
+_TRANSIENT_CODES = {
+    "SlowDown",
+    "Throttling",
+    "ThrottlingException",
+    "RequestTimeout",
+    "RequestTimeTooSkewed",
+    "ServiceUnavailable",
+    "InternalError",
+    "TooManyRequests",
+    "RequestLimitExceeded",
+    "OperationAborted",
+}
+
+T = TypeVar("T")
+
+
+class Settings(RemoteSettings, frozen=True):
+    type: Literal["s3"]
+    bucket: Annotated[str, msgspec.Meta(min_length=3, max_length=63)]
+    endpoint: str | None = None  # https://...; None: AWS (generic) or Gateway-MT (storj)
+    prefix: str = ""
+    region: str = "us-east-1"
+    access_key_id_file: Path | None = None
+    access_key_id_env: str | None = None
+    secret_access_key_file: Path | None = None
+    secret_access_key_env: str | None = None
+    preset: Literal["generic", "storj"] = "generic"
+    part_size: Annotated[int, msgspec.Meta(ge=5 * MiB, le=5 * GiB)] | None = None  # bytes
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=32)] | None = None  # parts / HEADs in flight
+    verify_tls: bool = True
+    create_bucket: bool = False
+    path_style: bool = True
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=600)] = 60.0  # seconds, connect and read
+    retries: Annotated[int, msgspec.Meta(ge=1, le=20)] = 3  # attempts per request (botocore)
+
+    def __post_init__(self) -> None:
+        prefix = self.prefix
+        if prefix.startswith("/") or "//" in prefix or ".." in prefix.split("/"):
+            raise ValueError("prefix: must be a relative key prefix such as 'alice/'")
+        if prefix and not prefix.endswith("/"):
+            msgspec.structs.force_setattr(self, "prefix", prefix + "/")
+        if self.endpoint is not None and not re.match(r"^https?://[^/\s]+", self.endpoint):
+            raise ValueError("endpoint: must be an http:// or https:// URL")
+        if self.access_key_id_file is None and self.access_key_id_env is None:
+            raise ValueError("access_key_id_file: set access_key_id_file or access_key_id_env")
+        if self.secret_access_key_file is None and self.secret_access_key_env is None:
+            raise ValueError("secret_access_key_file: set secret_access_key_file or secret_access_key_env")
+
+    @property
+    def resolved_endpoint(self) -> str | None:
+        if self.endpoint is None and self.preset == "storj":
+            return STORJ_ENDPOINT
+        return self.endpoint
+
+
+def open_remote(settings: Settings, ctx: OpenContext) -> S3Remote:
+    """Open and check an S3 remote. :raises FatalError: bad credentials or missing bucket."""
+    key_id = read_secret(
+        file=settings.access_key_id_file, env=settings.access_key_id_env, what=f"{ctx.label} S3 access key id"
+    )
+    secret = read_secret(
+        file=settings.secret_access_key_file,
+        env=settings.secret_access_key_env,
+        what=f"{ctx.label} S3 secret access key",
+    )
+    part_size, concurrency = PRESETS[settings.preset]
+    return S3Remote(
+        endpoint=settings.resolved_endpoint,
+        bucket=settings.bucket,
+        access_key_id=key_id,
+        secret_access_key=secret,
+        prefix=settings.prefix,
+        region=settings.region,
+        part_size=settings.part_size or part_size,
+        concurrency=settings.concurrency or concurrency,
+        verify_tls=settings.verify_tls,
+        create_bucket=settings.create_bucket,
+        path_style=settings.path_style,
+        timeout=settings.timeout,
+        retries=settings.retries,
+        cache_dir=ctx.state_dir,
+        label=ctx.label,
+    )
+
+
+# --------------------------------------------------------------------------- times
+
+
+def format_mtime(mtime_ns: int) -> str:
+    """Seconds since the epoch with a 9-digit fraction (exact; rclone parses it)."""
+    seconds, nanos = divmod(mtime_ns, 1_000_000_000)
+    return f"{seconds}.{nanos:09d}"
+
+
+def parse_mtime(text: str) -> int | None:
+    """Nanoseconds from rclone's float seconds (``1700000000.5``), or None."""
+    match = re.fullmatch(r"\s*(-?\d{1,12})(?:\.(\d{1,9})\d*)?\s*", text)
+    if not match:
+        return None
+    seconds = int(match.group(1))
+    nanos = int((match.group(2) or "").ljust(9, "0"))
+    if seconds < 0:
+        return None
+    return seconds * 1_000_000_000 + nanos
+
+
+# --------------------------------------------------------------------------- metadata cache
+
+
+@dataclass(frozen=True, slots=True)
+class _Listed:
+    """What a listing (or HEAD) shows of an object without its user metadata."""
+
+    key: str
+    size: int
+    s3_etag: str
+    modified: int  # LastModified, whole seconds: the mtime of objects without ours
+
+    @property
+    def fingerprint(self) -> str:
+        # Not LastModified: servers disagree between list and HEAD (``rclone serve s3``
+        # lists the file's mtime but HEADs the upload time; listings carry ms, HEAD s).
+        return f"{self.s3_etag}|{self.size}"
+
+
+class _MetaCache:
+    """key -> (fingerprint, mtime_ns, sha256): user metadata of objects as last seen.
+
+    An entry is used only while the object's listed fingerprint is unchanged, so a stale
+    or lost cache costs HEAD requests, never wrong data.
+    """
+
+    def __init__(self, path: Path | None) -> None:
+        self._lock = threading.Lock()
+        target = ":memory:"
+        if path is not None:
+            try:
+                path.parent.mkdir(parents=True, exist_ok=True)
+                target = str(path)
+            except OSError:
+                target = ":memory:"
+        try:
+            self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
+            self._init()
+        except sqlite3.Error:  # a broken cache file: start afresh in memory
+            self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
+            self._init()
+
+    def _init(self) -> None:
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=OFF")  # a cache: losing it costs HEADs only
+        self._db.execute(
+            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, fp TEXT NOT NULL, mtime_ns INTEGER, sha256 TEXT)"
+        )
+
+    def get_many(self, keys: list[str]) -> dict[str, tuple[str, int | None, str | None]]:
+        out: dict[str, tuple[str, int | None, str | None]] = {}
+        with self._lock:
+            for start in range(0, len(keys), 500):
+                batch = keys[start : start + 500]
+                marks = ",".join("?" * len(batch))
+                for key, fp, mtime_ns, sha in self._db.execute(
+                    f"SELECT key, fp, mtime_ns, sha256 FROM meta WHERE key IN ({marks})", batch
+                ):
+                    out[key] = (fp, mtime_ns, sha)
+        return out
+
+    def put_many(self, rows: list[tuple[str, str, int | None, str | None]]) -> None:
+        if not rows:
+            return
+        with self._lock:
+            try:
+                self._db.execute("BEGIN")
+                self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?, ?, ?)", rows)
+                self._db.execute("COMMIT")
+            except sqlite3.Error:  # a cache: a failed write costs HEADs later, nothing else
+                if self._db.in_transaction:
+                    self._db.execute("ROLLBACK")
+
+    def drop(self, key: str) -> None:
+        with self._lock, suppress(sqlite3.Error):
+            self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+# --------------------------------------------------------------------------- remote
+
+
+class S3Remote:
+    def __init__(
+        self,
+        *,
+        endpoint: str | None,
+        bucket: str,
+        access_key_id: str,
+        secret_access_key: str,
+        prefix: str = "",
+        region: str = "us-east-1",
+        part_size: int = 16 * MiB,
+        concurrency: int = 4,
+        verify_tls: bool = True,
+        create_bucket: bool = False,
+        path_style: bool = True,
+        timeout: float = 60.0,
+        retries: int = 3,
+        cache_dir: Path | None = None,
+        label: str = "s3",
+    ) -> None:
+        self.name = label
+        self.bucket = bucket
+        self.endpoint = endpoint
+        self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
+        self.part_size = part_size
+        self.concurrency = max(1, concurrency)
+        self.copy_limit = COPY_LIMIT  # CopyObject up to this size, multipart copy above
+        self.capabilities = Capabilities(hashes=True, mtime_precision_ns=1, server_side_move=True)
+        self._where = endpoint or "AWS S3"
+        config = Config(
+            user_agent_extra=USER_AGENT,
+            region_name=region,
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            retries={"max_attempts": retries, "mode": "standard"},
+            max_pool_connections=max(10, 2 * self.concurrency + 2),
+            s3={"addressing_style": "path" if path_style else "auto"},
+            # Gateways refuse the flexible checksums newer botocore sends by default.
+            request_checksum_calculation="when_required",
+            response_checksum_validation="when_required",
+        )
+        self.client: S3Client = boto3.session.Session().client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id=access_key_id,
+            aws_secret_access_key=secret_access_key,
+            verify=verify_tls,
+            config=config,
+        )
+        cache_path = None
+        if cache_dir is not None:
+            ident = hashlib.sha256(f"{endpoint}|{bucket}".encode()).hexdigest()[:12]
+            cache_path = cache_dir / f"s3-meta-{ident}.sqlite"
+        self._cache = _MetaCache(cache_path)
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        try:
+            self._check_bucket(create_bucket)
+        except BaseException:
+            self.close()
+            raise
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _check_bucket(self, create: bool) -> None:
+        try:
+            self.client.head_bucket(Bucket=self.bucket)
+            return
+        except bexc.ClientError as exc:
+            if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+                self._raise(exc, "")
+            if not create:
+                raise FatalError(f"{self.name}: bucket {self.bucket!r} does not exist at {self._where}") from exc
+        except Exception as exc:
+            self._raise(exc, "")
+        try:
+            self.client.create_bucket(Bucket=self.bucket)
+        except bexc.ClientError as exc:
+            if _code(exc) not in ("BucketAlreadyOwnedByYou",):
+                self._raise(exc, "")
+
+    @property
+    def pool(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(max_workers=self.concurrency, thread_name_prefix="s3")
+            return self._pool
+
+    def _key(self, path: str) -> str:
+        return self.prefix + path
+
+    def _raise(self, exc: Exception, path: str) -> NoReturn:
+        """Translate a boto3/botocore error into syncd's tree (no secrets in messages)."""
+        if isinstance(exc, bexc.ClientError):
+            code = _code(exc)
+            status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
+            message = str(exc.response.get("Error", {}).get("Message", "") or code)
+            if code in ("NoSuchKey", "404", "NotFound"):
+                raise NotFound(path) from exc
+            if code == "NoSuchBucket":
+                raise FatalError(f"{self.name}: bucket {self.bucket!r} does not exist at {self._where}") from exc
+            if code in ("PreconditionFailed", "412") or status == 412:
+                raise PreconditionFailed(path) from exc
+            if code in _AUTH_CODES or status in (401, 403):
+                raise FatalError(
+                    f"{self.name}: {self._where} refused access to bucket {self.bucket!r} ({code}): "
+                    "check the access key id, the secret and the key's permissions"
+                ) from exc
+            if code in _TRANSIENT_CODES or status >= 500 or status == 429:
+                raise TransientError(f"{self.name}: {self._where}: {code} {message}".strip()) from exc
+            if code in ("KeyTooLongError", "InvalidObjectName"):
+                raise UnsafePath(path, f"S3 refuses this key: {message}") from exc
+            raise ItemError(path, f"{code}: {message}") from exc
+        if isinstance(exc, bexc.NoCredentialsError | bexc.PartialCredentialsError):
+            raise FatalError(f"{self.name}: no S3 credentials") from exc
+        if isinstance(exc, bexc.ParamValidationError):
+            raise ItemError(path, str(exc)) from exc
+        if isinstance(exc, bexc.BotoCoreError | OSError):
+            # Connection refused/reset, timeouts, a body cut short: worth a retry.
+            raise TransientError(f"{self.name}: {self._where} unreachable: {type(exc).__name__}") from exc
+        raise exc
+
+    def _call(self, path: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except (bexc.ClientError, bexc.BotoCoreError, OSError) as exc:
+            self._raise(exc, path)
+
+    def _entry(self, path: str, listed: _Listed, mtime_ns: int | None, sha: str | None) -> Entry:
+        return Entry(
+            path=path,
+            size=listed.size,
+            mtime_ns=mtime_ns if mtime_ns is not None else listed.modified * 1_000_000_000,
+            etag=hashlib.sha256(listed.fingerprint.encode()).hexdigest()[:32],
+            content_hash=sha,
+        )
+
+    def _head(self, path: str) -> tuple[_Listed, Mapping[str, str]]:
+        key = self._key(path)
+        head = self._call(path, lambda: self.client.head_object(Bucket=self.bucket, Key=key))
+        listed = _Listed(key, int(head["ContentLength"]), _unquote(head.get("ETag", "")), _secs(head["LastModified"]))
+        return listed, {k.lower(): v for k, v in head.get("Metadata", {}).items()}
+
+    def _stat_and_cache(self, path: str) -> Entry:
+        listed, meta = self._head(path)
+        mtime_ns, sha = parse_mtime(meta.get(MTIME_KEY, "")), _sha256(meta)
+        self._cache.put_many([(listed.key, listed.fingerprint, mtime_ns, sha)])
+        return self._entry(path, listed, mtime_ns, sha)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def list(self, prefix: str = "") -> Iterator[Entry]:
+        """Stream ListObjectsV2 pages; HEAD only objects the metadata cache does not know."""
+        paginator = self.client.get_paginator("list_objects_v2")
+        pages = paginator.paginate(Bucket=self.bucket, Prefix=self._key(prefix), PaginationConfig={"PageSize": 1000})
+        try:
+            for page in pages:
+                listed = []
+                for obj in page.get("Contents", []):
+                    key = obj["Key"]
+                    path = key[len(self.prefix) :]
+                    if not key.startswith(self.prefix) or key.endswith("/") or path.startswith(TRASH_PREFIX):
+                        continue
+                    etag = _unquote(obj.get("ETag", ""))
+                    listed.append(_Listed(key, int(obj["Size"]), etag, _secs(obj["LastModified"])))
+                yield from self._resolve_page(listed)
+        except (bexc.ClientError, bexc.BotoCoreError, OSError) as exc:
+            self._raise(exc, prefix)
+
+    def _resolve_page(self, listed: Sequence[_Listed]) -> Iterator[Entry]:
+        known = self._cache.get_many([item.key for item in listed])
+        misses = [item for item in listed if known.get(item.key, ("",))[0] != item.fingerprint]
+        heads: dict[str, Future[tuple[_Listed, Mapping[str, str]] | None]] = {
+            item.key: self.pool.submit(self._head_or_none, item.key[len(self.prefix) :]) for item in misses
+        }
+        fresh: list[tuple[str, str, int | None, str | None]] = []
+        try:
+            for item in listed:
+                path = item.key[len(self.prefix) :]
+                if item.key in heads:
+                    got = heads[item.key].result()
+                    if got is None:  # deleted between the listing and the HEAD
+                        continue
+                    current, meta = got
+                    mtime_ns, sha = parse_mtime(meta.get(MTIME_KEY, "")), _sha256(meta)
+                    fresh.append((item.key, current.fingerprint, mtime_ns, sha))
+                    yield self._entry(path, current, mtime_ns, sha)
+                else:
+                    _, mtime_ns, sha = known[item.key]
+                    yield self._entry(path, item, mtime_ns, sha)
+        finally:
+            for future in heads.values():
+                future.cancel()
+            self._cache.put_many(fresh)
+
+    def _head_or_none(self, path: str) -> tuple[_Listed, Mapping[str, str]] | None:
+        try:
+            return self._head(path)
+        except NotFound:
+            return None
+
+    def stat(self, path: str) -> Entry:
+        return self._stat_and_cache(path)
+
+    @contextmanager
+    def open_read(self, path: str) -> Iterator[BinaryIO]:
+        key = self._key(path)
+        response = self._call(path, lambda: self.client.get_object(Bucket=self.bucket, Key=key))
+        body = response["Body"]
+        try:
+            with io.BufferedReader(_MappedRead(body, path, self), buffer_size=CHUNK) as reader:
+                yield reader
+        finally:
+            body.close()
+
+    def hash(self, path: str) -> str:
+        known = self.stat(path).content_hash
+        if known is not None:
+            return known
+        with self.open_read(path) as stream:
+            return sha256_stream(stream)[0]
+
+    # -- writing ---------------------------------------------------------------------------
+
+    def write(
+        self,
+        path: str,
+        data: BinaryIO,
+        *,
+        size: int,
+        mtime_ns: int,
+        content_hash: str | None = None,
+        if_match: str | None = None,
+        create_only: bool = False,
+    ) -> Entry:
+        if not path or path.endswith("/"):
+            raise UnsafePath(path, "not a file key")
+        self._check_precondition(path, if_match=if_match, create_only=create_only)
+        want = content_hash.lower() if content_hash else None
+        meta = {MTIME_KEY: format_mtime(mtime_ns)}
+        if size <= self.part_size:
+            digest = hashlib.sha256()
+            buffer, _ = _read_part(data, path, size, exact=True, digests=(digest,))
+            if want is not None and digest.hexdigest() != want:
+                raise ChangedWhileReading(path, "content does not match its hash")
+            meta[SHA256_KEY] = digest.hexdigest()
+            self._check_precondition(path, if_match=if_match, create_only=create_only)
+            key = self._key(path)
+            self._call(
+                path,
+                lambda: self.client.put_object(
+                    Bucket=self.bucket, Key=key, Body=buffer, ContentLength=size, Metadata=meta
+                ),
+            )
+        else:
+            self._multipart_upload(path, data, size, meta, want, if_match=if_match, create_only=create_only)
+        return self._stat_and_cache(path)
+
+    def _multipart_upload(
+        self,
+        path: str,
+        data: BinaryIO,
+        size: int,
+        meta: dict[str, str],
+        want: str | None,
+        *,
+        if_match: str | None,
+        create_only: bool,
+    ) -> None:
+        key = self._key(path)
+        part_size = max(self.part_size, math.ceil(size / MAX_PARTS / MiB) * MiB)
+        if want is not None:
+            meta[SHA256_KEY] = want
+        created = self._call(
+            path, lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=key, Metadata=meta)
+        )
+        upload_id = created["UploadId"]
+        digest = hashlib.sha256()
+        md5 = hashlib.md5(usedforsecurity=False)
+        sent = 0
+        in_flight: list[tuple[int, Future[str]]] = []
+        parts: list[CompletedPartTypeDef] = []
+        completed = False
+        try:
+            number = 0
+            while sent < size:
+                number += 1
+                length = min(part_size, size - sent)
+                buffer, got = _read_part(data, path, length, exact=False, digests=(digest, md5))
+                if got != length:
+                    raise ChangedWhileReading(path, f"expected {size} bytes, got {sent + got}")
+                sent += got
+                if len(in_flight) >= self.concurrency:  # bounded: wait for the oldest part
+                    done_number, future = in_flight.pop(0)
+                    parts.append({"PartNumber": done_number, "ETag": future.result()})
+                in_flight.append((number, self.pool.submit(self._upload_part, path, key, upload_id, number, buffer)))
+            if data.read(1):
+                raise ChangedWhileReading(path, f"expected {size} bytes, got more")
+            for done_number, future in in_flight:
+                parts.append({"PartNumber": done_number, "ETag": future.result()})
+            in_flight = []
+            if want is not None and digest.hexdigest() != want:
+                raise ChangedWhileReading(path, "content does not match its hash")
+            self._check_precondition(path, if_match=if_match, create_only=create_only)
+            self._call(
+                path,
+                lambda: self.client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                ),
+            )
+            completed = True
+        finally:
+            if not completed:
+                self._abort(key, upload_id, [future for _, future in in_flight])
+        if want is None:
+            # The hash is known only now: record it in place (server-side, metadata only).
+            meta[SHA256_KEY] = digest.hexdigest()
+            meta[MD5_KEY] = base64.b64encode(md5.digest()).decode()
+            if size <= self.copy_limit:
+                self._call(
+                    path,
+                    lambda: self.client.copy_object(
+                        Bucket=self.bucket,
+                        Key=key,
+                        CopySource={"Bucket": self.bucket, "Key": key},
+                        Metadata=meta,
+                        MetadataDirective="REPLACE",
+                    ),
+                )
+
+    def _abort(self, key: str, upload_id: str, in_flight: Sequence[Future[Any]]) -> None:
+        """Abort a multipart upload after its parts in flight settle (best effort: the
+        server expires abandoned uploads anyway)."""
+        for future in in_flight:
+            future.cancel()
+        for future in in_flight:
+            with suppress(Exception):
+                future.result()
+        with suppress(Exception):
+            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+
+    def _upload_part(self, path: str, key: str, upload_id: str, number: int, buffer: io.BytesIO) -> str:
+        length = buffer.getbuffer().nbytes
+        response = self._call(
+            path,
+            lambda: self.client.upload_part(
+                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=buffer, ContentLength=length
+            ),
+        )
+        buffer.close()
+        return response["ETag"]
+
+    def _check_precondition(self, path: str, *, if_match: str | None, create_only: bool) -> Entry | None:
+        if if_match is None and not create_only:
+            return None
+        try:
+            current: Entry | None = self.stat(path)
+        except NotFound:
+            current = None
+        if create_only and current is not None:
+            raise PreconditionFailed(path, "already exists")
+        if if_match is not None and (current is None or current.etag != if_match):
+            raise PreconditionFailed(path)
+        return current
+
+    def delete(self, path: str, *, if_match: str | None = None) -> None:
+        # DeleteObject succeeds on a missing key: look first, so NotFound is reported.
+        current = self.stat(path)
+        if if_match is not None and current.etag != if_match:
+            raise PreconditionFailed(path)
+        key = self._key(path)
+        self._call(path, lambda: self.client.delete_object(Bucket=self.bucket, Key=key))
+        self._cache.drop(key)
+
+    def _copy(self, src: str, dst: str, size: int, s3_etag: str) -> None:
+        src_key, dst_key = self._key(src), self._key(dst)
+        source: CopySourceTypeDef = {"Bucket": self.bucket, "Key": src_key}
+        if size <= self.copy_limit:
+            kwargs: dict[str, Any] = {"CopySourceIfMatch": f'"{s3_etag}"'} if s3_etag else {}
+            self._call(
+                src,
+                lambda: self.client.copy_object(
+                    Bucket=self.bucket, Key=dst_key, CopySource=source, MetadataDirective="COPY", **kwargs
+                ),
+            )
+            return
+        _, meta = self._head(src)
+        created = self._call(
+            dst, lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=dst_key, Metadata=dict(meta))
+        )
+        upload_id = created["UploadId"]
+        step = COPY_PART if self.copy_limit >= COPY_LIMIT else max(5 * MiB, self.copy_limit)
+        ranges = [(start, min(start + step, size) - 1) for start in range(0, size, step)]
+
+        def part(number: int, first: int, last: int) -> CompletedPartTypeDef:
+            response = self.client.upload_part_copy(
+                Bucket=self.bucket,
+                Key=dst_key,
+                UploadId=upload_id,
+                PartNumber=number,
+                CopySource=source,
+                CopySourceRange=f"bytes={first}-{last}",
+            )
+            return {"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]}
+
+        completed = False
+        try:
+            futures = [self.pool.submit(part, i + 1, a, b) for i, (a, b) in enumerate(ranges)]
+            parts = [future.result() for future in futures]
+            self._call(
+                dst,
+                lambda: self.client.complete_multipart_upload(
+                    Bucket=self.bucket, Key=dst_key, UploadId=upload_id, MultipartUpload={"Parts": parts}
+                ),
+            )
+            completed = True
+        except bexc.ClientError as exc:
+            if _code(exc) not in ("NotImplemented", "501"):
+                self._raise(exc, src)
+        except (bexc.BotoCoreError, OSError) as exc:
+            self._raise(exc, src)
+        finally:
+            if not completed:
+                self._abort(dst_key, upload_id, [])
+        if not completed:
+            # The server has no UploadPartCopy (Storj gateway-st): copy through this host,
+            # streamed and verified like any upload.
+            self._copy_through(src, dst, size, meta)
+
+    def _copy_through(self, src: str, dst: str, size: int, meta: Mapping[str, str]) -> None:
+        mtime_ns = parse_mtime(meta.get(MTIME_KEY, ""))
+        if mtime_ns is None:
+            mtime_ns = self.stat(src).mtime_ns
+        with self.open_read(src) as stream:
+            self.write(dst, stream, size=size, mtime_ns=mtime_ns, content_hash=_sha256(meta))
+
+    def move(self, src: str, dst: str, *, if_match: str | None = None) -> Entry:
+        """Server-side copy + delete; refuses to replace an existing ``dst``."""
+        listed, _ = self._head(src)
+        current = self._entry(src, listed, None, None)
+        if if_match is not None and current.etag != if_match:
+            raise PreconditionFailed(src)
+        self._check_precondition(dst, if_match=None, create_only=True)
+        self._copy(src, dst, listed.size, listed.s3_etag)
+        moved = self._stat_and_cache(dst)
+        src_key = self._key(src)
+        self._call(src, lambda: self.client.delete_object(Bucket=self.bucket, Key=src_key))
+        self._cache.drop(src_key)
+        return moved
+
+    def keep_version(self, path: str, *, if_match: str | None = None) -> str:
+        """A server-side copy into the trash (no data transfer), metadata included."""
+        listed, _ = self._head(path)
+        if if_match is not None and self._entry(path, listed, None, None).etag != if_match:
+            raise PreconditionFailed(path)
+        dest = trash_key(path, datetime.now())
+        self._copy(path, dest, listed.size, listed.s3_etag)
+        return dest
+
+    def trash(self, path: str, *, if_match: str | None = None) -> str:
+        dest = trash_key(path, datetime.now())
+        self.move(path, dest, if_match=if_match)
+        return dest
+
+    def purge_trash(self, older_than: datetime) -> int:
+        stale: list[str] = []
+        paginator = self.client.get_paginator("list_objects_v2")
+        try:
+            for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(TRASH_PREFIX)):
+                for obj in page.get("Contents", []):
+                    path = obj["Key"][len(self.prefix) :]
+                    when = trash_date(path)
+                    if when is not None and when < older_than:
+                        stale.append(path)
+        except (bexc.ClientError, bexc.BotoCoreError, OSError) as exc:
+            self._raise(exc, TRASH_PREFIX)
+        purged = 0
+        for path in stale:
+            key = self._key(path)
+            self._call(path, lambda: self.client.delete_object(Bucket=self.bucket, Key=key))  # noqa: B023
+            purged += 1
+        return purged
+
+    def close(self) -> None:
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+        self._cache.close()
+        self.client.close()
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def _code(exc: bexc.ClientError) -> str:
+    return str(exc.response.get("Error", {}).get("Code", ""))
+
+
+def _unquote(etag: str) -> str:
+    return etag.strip().strip('"')
+
+
+def _secs(when: datetime) -> int:
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return int(when.timestamp())
+
+
+def _sha256(meta: Mapping[str, str]) -> str | None:
+    value = meta.get(SHA256_KEY, "").strip().lower()
+    return value if re.fullmatch(r"[0-9a-f]{64}", value) else None
+
+
+def _read_part(
+    data: BinaryIO,
+    path: str,
+    length: int,
+    *,
+    exact: bool,
+    digests: tuple[Any, ...] = (),
+) -> tuple[io.BytesIO, int]:
+    """Read up to ``length`` bytes into memory, updating ``digests`` as it goes.
+
+    :returns: (buffer at offset 0, bytes read).
+    :raises ChangedWhileReading: with ``exact``, the source did not give exactly ``length``.
+    """
+    buffer = io.BytesIO()
+    got = 0
+    while got < length:
+        chunk = data.read(min(CHUNK, length - got))
+        if not chunk:
+            break
+        got += len(chunk)
+        buffer.write(chunk)
+        for extra in digests:
+            extra.update(chunk)
+    if exact:
+        if got != length:
+            raise ChangedWhileReading(path, f"expected {length} bytes, got {got}")
+        if data.read(1):
+            raise ChangedWhileReading(path, f"expected {length} bytes, got more")
+    buffer.seek(0)
+    return buffer, got
+
+
+class _MappedRead(io.RawIOBase):
+    """A GetObject body whose errors surface as syncd errors."""
+
+    def __init__(self, body: Any, path: str, remote: S3Remote) -> None:
+        super().__init__()
+        self._body = body
+        self._path = path
+        self._remote = remote
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        try:
+            chunk: bytes = self._body.read(len(buffer))
+        except (bexc.BotoCoreError, OSError) as exc:
+            self._remote._raise(exc, self._path)
+        buffer[: len(chunk)] = chunk
+        return len(chunk)
