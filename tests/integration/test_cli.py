@@ -131,3 +131,21 @@ def test_exit_code_2_for_usage_errors() -> None:
 def test_unknown_pair_is_a_clear_error(demo: Path) -> None:
     result = syncd("now", "carol", config=demo)
     assert result.returncode == 4 and "no pair 'carol'" in result.stderr
+
+
+def test_missing_secret_file_is_one_clear_line_and_changes_nothing(tmp_path: Path) -> None:
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "keep.txt").write_text("untouched")
+    config = tmp_path / "syncd.toml"
+    config.write_text(
+        '[daemon]\nstate_dir = "state"\n[users.alice]\n'
+        'files = { type = "webdav", url = "http://127.0.0.1:9/remote.php/dav/files/alice/", '
+        'username = "alice", password_file = "secrets/alice.webdav" }\n'
+        'bucket = { type = "dir", path = "bucket" }\n'
+    )
+    for command in ("now", "check"):
+        result = syncd(command, config=config)
+        assert result.returncode == 4, (command, result.stderr)
+        assert "secrets/alice.webdav does not exist" in result.stderr
+        assert "Traceback" not in result.stderr
+    assert not (tmp_path / "bucket" / "objects").exists() or not list((tmp_path / "bucket").rglob("*.json"))
