@@ -104,6 +104,9 @@ def _run(
         report.outcome, report.message = Outcome.FATAL, str(exc)
     except TransientError as exc:
         report.outcome, report.message = Outcome.RETRY, f"{exc}; will retry on the next run"
+    except BaseException as exc:  # interrupted, or a bug: the run record must not say "ok"
+        report.outcome, report.message = Outcome.FATAL, f"stopped by {type(exc).__name__}: {exc}"
+        raise
     finally:
         if not options.dry_run:
             store.finish_run(
@@ -135,8 +138,6 @@ def _plan(
             side: pool.submit(_scan_side, pair, remotes[side], side, bases, hints, known[side]) for side in Side
         }
         snaps: dict[Side, Snapshot] = {side: f.result() for side, f in futures.items()}
-    for side in Side:
-        report.skipped.extend(snaps[side].skipped.items())
     notify("listed", {"files": len(snaps[Side.A].entries), "bucket": len(snaps[Side.B].entries)})
     if not options.force and hints is None:
         check_side_not_empty(len(bases), {side: len(snaps[side].entries) for side in Side})
