@@ -152,8 +152,8 @@ class Applier:
         self.checkpoint("conflict:moved")
         new_on_loser = self.copy(action.path, winner, kept)
         self.checkpoint("conflict:copied")
-        lost_as_copy = Entry(
-            action.dest, lost.size, lost.mtime_ns, copy_on_loser.etag, lost.content_hash or copy_on_loser.content_hash
+        lost_as_copy = copy_on_loser._replace(
+            size=lost.size, mtime_ns=lost.mtime_ns, content_hash=lost.content_hash or copy_on_loser.content_hash
         )
         copy_on_winner = self.copy(action.dest, loser, lost_as_copy)
         a1, b1 = _pair(winner, kept, new_on_loser)
