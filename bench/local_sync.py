@@ -19,7 +19,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -180,8 +179,8 @@ def print_table(table: dict[str, dict[str, Sample]]) -> None:
         cells = "".join(f"{row[p].seconds:>12.3f}s {row[p].max_rss_mb:>6.0f}MB" for p in phases)
         print(f"{name:<15}{cells}")
     if "rclone bisync" in table:
-        ratio: Callable[[str], float] = lambda p: table["syncd"][p].seconds / table["rclone bisync"][p].seconds
-        print("\nsyncd / rclone bisync (time): " + ", ".join(f"{p} {ratio(p):.2f}x" for p in phases)
+        ratios = {p: table["syncd"][p].seconds / table["rclone bisync"][p].seconds for p in phases}
+        print("\nsyncd / rclone bisync (time): " + ", ".join(f"{p} {r:.2f}x" for p, r in ratios.items())
               + "   (target <= 0.50x)")
 
 

