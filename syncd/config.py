@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import os
 import re
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import msgspec
+import tomli  # TOML 1.1: inline tables may span lines, as in DESIGN.md's examples
 
 from syncd.errors import ConfigError
 from syncd.models import ConflictPolicy, Mode
@@ -162,12 +162,12 @@ def config_path(cli_value: str | None) -> Path:
 def load_config(path: Path) -> Config:
     """Read and validate ``path``. :raises ConfigError: naming the file, key and problem."""
     try:
-        raw = tomllib.loads(path.read_text(encoding="utf-8"))
+        raw = tomli.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found (use --config or $SYNCD_CONFIG)") from None
     except PermissionError:
         raise ConfigError(f"{path}: no permission to read the config file") from None
-    except tomllib.TOMLDecodeError as exc:
+    except tomli.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"{path}: not UTF-8 text") from None

@@ -23,6 +23,7 @@ import json
 import logging
 import posixpath
 import re
+import time
 import uuid
 from collections.abc import Generator, Iterator, Mapping
 from dataclasses import dataclass
@@ -70,6 +71,10 @@ META_VERSION = "syncd1"
 # Nextcloud's answers to a name it refuses (400 InvalidPath, 403 Forbidden for ".htaccess").
 NAME_EXCEPTIONS = ("Sabre\\Exception\\InvalidPath", "Sabre\\Exception\\Forbidden")
 
+
+# A sync lists right after it connects: the root read to connect serves the listing if it is
+# this fresh. Were it stale, the etag kept is the older one and the next sync re-lists.
+ROOT_REUSE_S = 2.0
 
 class Settings(RemoteSettings, frozen=True):
     """A WebDAV tree. ``url`` is the folder that holds the user's files (for Nextcloud:
@@ -170,6 +175,7 @@ class WebDavRemote:
         self.settings = settings
         self._ctx = ctx
         self._root_seen_at_connect: DavResource | None = None
+        self._connected_at = 0.0
         self._t = Transport(
             settings.url,
             settings.username,
@@ -203,6 +209,7 @@ class WebDavRemote:
         if not root.is_dir:
             raise FatalError(f"{self.name}: {self.settings.url} is a file, not a folder")
         self._root_seen_at_connect = root
+        self._connected_at = time.monotonic()
         # WsgiDAV (4.4) unquotes the Destination header before parsing it as a URL, so a "?"
         # in a MOVE target cuts the name there: such names are refused up front.
         # WsgiDAV itself sends no Server header; its usual WSGI server is Cheroot.
@@ -352,7 +359,7 @@ class WebDavRemote:
         # The root was just read to connect: its etag serves once, so a quiet sync costs one
         # PROPFIND. Were it stale, the etag kept is the older one and the next run re-lists.
         root, self._root_seen_at_connect = self._root_seen_at_connect, None
-        if root is None:
+        if root is None or time.monotonic() - self._connected_at > ROOT_REUSE_S:
             root = self._propfind_one("", self.preset.props, folder=True)
         if root is None:
             raise FatalError(f"{self.name}: the WebDAV folder {self.settings.url} does not exist (HTTP 404)")

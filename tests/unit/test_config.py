@@ -124,3 +124,53 @@ def test_durations() -> None:
     assert [parse_duration(x) for x in ("90", "30s", "5m", "2h", "1d")] == [90, 30, 300, 7200, 86400]
     with pytest.raises(ValueError):
         parse_duration("5 minutes")
+
+
+# DESIGN.md's config example, verbatim: an admin following that page must get a working config.
+DESIGN_EXAMPLE = """
+[daemon]
+state_dir = "/var/lib/syncd"
+socket = "/run/syncd/control.sock"
+interval = "5m"
+
+[users.alice]
+files  = { type = "webdav", url = "https://cloud.example.com/remote.php/dav/files/alice/",
+           username = "alice", password_file = "/etc/syncd/secrets/alice.webdav" }
+bucket = { type = "storj", access_grant_file = "/etc/syncd/secrets/alice.access",
+           bucket = "nextcloud", prefix = "alice/" }
+conflict = "keep-both"
+exclude = ["*.part", ".~lock.*#", "Thumbs.db"]
+
+[users.alice.pairs.dumps]          # more pairs of one user; the user's own files/bucket is pair "default"
+files  = { type = "local", path = "/var/backups/nextcloud-db" }
+bucket = { type = "storj", access_grant_file = "/etc/syncd/secrets/alice.access", bucket = "db", prefix = "alice/" }
+mode   = "upload-only"             # two-way (default) | upload-only | download-only
+
+[users.demo]                       # the embedded default: no credentials
+files  = { type = "local", path = "./demo/files" }
+bucket = { type = "dir",   path = "./demo/bucket" }
+"""
+
+
+def test_the_design_example_config_loads_as_written(tmp_path: Path) -> None:
+    # One thing in it cannot work: Storj bucket names have 3 to 63 characters. syncd says so
+    # when it reads the config, naming the key, rather than when it first meets the satellite.
+    with pytest.raises(ConfigError, match=r"users.alice.pairs.dumps.bucket.bucket: expected `str` of length >= 3"):
+        load_config(write(tmp_path, DESIGN_EXAMPLE))
+    config = load_config(write(tmp_path, DESIGN_EXAMPLE.replace('bucket = "db"', 'bucket = "dbs"')))
+    assert [p.key for p in config.pairs] == ["alice/default", "alice/dumps", "demo/default"]
+    assert config.daemon.state_dir == Path("/var/lib/syncd")
+    alice = config.pairs[0]
+    assert alice.files.type == "webdav" and getattr(alice.files, "username") == "alice"
+    assert getattr(alice.bucket, "prefix") == "alice/"
+    assert config.pairs[1].mode is Mode.UPLOAD_ONLY
+    assert getattr(config.pairs[2].files, "path") == (tmp_path / "demo" / "files").resolve()
+
+
+def test_the_readme_and_packaged_example_configs_load(tmp_path: Path) -> None:
+    repo = Path(__file__).resolve().parents[2]
+    readme = (repo / "README.md").read_text()
+    block = readme.split("```toml\n", 1)[1].split("```", 1)[0]
+    assert load_config(write(tmp_path, block)).pairs
+    for example in (repo / "packaging" / "examples").glob("*.toml"):
+        assert load_config(example).pairs, example

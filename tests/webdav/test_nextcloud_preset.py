@@ -17,6 +17,7 @@ from requests.adapters import HTTPAdapter
 
 from syncd.errors import ChangedWhileReading, FatalError, PreconditionFailed, TransientError, UnsafePath
 from syncd.models import Entry
+from syncd.remotes import webdav
 from syncd.remotes.settings import OpenContext
 from syncd.remotes.webdav import Settings, WebDavRemote, open_remote
 from tests.webdav.nextcloud_server import NextcloudServer
@@ -168,8 +169,9 @@ def drain(
 
 
 def test_unchanged_tree_costs_one_propfind_and_changes_cost_one_per_changed_folder(
-    remote: WebDavRemote, server: NextcloudServer
+    remote: WebDavRemote, server: NextcloudServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    monkeypatch.setattr(webdav, "ROOT_REUSE_S", -1.0)  # the tree changes after connect: no reuse
     seed_tree(server)
 
     entries, etags, unchanged, cost = drain(remote, server, {})

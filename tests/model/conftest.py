@@ -1,0 +1,43 @@
+"""Hypothesis profiles for the model-based tests.
+
+``model-default`` (50 examples) runs on every ``pytest``; ``ci`` (2000 examples) is chosen
+with ``HYPOTHESIS_PROFILE=ci``. Each example is a short program (``stateful_step_count``)
+on a tiny tree, so even the ci profile stays within a CI budget. No deadline: a sync touches
+the disk and SQLite, whose timing varies on a shared machine.
+
+The profiles are registered here but not loaded globally, so they change nothing for
+Hypothesis tests elsewhere; the model tests pick theirs with :func:`model_settings`.
+"""
+
+from __future__ import annotations
+
+import os
+
+from hypothesis import HealthCheck, settings
+from hypothesis.errors import InvalidArgument
+
+DEFAULT_PROFILE = "model-default"
+
+settings.register_profile(
+    DEFAULT_PROFILE,
+    max_examples=50,
+    stateful_step_count=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+settings.register_profile(
+    "ci",
+    max_examples=2000,
+    stateful_step_count=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+    print_blob=True,
+)
+
+
+def model_settings() -> settings:
+    """The profile named by ``$HYPOTHESIS_PROFILE`` (``model-default`` when unset or unknown)."""
+    try:
+        return settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", DEFAULT_PROFILE))
+    except InvalidArgument:
+        return settings.get_profile(DEFAULT_PROFILE)
