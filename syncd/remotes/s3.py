@@ -519,7 +519,6 @@ class S3Remote:
     ) -> Entry:
         if not path or path.endswith("/"):
             raise UnsafePath(path, "not a file key")
-        self._check_precondition(path, if_match=if_match, create_only=create_only)
         want = content_hash.lower() if content_hash else None
         meta = {MTIME_KEY: format_mtime(mtime_ns)}
         if size <= self.part_size:
@@ -536,7 +535,8 @@ class S3Remote:
                     Bucket=self.bucket, Key=key, Body=buffer, ContentLength=size, Metadata=meta
                 ),
             )
-        else:
+        else:  # a check first too, not to send a large file in vain (the last check is what counts)
+            self._check_precondition(path, if_match=if_match, create_only=create_only)
             self._multipart_upload(path, data, size, meta, want, if_match=if_match, create_only=create_only)
         return self._stat_and_cache(path)
 

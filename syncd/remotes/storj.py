@@ -49,6 +49,8 @@ USER_AGENT = f"syncd/{__version__}"
 T = TypeVar("T")
 
 
+EARLY_CHECK_BYTES = 8 << 20  # above this, preconditions are also checked before the upload starts
+
 class Settings(RemoteSettings, frozen=True):
     type: Literal["storj"]
     bucket: Annotated[str, msgspec.Meta(min_length=3, max_length=63)]
@@ -270,7 +272,8 @@ class StorjRemote:
     ) -> Entry:
         if not path or path.endswith("/"):
             raise UnsafePath(path, "not a file key")
-        self._check_precondition(path, if_match=if_match, create_only=create_only)
+        if size > EARLY_CHECK_BYTES:  # not to send a large file in vain; the last check is what counts
+            self._check_precondition(path, if_match=if_match, create_only=create_only)
         try:
             with self.project.open_upload(self.bucket, self._key(path)) as upload:
                 digest = _send(upload, path, data, size)
