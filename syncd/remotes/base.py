@@ -174,6 +174,15 @@ def sha256_stream(stream: BinaryIO) -> tuple[str, int]:
     return digest.hexdigest(), total
 
 
+def known_or_read_hash(remote: Remote, path: str) -> str:
+    """The SHA-256 the remote keeps for ``path`` (metadata), else that of its bytes, read."""
+    known = remote.stat(path).content_hash
+    if known is not None:
+        return known
+    with remote.open_read(path) as stream:
+        return sha256_stream(stream)[0]
+
+
 def trash_key(path: str, when: datetime) -> str:
     """Where a bucket-like remote keeps a trashed version: ``.syncd-trash/<date>/<time>/<path>``."""
     return f"{TRASH_PREFIX}{when:%Y-%m-%d}/{when:%H%M%S%f}/{path}"

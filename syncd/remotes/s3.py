@@ -58,7 +58,14 @@ from syncd.errors import (
     UnsafePath,
 )
 from syncd.models import Entry
-from syncd.remotes.base import CHUNK, TRASH_PREFIX, Capabilities, sha256_stream, trash_date, trash_key
+from syncd.remotes.base import (
+    CHUNK,
+    TRASH_PREFIX,
+    Capabilities,
+    known_or_read_hash,
+    trash_date,
+    trash_key,
+)
 from syncd.remotes.settings import OpenContext, RemoteSettings, read_secret
 
 if TYPE_CHECKING:
@@ -498,11 +505,7 @@ class S3Remote:
             body.close()
 
     def hash(self, path: str) -> str:
-        known = self.stat(path).content_hash
-        if known is not None:
-            return known
-        with self.open_read(path) as stream:
-            return sha256_stream(stream)[0]
+        return known_or_read_hash(self, path)
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -39,7 +39,14 @@ from syncd.errors import (
 )
 from syncd.models import Entry
 from syncd.remotes import _uplink as uplink
-from syncd.remotes.base import CHUNK, TRASH_PREFIX, Capabilities, sha256_stream, trash_date, trash_key
+from syncd.remotes.base import (
+    CHUNK,
+    TRASH_PREFIX,
+    Capabilities,
+    known_or_read_hash,
+    trash_date,
+    trash_key,
+)
 from syncd.remotes.settings import OpenContext, RemoteSettings, read_secret
 
 MTIME_KEY = "rclone:mtime"
@@ -251,11 +258,7 @@ class StorjRemote:
             yield reader
 
     def hash(self, path: str) -> str:
-        known = self.stat(path).content_hash
-        if known is not None:
-            return known
-        with self.open_read(path) as stream:
-            return sha256_stream(stream)[0]
+        return known_or_read_hash(self, path)
 
     # -- writing ---------------------------------------------------------------------------
 

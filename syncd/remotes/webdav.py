@@ -59,7 +59,7 @@ from syncd.remotes._webdav_xml import (
     proppatch_body,
     sabre_message,
 )
-from syncd.remotes.base import TRASH_PREFIX, Capabilities, TreeListing, trash_date, trash_key
+from syncd.remotes.base import TRASH_PREFIX, Capabilities, TreeListing, known_or_read_hash, trash_date, trash_key
 from syncd.remotes.settings import OpenContext, RemoteSettings, read_secret
 
 log = logging.getLogger("syncd.remotes.webdav")
@@ -437,14 +437,7 @@ class WebDavRemote:
     def hash(self, path: str) -> str:
         """The SHA-256 of the file: the one the server keeps (Nextcloud's ``oc:checksums`` or our
         dead property, both written by syncd after hashing the bytes it sent), else read it."""
-        known = self.stat(path).content_hash
-        if known:
-            return known
-        digest = hashlib.sha256()
-        with self.open_read(path) as stream:
-            while piece := stream.read(MiB):
-                digest.update(piece)
-        return digest.hexdigest()
+        return known_or_read_hash(self, path)
 
     # -- writing -------------------------------------------------------------------------
 
