@@ -338,8 +338,10 @@ class LocalRemote:
         dest = self._trash_path(path)
         try:
             os.link(full, dest)  # same filesystem: the old inode stays, for free
-        except OSError:
-            shutil.copy2(full, dest)
+        except OSError as exc:
+            if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
+                raise _os_error(path, exc) from exc
+            shutil.copy2(full, dest)  # another filesystem, or no hard links there
         return str(dest)
 
     def move(self, src: str, dst: str, *, if_match: str | None = None) -> Entry:
@@ -394,9 +396,11 @@ class LocalRemote:
 
 def _sweep_stale_temp(item: os.DirEntry[str]) -> None:
     """A temp file left by a write that was killed (kill -9, power loss) is never a user's
-    file: remove it once it is clearly abandoned, so Nextcloud does not show it."""
+    file: remove it once it is clearly abandoned, so Nextcloud does not show it. Its age is
+    its ctime's: every write, utime and link updates it and nothing can set it, whereas the
+    mtime is the source's (write() sets it before committing), old or even in the future."""
     try:
-        if time.time() - item.stat(follow_symlinks=False).st_mtime > STALE_TEMP_S:
+        if time.time() - item.stat(follow_symlinks=False).st_ctime > STALE_TEMP_S:
             os.unlink(item.path)
     except OSError:
         pass  # gone already, or not ours to remove: it is skipped either way

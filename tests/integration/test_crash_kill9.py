@@ -449,12 +449,6 @@ def test_abandoned_temp_files_are_swept_and_fresh_ones_kept(tmp_path: Path, monk
     assert rig.snapshot().bucket.keys() == {"docs/kept.txt"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the sweep judges a temp file's age by st_mtime, which write() sets to the SOURCE's "
-    "mtime before it commits: a write in flight whose source is older than STALE_TEMP_S looks "
-    "abandoned to any concurrent listing (fix: use st_ctime)",
-)
 def test_a_temp_file_about_to_be_committed_is_not_swept(tmp_path: Path) -> None:
     """``write()`` fills its temp file, sets its mtime to the source's (a year ago, say), then
     links it into place. A listing in between (``syncd check``, another pair on an overlapping
@@ -467,11 +461,6 @@ def test_a_temp_file_about_to_be_committed_is_not_swept(tmp_path: Path) -> None:
     assert temp.exists(), "the temp file of a write in flight was removed by a listing"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the sweep judges a temp file's age by st_mtime: a write killed after it set the "
-    "temp's mtime to a source mtime in the future (clock skew) leaves a temp never swept (fix: use st_ctime)",
-)
 def test_an_abandoned_temp_file_with_a_future_mtime_is_swept(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -250,7 +250,7 @@ class SyncModel(RuleBasedStateMachine):
             if calls == crash_at:
                 raise SimulatedKill(stage)
 
-        saved = engine_sync.BATCH_ACTIONS, engine_sync.BATCH_SECONDS
+        saved = engine_sync.BATCH_ACTIONS, engine_sync.BATCH_SECONDS  # fails loudly if they are renamed
         engine_sync.BATCH_ACTIONS, engine_sync.BATCH_SECONDS = batch, 1e9
         try:
             return sync_pair(self.pair, RunOptions(force=force, now=NOW, checkpoint=checkpoint))
