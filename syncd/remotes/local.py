@@ -10,6 +10,7 @@ from __future__ import annotations
 import builtins
 import errno
 import hashlib
+import io
 import os
 import secrets
 import shutil
@@ -19,7 +20,7 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager, suppress
 from datetime import datetime
 from pathlib import Path
-from typing import BinaryIO, Literal
+from typing import Any, BinaryIO, Literal
 
 from syncd.errors import (
     ChangedWhileReading,
@@ -82,24 +83,49 @@ def _entry(path: str, st: os.stat_result, content_hash: str | None = None) -> En
     )
 
 
-class _CheckedReader:
-    """Reads a file and, at end of data, checks it was not modified meanwhile."""
+class _CheckedReader(io.RawIOBase):
+    """A file opened for reading that, at end of data, checks it was not modified meanwhile.
+    Seekable like the file it reads (a writer may rewind it to retry), so the check applies
+    to whatever pass reaches the end."""
 
     def __init__(self, path: str, fd: int) -> None:
+        super().__init__()
         self._path = path
         self._file = os.fdopen(fd, "rb", buffering=0)
         self._before = os.fstat(fd)
 
+    def readable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def tell(self) -> int:
+        return self._file.tell()
+
+    def seek(self, offset: int, whence: int = os.SEEK_SET) -> int:
+        return self._file.seek(offset, whence)
+
+    def readinto(self, buffer: Any) -> int:
+        n = self._file.readinto(buffer)
+        if n == 0 and len(memoryview(buffer)) > 0:
+            self._check_unchanged()
+        return n or 0
+
     def read(self, n: int = -1) -> bytes:
         data = self._file.read(n if n and n > 0 else CHUNK)
         if not data:
-            after = os.fstat(self._file.fileno())
-            if (after.st_size, after.st_mtime_ns) != (self._before.st_size, self._before.st_mtime_ns):
-                raise ChangedWhileReading(self._path)
-        return data
+            self._check_unchanged()
+        return data or b""
+
+    def _check_unchanged(self) -> None:
+        after = os.fstat(self._file.fileno())
+        if (after.st_size, after.st_mtime_ns) != (self._before.st_size, self._before.st_mtime_ns):
+            raise ChangedWhileReading(self._path)
 
     def close(self) -> None:
         self._file.close()
+        super().close()
 
 
 class LocalRemote:

@@ -25,17 +25,18 @@ class TestDirBucket(RemoteContract):
         yield DirBucket(tmp_path / "bucket")
 
 
-def test_local_listing_sweeps_abandoned_temp_files(tmp_path: Path) -> None:
-    import os
+def test_local_listing_sweeps_abandoned_temp_files(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import time
+
+    from syncd.remotes import local
 
     root = tmp_path / "root"
     (root / "d").mkdir(parents=True)
-    stale, fresh = root / "d" / ".syncd-tmp-dead01", root / "d" / ".syncd-tmp-live02"
-    stale.write_bytes(b"half a file from a killed run")
-    fresh.write_bytes(b"a write in flight")
-    old = time.time() - 2 * 3600
-    os.utime(stale, (old, old))
+    temp = root / "d" / ".syncd-tmp-dead01"
+    temp.write_bytes(b"half a file from a killed run")
     remote = LocalRemote(root, trash_dir=tmp_path / "trash")
+    assert list(remote.list()) == [] and temp.exists()  # young: maybe a write in flight
+    later = time.time() + local.STALE_TEMP_S + 60
+    monkeypatch.setattr(local.time, "time", lambda: later)
     assert list(remote.list()) == []
-    assert not stale.exists() and fresh.exists()
+    assert not temp.exists()
