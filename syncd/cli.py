@@ -190,6 +190,8 @@ def _render_report(pair: PairConfig, report: Report, seconds: float, *, as_json:
             "bytes": report.bytes_moved, "seconds": round(seconds, 3),
             "plan": [a.describe() for a in plan.actions] if dry_run and plan else None,
         }), flush=True)
+        if report.message:  # for the human reading the logs; scripts read the JSON
+            print(f"{pair.key}: {report.message}", file=sys.stderr)
         return
     if dry_run and plan is not None:
         print(f"{pair.key}: plan ({len(plan.actions)} actions, nothing changed):")
