@@ -77,11 +77,15 @@ def wait_answer(sock: Path, proc: subprocess.Popen[bytes], timeout: float) -> No
 def wait_idle(sock: Path, timeout: float) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        status = request_result(sock, Request("status"), timeout=10)
+        try:  # a daemon busy with a big run may answer a status late: ask again, within the deadline
+            status = request_result(sock, Request("status"), timeout=10)
+        except (DaemonUnavailable, OSError):
+            time.sleep(0.2)
+            continue
         if all(not p.get("running") and not p.get("dirty") for p in status.get("pairs", [])):
             return
         time.sleep(0.05)
-    raise SystemExit("the daemon did not get idle")
+    raise SystemExit(f"the daemon did not get idle within {timeout:.0f}s")
 
 
 def object_committed(bucket: Path, key: str) -> bool:
@@ -113,10 +117,13 @@ def bench(files: int, samples: int, quiet: float, full_sync: bool) -> dict[str, 
         figures = {"start_s": time.monotonic() - started}
         if full_sync:
             began = time.monotonic()
-            result = request_result(sock, Request("now"), timeout=None)
+            # ``now`` streams progress lines every ~2 s: the timeout bounds each wait for a line.
+            result = request_result(sock, Request("now"), timeout=300)
             figures["full_sync_s"] = time.monotonic() - began
             assert result.get("exit") == 0, result
-        wait_idle(sock, 120)
+        # The full sync's own bucket writes come back through the watcher: more than MAX_HINTS
+        # keys, so one more full (no-op) run, ~20 s at 100,000 files on 2 busy cores.
+        wait_idle(sock, max(120.0, files / 200))
         latencies = []
         for i in range(samples):
             key = f"d0000/new-{i}.txt"
@@ -140,6 +147,10 @@ def bench(files: int, samples: int, quiet: float, full_sync: bool) -> dict[str, 
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait(10)
+        if sys.exc_info()[0] is not None and (base / "daemon.log").exists():
+            lines = (base / "daemon.log").read_text(errors="replace").splitlines()
+            tail = [line for line in lines if "control: status" not in line][-30:]
+            print("  daemon log (last lines):\n    " + "\n    ".join(tail), flush=True)
         shutil.rmtree(base, ignore_errors=True)
 
 

@@ -323,7 +323,8 @@ class ControlServer:
         except ProtocolError as exc:
             log.warning("control: bad request from pid %d: %s", peer.pid, exc)
             return error_reply(str(exc), exc.exit_code)
-        log.info("control: %s %s from pid %d uid %d", request.op, request.target or "*", peer.pid, peer.uid)
+        level = logging.DEBUG if request.op == "status" else logging.INFO  # status is polled: keep the journal quiet
+        log.log(level, "control: %s %s from pid %d uid %d", request.op, request.target or "*", peer.pid, peer.uid)
         try:
             return self.handler(request, reply.event)
         except ProtocolError as exc:

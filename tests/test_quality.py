@@ -19,7 +19,7 @@ def run(*cmd: str) -> subprocess.CompletedProcess[str]:
 def test_ruff_lint_is_clean() -> None:
     if shutil.which("ruff") is None:
         pytest.fail("ruff is not installed: pip install -e '.[test]'")
-    result = run("ruff", "check", "syncd", "migrations", "bench")
+    result = run("ruff", "check", "syncd", "migrations", "bench", "tests")
     assert result.returncode == 0, result.stdout[-4000:]
 
 

@@ -82,7 +82,9 @@ class Applier:
                 if_match=replaces,
                 create_only=replaces is None,
             )
-        if src.content_hash is None and source.stat(path).etag != src.etag:
+        # A local file can be rewritten in place while it is read (a server serves one version
+        # per GET): re-check it when no hash from the listing already verified the bytes.
+        if src.content_hash is None and source.capabilities.local_path and source.stat(path).etag != src.etag:
             raise ChangedWhileReading(path)
         return written
 

@@ -15,7 +15,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[2]
 
 
-def syncd(*args: str, config: Path | None = None, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+def syncd(
+    *args: str, config: Path | None = None, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     cmd = [sys.executable, "-m", "syncd"]
     if config is not None:
         cmd += ["--config", str(config)]
@@ -70,8 +72,9 @@ def test_status_log_conflicts_and_check(demo: Path) -> None:
     syncd("now", config=demo)
     (demo.parent / "demo" / "files" / "README.txt").write_text("edited on files")
     bucket_readme = demo.parent / "demo-bucket"
-    from syncd.remotes.dirbucket import DirBucket
     import io
+
+    from syncd.remotes.dirbucket import DirBucket
 
     data = b"edited in the bucket"
     DirBucket(bucket_readme).write("README.txt", io.BytesIO(data), size=len(data), mtime_ns=time.time_ns())

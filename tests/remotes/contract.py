@@ -91,9 +91,8 @@ class RemoteContract:
     def test_missing_paths_raise_not_found(self, remote: Remote) -> None:
         with pytest.raises(NotFound):
             remote.stat("nope.txt")
-        with pytest.raises(NotFound):
-            with remote.open_read("nope.txt"):
-                pass
+        with pytest.raises(NotFound), remote.open_read("nope.txt"):
+            pass
         with pytest.raises(NotFound):
             remote.delete("nope.txt")
         with pytest.raises(NotFound):

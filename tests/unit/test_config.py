@@ -52,7 +52,7 @@ def test_design_shape_loads_with_pairs_inheriting_user_settings(tmp_path: Path) 
     assert pairs["alice/default"].interval_s == 600
     assert pairs["alice/default"].state_dir == (tmp_path / "state" / "alice" / "default").resolve()
     files = pairs["alice/default"].files
-    assert getattr(files, "path") == (tmp_path / "alice-files").resolve()  # relative to the config
+    assert files.path == (tmp_path / "alice-files").resolve()  # relative to the config
 
 
 def test_select_by_user_and_pair(tmp_path: Path) -> None:
@@ -113,7 +113,7 @@ def test_secret_from_file_env_and_credentials_dir(tmp_path: Path, monkeypatch: p
 
 
 def test_missing_secret_names_the_reference_never_a_value(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    with pytest.raises(FatalError, match="secret file .*/missing does not exist"):
+    with pytest.raises(FatalError, match=r"secret file .*/missing does not exist"):
         read_secret(file=tmp_path / "missing", env=None, what="alice files")
     monkeypatch.delenv("SYNCD_NOPE", raising=False)
     with pytest.raises(FatalError, match="environment variable SYNCD_NOPE is not set"):
@@ -161,10 +161,10 @@ def test_the_design_example_config_loads_as_written(tmp_path: Path) -> None:
     assert [p.key for p in config.pairs] == ["alice/default", "alice/dumps", "demo/default"]
     assert config.daemon.state_dir == Path("/var/lib/syncd")
     alice = config.pairs[0]
-    assert alice.files.type == "webdav" and getattr(alice.files, "username") == "alice"
-    assert getattr(alice.bucket, "prefix") == "alice/"
+    assert alice.files.type == "webdav" and alice.files.username == "alice"
+    assert alice.bucket.prefix == "alice/"
     assert config.pairs[1].mode is Mode.UPLOAD_ONLY
-    assert getattr(config.pairs[2].files, "path") == (tmp_path / "demo" / "files").resolve()
+    assert config.pairs[2].files.path == (tmp_path / "demo" / "files").resolve()
 
 
 def test_the_readme_and_packaged_example_configs_load(tmp_path: Path) -> None:

@@ -14,7 +14,9 @@ NOW = datetime(2026, 11, 25, 1, 30, 0)
 H1, H2, H3 = "1" * 64, "2" * 64, "3" * 64
 
 
-def entry(path: str, etag: str, h: str | None = H1, size: int = 10, mtime: int = 1000, inode: int | None = None) -> Entry:
+def entry(
+    path: str, etag: str, h: str | None = H1, size: int = 10, mtime: int = 1000, inode: int | None = None
+) -> Entry:
     return Entry(path=path, size=size, mtime_ns=mtime, etag=etag, content_hash=h, inode=inode)
 
 

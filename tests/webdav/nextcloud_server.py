@@ -254,6 +254,7 @@ class _Handler(BaseHTTPRequestHandler):
     state: NextcloudServer
     protocol_version = "HTTP/1.1"  # keep-alive, like Apache + PHP-FPM in front of Nextcloud
     server_version = "Apache"
+    disable_nagle_algorithm = True  # headers and body go out at once: no delayed-ACK stall per response
     timeout = 30
 
     def log_message(self, format: str, *args: Any) -> None:
