@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, Protocol, runtime_checkable
 
+from syncd.errors import NotFound, PreconditionFailed
 from syncd.models import Entry
 
 CHUNK = 1 << 20  # bytes read or written at a time: bounded memory for any file size
@@ -172,6 +173,26 @@ def sha256_stream(stream: BinaryIO) -> tuple[str, int]:
         digest.update(chunk)
         total += len(chunk)
     return digest.hexdigest(), total
+
+
+def check_precondition(remote: Remote, path: str, *, if_match: str | None, create_only: bool) -> Entry | None:
+    """For remotes without conditional writes: stat ``path`` and check ``if_match`` /
+    ``create_only`` against it (called right before a commit; narrows the race, cannot close it).
+
+    :returns: the current entry, or None if there is none (or nothing to check).
+    :raises PreconditionFailed:
+    """
+    if if_match is None and not create_only:
+        return None
+    try:
+        current: Entry | None = remote.stat(path)
+    except NotFound:
+        current = None
+    if create_only and current is not None:
+        raise PreconditionFailed(path, "already exists")
+    if if_match is not None and (current is None or current.etag != if_match):
+        raise PreconditionFailed(path)
+    return current
 
 
 def known_or_read_hash(remote: Remote, path: str) -> str:

@@ -62,6 +62,7 @@ from syncd.remotes.base import (
     CHUNK,
     TRASH_PREFIX,
     Capabilities,
+    check_precondition,
     known_or_read_hash,
     trash_date,
     trash_key,
@@ -638,17 +639,7 @@ class S3Remote:
         return response["ETag"]
 
     def _check_precondition(self, path: str, *, if_match: str | None, create_only: bool) -> Entry | None:
-        if if_match is None and not create_only:
-            return None
-        try:
-            current: Entry | None = self.stat(path)
-        except NotFound:
-            current = None
-        if create_only and current is not None:
-            raise PreconditionFailed(path, "already exists")
-        if if_match is not None and (current is None or current.etag != if_match):
-            raise PreconditionFailed(path)
-        return current
+        return check_precondition(self, path, if_match=if_match, create_only=create_only)
 
     def delete(self, path: str, *, if_match: str | None = None) -> None:
         # DeleteObject succeeds on a missing key: look first, so NotFound is reported.

@@ -33,7 +33,6 @@ from syncd.errors import (
     FatalError,
     ItemError,
     NotFound,
-    PreconditionFailed,
     TransientError,
     UnsafePath,
 )
@@ -43,6 +42,7 @@ from syncd.remotes.base import (
     CHUNK,
     TRASH_PREFIX,
     Capabilities,
+    check_precondition,
     known_or_read_hash,
     trash_date,
     trash_key,
@@ -290,17 +290,8 @@ class StorjRemote:
             _map_error(exc, path, self.name)
         return self._entry(path, info)
 
-    def _check_precondition(self, path: str, *, if_match: str | None, create_only: bool) -> None:
-        if if_match is None and not create_only:
-            return
-        try:
-            current: Entry | None = self.stat(path)
-        except NotFound:
-            current = None
-        if create_only and current is not None:
-            raise PreconditionFailed(path, "already exists")
-        if if_match is not None and (current is None or current.etag != if_match):
-            raise PreconditionFailed(path)
+    def _check_precondition(self, path: str, *, if_match: str | None, create_only: bool) -> Entry | None:
+        return check_precondition(self, path, if_match=if_match, create_only=create_only)
 
     def delete(self, path: str, *, if_match: str | None = None) -> None:
         if if_match is not None:
