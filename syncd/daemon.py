@@ -36,7 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from syncd import __version__
+from syncd import __version__, cli
 from syncd.config import Config, PairConfig, load_config
 from syncd.control import (
     EXIT_BUSY,
@@ -62,9 +62,8 @@ EXIT_OK = 0
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 TICK_S = 1.0  # main loop period: signals are taken at once, this paces health checks
 STOP_MESSAGE = "interrupted: the daemon is stopping; finished actions are recorded, the next run goes on"
-OUTCOME_EXIT = {
-    "ok": 0, "item-errors": 1, "aborted": 3, "fatal": 4, "interrupted": 4, "locked": 5, "paused": 5, "retry": 6,
-}
+# The CLI's documented codes, plus the outcomes only the daemon reports.
+OUTCOME_EXIT = {**cli.OUTCOME_EXIT, "interrupted": cli.EXIT_FATAL, "locked": cli.EXIT_LOCKED, "paused": cli.EXIT_LOCKED}
 MAX_ERRORS_IN_RESULT = 50
 MAX_PLAN_IN_RESULT = 1000
 _INDEX_OPEN_LOCK = threading.Lock()
