@@ -2,6 +2,7 @@
 # The index's PostgreSQL tests create and drop their own databases: the test role needs
 # CREATEDB on the loopback cluster that .ci/storj.sh set up (or one set up here).
 set -euo pipefail
+cd /  # su postgres cannot enter a private checkout folder (psql would warn about it)
 if ! command -v pg_lsclusters >/dev/null 2>&1; then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null
 fi

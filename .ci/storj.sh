@@ -96,7 +96,8 @@ start_postgres() {
     die "PostgreSQL did not accept connections within 60 s"
 }
 
-psql_admin() { su postgres -c "psql -p $PG_PORT -d postgres -v ON_ERROR_STOP=1 -qAt" ; }
+# from /: su postgres cannot enter a private checkout folder (psql would warn about it)
+psql_admin() { (cd / && su postgres -c "psql -p $PG_PORT -d postgres -v ON_ERROR_STOP=1 -qAt") ; }
 
 create_database() {
     local have
