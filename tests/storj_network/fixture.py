@@ -9,8 +9,14 @@ The network is our Go test binary ``tests/storj_network/bin/storj-network.test``
 up PostgreSQL). It runs once per pytest session, listens on 127.0.0.1 only,
 and writes its coordinates as JSON when ready.
 
-When the binaries or PostgreSQL are missing the tests are skipped with the
-reason, unless ``SYNCD_REQUIRE_STORJ=1`` (CI), where they fail instead.
+When ``SYNCD_STORJ_NETWORK_JSON`` names the info file of a network that is
+already running (started by hand, or by a parent pytest that hands its network
+to a child), the fixture reuses that network: it neither starts nor stops
+anything, and needs neither the binaries nor PostgreSQL.
+
+When the binaries, PostgreSQL or the named network are missing the tests are
+skipped with the reason, unless ``SYNCD_REQUIRE_STORJ=1`` (CI), where they fail
+instead.
 """
 
 from __future__ import annotations
@@ -34,6 +40,9 @@ BIN_DIR = HERE / "bin"
 NETWORK_BIN = BIN_DIR / "storj-network.test"
 GATEWAY_BIN = BIN_DIR / "gateway"
 
+# The info file of an already running network to reuse instead of starting one.
+ENV_NETWORK_JSON = "SYNCD_STORJ_NETWORK_JSON"
+
 # Same defaults as .ci/storj.sh; override with STORJ_TEST_POSTGRES.
 DEFAULT_POSTGRES = "postgres://syncd:syncd@127.0.0.1:5432/storj_test?sslmode=disable"
 
@@ -50,7 +59,15 @@ class StorjNetwork:
     s3_endpoint: str
     s3_access_key: str
     s3_secret_key: str
+    # Valid grants that must fail in clear ways (network_test.go's badGrants).
+    read_only_grant: str
+    other_project_grant: str
+    foreign_satellite_grant: str
+    # The network's log (a reused network's may be elsewhere: then it does not exist).
     log_path: Path
+    # The JSON file the network wrote its coordinates to: hand it to a child pytest
+    # as $SYNCD_STORJ_NETWORK_JSON to share this network.
+    info_path: Path
 
 
 def _unavailable(reason: str) -> NoReturn:
@@ -130,25 +147,55 @@ def _start(workdir: Path) -> tuple[subprocess.Popen[bytes], Path, Path]:
     return proc, info_path, log_path
 
 
+def _read_info(info_path: Path, log_path: Path) -> StorjNetwork:
+    """The network's coordinates from its info file (KeyError/ValueError when malformed)."""
+    raw = json.loads(info_path.read_text())
+    return StorjNetwork(
+        access_grant=raw["access_grant"],
+        satellite_addr=raw["satellite_addr"],
+        api_key=raw["api_key"],
+        s3_endpoint=raw["s3_endpoint"],
+        s3_access_key=raw["s3_access_key"],
+        s3_secret_key=raw["s3_secret_key"],
+        read_only_grant=raw["read_only_grant"],
+        other_project_grant=raw["other_project_grant"],
+        foreign_satellite_grant=raw["foreign_satellite_grant"],
+        log_path=log_path,
+        info_path=info_path,
+    )
+
+
 def _wait_ready(proc: subprocess.Popen[bytes], info_path: Path, log_path: Path) -> StorjNetwork:
     deadline = time.monotonic() + START_TIMEOUT
     while time.monotonic() < deadline:
         if info_path.exists():  # written atomically by the network
-            raw = json.loads(info_path.read_text())
-            return StorjNetwork(
-                access_grant=raw["access_grant"],
-                satellite_addr=raw["satellite_addr"],
-                api_key=raw["api_key"],
-                s3_endpoint=raw["s3_endpoint"],
-                s3_access_key=raw["s3_access_key"],
-                s3_secret_key=raw["s3_secret_key"],
-                log_path=log_path,
-            )
+            return _read_info(info_path, log_path)
         if proc.poll() is not None:
             _unavailable(f"network exited with {proc.returncode} before ready; log {log_path}:\n{_log_tail(log_path)}")
         time.sleep(POLL_INTERVAL)
     _stop(proc)
     _unavailable(f"network not ready after {START_TIMEOUT:.0f} s; log {log_path}:\n{_log_tail(log_path)}")
+
+
+def _reuse(info_path: Path) -> StorjNetwork:
+    """A network someone else runs, named by its info file; checked to be listening."""
+    where = f"${ENV_NETWORK_JSON}={info_path}"
+    try:
+        # The log next to the info file, where our fixture and .ci put it.
+        network = _read_info(info_path, info_path.with_name("network.log"))
+    except OSError as exc:
+        _unavailable(f"cannot read {where}: {exc}")
+    except (ValueError, KeyError, TypeError) as exc:
+        _unavailable(f"{where} is not a network info file ({type(exc).__name__}: {exc})")
+    # A stale file (network since stopped) should say so, not time out in every test.
+    for name, url in (("satellite", "//" + network.satellite_addr.rpartition("@")[2]), ("S3", network.s3_endpoint)):
+        parts = urlsplit(url)
+        try:
+            with socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 0), timeout=3.0):
+                pass
+        except (OSError, ValueError) as exc:
+            _unavailable(f"the {name} of {where} is not reachable at {parts.netloc} ({exc}): is it still running?")
+    return network
 
 
 def _stop(proc: subprocess.Popen[bytes]) -> None:
@@ -179,22 +226,31 @@ class _Shared:
 
 @pytest.fixture(scope="session")
 def storj_network(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StorjNetwork]:
-    """A running local Storj network for the whole test session."""
+    """A running local Storj network for the whole test session.
+
+    Started here and stopped after the session, or the one named by
+    ``$SYNCD_STORJ_NETWORK_JSON``, which is left running.
+    """
     if _Shared.network is None:
-        _check_prerequisites()
-        workdir = tmp_path_factory.mktemp("storj-network")
-        proc, info_path, log_path = _start(workdir)
-        try:
-            _Shared.network = _wait_ready(proc, info_path, log_path)
-        except BaseException:
-            _stop(proc)
-            raise
-        _Shared.proc = proc
+        reuse = os.environ.get(ENV_NETWORK_JSON)
+        if reuse:
+            _Shared.network = _reuse(Path(reuse))
+        else:
+            _check_prerequisites()
+            workdir = tmp_path_factory.mktemp("storj-network")
+            proc, info_path, log_path = _start(workdir)
+            try:
+                _Shared.network = _wait_ready(proc, info_path, log_path)
+            except BaseException:
+                _stop(proc)
+                raise
+            _Shared.proc = proc
     _Shared.users += 1
     try:
         yield _Shared.network
     finally:
         _Shared.users -= 1
-        if _Shared.users == 0 and _Shared.proc is not None:
-            proc, _Shared.proc, _Shared.network = _Shared.proc, None, None
-            _stop(proc)
+        if _Shared.users == 0:
+            ours, _Shared.proc, _Shared.network = _Shared.proc, None, None
+            if ours is not None:  # a reused network is not ours to stop
+                _stop(ours)

@@ -26,9 +26,13 @@ import (
 
 	"go.uber.org/zap"
 
+	"storj.io/common/grant"
+	"storj.io/common/memory"
+	"storj.io/common/storj"
 	"storj.io/common/testcontext"
 	"storj.io/storj/private/testplanet"
 	"storj.io/storj/satellite"
+	"storj.io/uplink"
 )
 
 // info is the contract with tests/storj_network/fixture.py: keep the JSON
@@ -40,6 +44,17 @@ type info struct {
 	S3Endpoint    string `json:"s3_endpoint"`
 	S3AccessKey   string `json:"s3_access_key"`
 	S3SecretKey   string `json:"s3_secret_key"`
+
+	// Grants for the bad-input tests, all valid and parseable:
+	// read_only_grant may list and download but not upload or delete;
+	// other_project_grant belongs to a second project on the same
+	// satellite (it sees none of the first project's buckets);
+	// foreign_satellite_grant names another satellite's node ID at this
+	// satellite's address, as a grant made for another satellite does
+	// once it reaches a server that is not that satellite.
+	ReadOnlyGrant         string `json:"read_only_grant"`
+	OtherProjectGrant     string `json:"other_project_grant"`
+	ForeignSatelliteGrant string `json:"foreign_satellite_grant"`
 }
 
 // Bounds for the gateway start and stop: every wait here is finite.
@@ -66,7 +81,7 @@ func TestNetwork(t *testing.T) {
 	config := testplanet.Config{
 		SatelliteCount:   1,
 		StorageNodeCount: 5,
-		UplinkCount:      1,
+		UplinkCount:      2, // the second one owns another project
 		Reconfigure:      reconfigure,
 		NonParallel:      true,
 		// The network lives as long as the pytest session; the default
@@ -79,10 +94,14 @@ func TestNetwork(t *testing.T) {
 	})
 }
 
-// raiseLimits lifts testplanet's small per-project defaults (10 buckets):
-// one network serves a whole pytest session, and tests use fresh buckets.
+// raiseLimits lifts testplanet's small per-project defaults (10 buckets,
+// 10,000 segments, 25 GB): one network serves a whole pytest session or a
+// series of benchmark runs, and every test uses fresh buckets.
 func raiseLimits(log *zap.Logger, index int, config *satellite.Config) {
 	config.Metainfo.ProjectLimits.MaxBuckets = 10000
+	config.Console.UsageLimits.Segment.Free = 100_000_000
+	config.Console.UsageLimits.Storage.Free = memory.TB
+	config.Console.UsageLimits.Bandwidth.Free = memory.TB
 }
 
 // serve publishes the network's coordinates and blocks until told to stop.
@@ -90,18 +109,21 @@ func serve(t *testing.T, ctx context.Context, planet *testplanet.Planet, infoPat
 	sat := planet.Satellites[0]
 	up := planet.Uplinks[0]
 
-	grant, err := up.Access[sat.ID()].Serialize()
+	serialized, err := up.Access[sat.ID()].Serialize()
 	if err != nil {
 		t.Fatalf("serialize access: %v", err)
 	}
 
 	out := info{
-		AccessGrant:   grant,
+		AccessGrant:   serialized,
 		SatelliteAddr: sat.NodeURL().String(),
 		APIKey:        up.APIKey[sat.ID()].Serialize(),
 	}
+	if err := badGrants(planet, &out); err != nil {
+		t.Fatalf("grants for the bad-input tests: %v", err)
+	}
 
-	gateway, err := startGateway(ctx, grant, &out)
+	gateway, err := startGateway(ctx, serialized, &out)
 	if err != nil {
 		t.Fatalf("gateway: %v", err)
 	}
@@ -113,6 +135,34 @@ func serve(t *testing.T, ctx context.Context, planet *testplanet.Planet, infoPat
 	t.Logf("storj network ready: satellite %s, s3 %s", out.SatelliteAddr, out.S3Endpoint)
 
 	waitForStop(t, ctx, stop, gateway)
+}
+
+// badGrants fills the grants that must fail in clear ways (see info).
+func badGrants(planet *testplanet.Planet, out *info) error {
+	sat := planet.Satellites[0]
+	access := planet.Uplinks[0].Access[sat.ID()]
+
+	readOnly, err := access.Share(uplink.Permission{AllowDownload: true, AllowList: true})
+	if err != nil {
+		return fmt.Errorf("share read-only: %w", err)
+	}
+	if out.ReadOnlyGrant, err = readOnly.Serialize(); err != nil {
+		return err
+	}
+
+	if out.OtherProjectGrant, err = planet.Uplinks[1].Access[sat.ID()].Serialize(); err != nil {
+		return err
+	}
+
+	// Same API key and encryption, but the satellite is named by another
+	// peer's node ID: the TLS handshake proves the server is not it.
+	parsed, err := grant.ParseAccess(out.AccessGrant)
+	if err != nil {
+		return err
+	}
+	parsed.SatelliteAddress = storj.NodeURL{ID: planet.StorageNodes[0].ID(), Address: sat.Addr()}.String()
+	out.ForeignSatelliteGrant, err = parsed.Serialize()
+	return err
 }
 
 // waitForStop returns on SIGTERM/SIGINT, on stdin EOF when asked to watch it
