@@ -34,7 +34,11 @@ rm -f "$OUT/.stamp"
 start=$(date +%s)
 echo "build.sh: building libuplink.so ..."
 # -trimpath: no build paths in the library; -s -w: smaller .so.
-(cd "$HERE" && go build -buildmode=c-shared -trimpath -ldflags="-s -w" -o "$OUT/libuplink.so" .)
+# Built beside and renamed into place: a process that has the old library
+# mapped (a running daemon, a test) keeps it intact.
+(cd "$HERE" && go build -buildmode=c-shared -trimpath -ldflags="-s -w" -o "$OUT/libuplink.so.new" .)
+rm -f "$OUT"/*.h  # cgo's generated header; ours is uplink_definitions.h
+mv -f "$OUT/libuplink.so.new" "$OUT/libuplink.so"
 cp "$HERE/uplink_definitions.h" "$OUT/"
 echo "$want" > "$OUT/.stamp"
 echo "build.sh: done in $(( $(date +%s) - start )) s"

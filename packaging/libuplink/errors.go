@@ -10,7 +10,9 @@ import (
 	"io"
 	"unsafe"
 
+	"storj.io/common/rpc/rpcstatus"
 	"storj.io/uplink"
+	"storj.io/uplink/private/object"
 )
 
 var (
@@ -56,6 +58,9 @@ func mallocError(err error) *C.UplinkError {
 			cerr.code = c.code
 			break
 		}
+	}
+	if errors.Is(err, object.ErrFailedPrecondition) || rpcstatus.Code(err) == rpcstatus.FailedPrecondition {
+		cerr.code = C.SYNCD_ERROR_FAILED_PRECONDITION
 	}
 	cerr.message = C.CString(fmt.Sprintf("%v", err))
 	return cerr

@@ -4,18 +4,30 @@ package main
 import "C"
 
 import (
+	"context"
 	"time"
 	"unsafe"
 
 	"storj.io/uplink"
+	"storj.io/uplink/private/object"
 )
 
 // maxEmptyReads bounds the retries of a Read that returned neither data nor error.
 const maxEmptyReads = 1000
 
+// objectUpload is what both a plain upload (*uplink.Upload) and a
+// conditional one (*object.VersionedUpload) offer.
+type objectUpload interface {
+	Write(p []byte) (int, error)
+	SetCustomMetadata(ctx context.Context, custom uplink.CustomMetadata) error
+	Commit() error
+	Abort() error
+}
+
 type upload struct {
 	scope
-	*uplink.Upload
+	objectUpload
+	info func() *uplink.Object
 }
 
 type download struct {
@@ -25,22 +37,54 @@ type download struct {
 
 //export uplink_upload_object
 func uplink_upload_object(c *C.UplinkProject, bucket, key *C.char, options *C.UplinkUploadOptions) C.UplinkUploadResult {
+	return startUpload(c, bucket, key, options, false)
+}
+
+// syncd_upload_object_if_absent is a syncd extension (not in uplink-c): an
+// upload whose commit fails with SYNCD_ERROR_FAILED_PRECONDITION when the key
+// already exists (If-None-Match: *), checked atomically by the satellite.
+//
+//export syncd_upload_object_if_absent
+func syncd_upload_object_if_absent(c *C.UplinkProject, bucket, key *C.char, options *C.UplinkUploadOptions) C.UplinkUploadResult {
+	return startUpload(c, bucket, key, options, true)
+}
+
+func startUpload(c *C.UplinkProject, bucket, key *C.char, options *C.UplinkUploadOptions, ifAbsent bool) C.UplinkUploadResult {
 	p, err := lookupProject(c)
 	if err != nil || bucket == nil || key == nil {
 		return C.UplinkUploadResult{error: mallocError(firstErr(err, errNull))}
 	}
-	opts := &uplink.UploadOptions{}
+	var expires time.Time
 	if options != nil && options.expires > 0 {
-		opts.Expires = time.Unix(int64(options.expires), 0)
+		expires = time.Unix(int64(options.expires), 0)
 	}
 	s := p.child()
-	u, err := p.UploadObject(s.ctx, C.GoString(bucket), C.GoString(key), opts)
-	if err != nil {
-		s.cancel()
-		return C.UplinkUploadResult{error: mallocError(err)}
+	u := &upload{scope: s}
+	if ifAbsent {
+		opts := &object.UploadOptions{Expires: expires, IfNoneMatch: []string{"*"}}
+		vu, err := object.UploadObject(s.ctx, p.Project, C.GoString(bucket), C.GoString(key), opts)
+		if err != nil {
+			s.cancel()
+			return C.UplinkUploadResult{error: mallocError(err)}
+		}
+		u.objectUpload = vu
+		u.info = func() *uplink.Object {
+			if v := vu.Info(); v != nil {
+				return &v.Object
+			}
+			return nil
+		}
+	} else {
+		pu, err := p.UploadObject(s.ctx, C.GoString(bucket), C.GoString(key), &uplink.UploadOptions{Expires: expires})
+		if err != nil {
+			s.cancel()
+			return C.UplinkUploadResult{error: mallocError(err)}
+		}
+		u.objectUpload = pu
+		u.info = pu.Info
 	}
 	cu := (*C.UplinkUpload)(calloc(1, C.sizeof_UplinkUpload))
-	cu._handle = addHandle(&upload{s, u})
+	cu._handle = addHandle(u)
 	return C.UplinkUploadResult{upload: cu}
 }
 
@@ -105,7 +149,7 @@ func uplink_upload_info(c *C.UplinkUpload) C.UplinkObjectResult {
 	if err != nil {
 		return C.UplinkObjectResult{error: mallocError(err)}
 	}
-	return objectResult(u.Info(), nil)
+	return objectResult(u.info(), nil)
 }
 
 //export uplink_free_write_result

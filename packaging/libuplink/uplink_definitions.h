@@ -92,6 +92,10 @@ typedef struct UplinkError {
 #define UPLINK_ERROR_OBJECT_NOT_FOUND 0x21
 #define UPLINK_ERROR_UPLOAD_DONE 0x22
 
+// syncd extension (not an uplink-c code): a conditional write found the key
+// taken (syncd_upload_object_if_absent).
+#define SYNCD_ERROR_FAILED_PRECONDITION 0x1001
+
 typedef struct UplinkAccessResult { UplinkAccess *access; UplinkError *error; } UplinkAccessResult;
 typedef struct UplinkProjectResult { UplinkProject *project; UplinkError *error; } UplinkProjectResult;
 typedef struct UplinkBucketResult { UplinkBucket *bucket; UplinkError *error; } UplinkBucketResult;

@@ -7,7 +7,9 @@ released with its ``uplink_free_*`` function before the Python call returns
 chunks: nothing here ever holds a whole object in memory.
 
 The library is found at ``$SYNCD_LIBUPLINK``, else at
-``packaging/libuplink/build/libuplink.so`` in the source tree. Errors from
+``packaging/libuplink/build/libuplink.so`` in the source tree (our build),
+else inside an installed ``storj-uplink`` wheel (uplink-c as Storj builds
+it, x86-64 only; it lacks our ``syncd_*`` extensions). Errors from
 the library are raised as :class:`UplinkError` subclasses defined here; the
 Storj remote maps them onto syncd's own error tree.
 """
@@ -38,6 +40,7 @@ __all__ = [
     "BucketNotFoundError",
     "CanceledError",
     "Download",
+    "FailedPreconditionError",
     "InternalError",
     "InvalidAccessError",
     "InvalidHandleError",
@@ -168,6 +171,12 @@ class UploadDoneError(UplinkError):
     code, name = 0x22, "upload_done"
 
 
+class FailedPreconditionError(UplinkError):
+    """A conditional write found its condition false (syncd extension, not uplink-c)."""
+
+    code, name = 0x1001, "failed_precondition"
+
+
 class InvalidAccessError(UplinkError):
     """A serialized access grant that cannot be parsed (raised by Access.parse)."""
 
@@ -192,6 +201,7 @@ _ERRORS_BY_CODE: Final[Mapping[int, type[UplinkError]]] = {
         ObjectKeyInvalidError,
         ObjectNotFoundError,
         UploadDoneError,
+        FailedPreconditionError,
     )
 }
 
@@ -308,6 +318,7 @@ class _Api:
         self.parse_access = f("uplink_parse_access", _AccessResult, _s)
         self.request_access_with_passphrase = f("uplink_request_access_with_passphrase", _AccessResult, _s, _s, _s)
         self.access_satellite_address = f("uplink_access_satellite_address", _StringResult, _HandleP)
+        self.access_serialize = f("uplink_access_serialize", _StringResult, _HandleP)
         self.free_access_result = f("uplink_free_access_result", None, _AccessResult)
         self.free_string_result = f("uplink_free_string_result", None, _StringResult)
         self.free_error = f("uplink_free_error", None, _ErrorP)
@@ -339,6 +350,10 @@ class _Api:
         self.upload_info = f("uplink_upload_info", _ObjectResult, _HandleP)
         self.free_write_result = f("uplink_free_write_result", None, _WriteResult)
         self.free_upload_result = f("uplink_free_upload_result", None, _UploadResult)
+        # syncd extension, absent from uplink-c builds: None there
+        self.upload_object_if_absent = self._bind_optional(
+            "syncd_upload_object_if_absent", _UploadResult, _HandleP, _s, _s, ctypes.POINTER(_UploadOptions)
+        )
         # download
         self.download_object = f(
             "uplink_download_object", _DownloadResult, _HandleP, _s, _s, ctypes.POINTER(_DownloadOptions)
@@ -357,6 +372,9 @@ class _Api:
         fn.restype = restype
         fn.argtypes = list(argtypes)
         return fn  # type: ignore[no-any-return]
+
+    def _bind_optional(self, name: str, restype: Any, *argtypes: Any) -> Callable[..., Any] | None:
+        return self._bind(name, restype, *argtypes) if hasattr(self._lib, name) else None
 
     # -- error plumbing
 
@@ -384,9 +402,27 @@ class _Loaded:
 
 
 def library_path() -> Path:
-    """Where libuplink is loaded from: $SYNCD_LIBUPLINK, else the in-tree build."""
+    """Where libuplink is loaded from: $SYNCD_LIBUPLINK, else our build, else the wheel's."""
     env = os.environ.get(_ENV_LIBRARY)
-    return Path(env) if env else _BUILT_LIBRARY
+    if env:
+        return Path(env)
+    if _BUILT_LIBRARY.is_file():
+        return _BUILT_LIBRARY
+    return _wheel_library() or _BUILT_LIBRARY
+
+
+def _wheel_library() -> Path | None:
+    """libuplink.so shipped in the ``storj-uplink`` wheel, found without importing it."""
+    import importlib.util
+
+    try:
+        spec = importlib.util.find_spec("storj_uplink")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or spec.origin is None:
+        return None
+    candidate = Path(spec.origin).parent / "libuplink.so"
+    return candidate if candidate.is_file() else None
 
 
 def load_library() -> _Api:
@@ -396,8 +432,8 @@ def load_library() -> _Api:
             path = library_path()
             if not path.is_file():
                 raise UplinkLibraryError(
-                    f"libuplink not found at {path}: run `bash packaging/libuplink/build.sh` "
-                    f"or set {_ENV_LIBRARY}=/path/to/libuplink.so"
+                    f"libuplink not found at {path}: run `bash packaging/libuplink/build.sh`, "
+                    f"`pip install storj-uplink==0.2.0` (x86-64), or set {_ENV_LIBRARY}=/path/to/libuplink.so"
                 )
             try:
                 lib = ctypes.CDLL(str(path))
@@ -539,7 +575,13 @@ class Access:
 
     @property
     def satellite_address(self) -> str:
-        result = self._api.access_satellite_address(self._live())
+        return self._string(self._api.access_satellite_address(self._live()))
+
+    def serialize(self) -> str:
+        """The grant as text (it carries the encryption key: a secret)."""
+        return self._string(self._api.access_serialize(self._live()))
+
+    def _string(self, result: Any) -> str:
         try:
             exc = _error_copy(result.error)
             if exc is not None:
@@ -682,9 +724,21 @@ class Project:
 
     # -- transfers
 
-    def open_upload(self, bucket: str, key: str, *, expires: datetime | None = None) -> Upload:
+    @property
+    def conditional_create(self) -> bool:
+        """Whether ``open_upload(if_absent=True)`` is available (our libuplink build)."""
+        return self._api.upload_object_if_absent is not None
+
+    def open_upload(self, bucket: str, key: str, *, expires: datetime | None = None, if_absent: bool = False) -> Upload:
+        """Start an upload. ``if_absent``: the satellite refuses the commit
+        (:class:`FailedPreconditionError`) when ``key`` exists by then."""
         options = _UploadOptions(expires=int(expires.timestamp()) if expires else 0)
-        result = self._api.upload_object(self._live(), _enc(bucket), _enc(key), ctypes.byref(options))
+        start = self._api.upload_object
+        if if_absent:
+            if self._api.upload_object_if_absent is None:
+                raise UplinkLibraryError(f"{library_path()} has no conditional uploads (not syncd's libuplink build)")
+            start = self._api.upload_object_if_absent
+        result = start(self._live(), _enc(bucket), _enc(key), ctypes.byref(options))
         exc = _error_copy(result.error)
         if exc is not None:
             self._api.free_upload_result(result)
@@ -781,8 +835,9 @@ class Upload:
 
     def commit(self) -> ObjectInfo:
         """Make the object visible; returns its final info."""
-        self._api.check(self._api.upload_commit(self._live()))
+        # A commit ends the upload even when it fails: uplink refuses a later abort.
         self._done = True
+        self._api.check(self._api.upload_commit(self._live()))
         return _take_object_result(self._api, self._api.upload_info(self._live()))
 
     def abort(self) -> None:

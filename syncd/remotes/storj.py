@@ -6,9 +6,11 @@
 * Uploads are atomic (an object appears only on commit), streamed in bounded chunks,
   and verified (size, hash) before the commit; a failed one is aborted.
 * Moves and kept versions are server-side (move / copy). Trash is a ``.syncd-trash/<date>/<time>/`` key prefix.
-* Storj has no conditional writes: ``if_match`` and ``create_only`` are checked with a
-  stat just before the commit, which narrows but does not close the race, so the
-  capability is not declared.
+* ``create_only`` is atomic with our libuplink build: the satellite refuses the commit
+  when the key exists (If-None-Match: *, ``syncd_upload_object_if_absent``), and no stat
+  is needed. Storj has no If-Match, so ``if_match`` (and ``create_only`` on a stock
+  uplink-c library) is checked with a stat just before the commit, which narrows but does
+  not close the race; the ``conditional_writes`` capability is therefore not declared.
 * An etag is derived from what a listing shows (creation time, size and syncd's
   metadata): it changes whenever an object is replaced by syncd, and for objects
   written by other tools whenever their creation second or size changes.
@@ -33,6 +35,7 @@ from syncd.errors import (
     FatalError,
     ItemError,
     NotFound,
+    PreconditionFailed,
     TransientError,
     UnsafePath,
 )
@@ -55,19 +58,31 @@ USER_AGENT = f"syncd/{__version__}"
 
 T = TypeVar("T")
 
-
+# How uplink words a TLS peer whose node ID is not the one asked for.
+_PEER_ID_MISMATCH = "peer ID did not match requested ID"
+# ... and a satellite (or node) that cannot be reached or went away mid-call.
+_NETWORK_SIGNS = ("connector failed", "connection refused", "connection reset", "i/o timeout", "no such host")
 EARLY_CHECK_BYTES = 8 << 20  # above this, preconditions are also checked before the upload starts
 
+
 class Settings(RemoteSettings, frozen=True):
+    """An access grant, or an API key + satellite address + passphrase (a grant is derived)."""
+
     type: Literal["storj"]
     bucket: Annotated[str, msgspec.Meta(min_length=3, max_length=63)]
     access_grant_file: Path | None = None
     access_grant_env: str | None = None
+    satellite_address: str | None = None  # "<node id>@host:port", e.g. "12EayRS2...@us1.storj.io:7777"
+    api_key_file: Path | None = None
+    api_key_env: str | None = None
+    passphrase_file: Path | None = None
+    passphrase_env: str | None = None
     prefix: str = ""  # e.g. "alice/": the pair's files live under it
     create_bucket: bool = False  # create the bucket when missing (else it is a fatal error)
     dial_timeout: Annotated[float, msgspec.Meta(gt=0, le=600)] = 20.0  # seconds
 
     def __post_init__(self) -> None:
+        self._check_credentials()
         prefix = self.prefix
         if prefix.startswith("/") or "//" in prefix or ".." in prefix.split("/"):
             raise ValueError("prefix: must be a relative key prefix such as 'alice/'")
@@ -76,11 +91,35 @@ class Settings(RemoteSettings, frozen=True):
             msgspec.structs.force_setattr(self, "prefix", prefix + "/")
 
 
+    def _check_credentials(self) -> None:
+        grant = self.access_grant_file is not None or self.access_grant_env is not None
+        parts = {
+            "satellite_address": self.satellite_address is not None,
+            "api_key_file or api_key_env": self.api_key_file is not None or self.api_key_env is not None,
+            "passphrase_file or passphrase_env": self.passphrase_file is not None or self.passphrase_env is not None,
+        }
+        if grant and any(parts.values()):
+            raise ValueError("give either an access grant or satellite_address + API key + passphrase, not both")
+        if not grant and any(parts.values()) and not all(parts.values()):
+            missing = ", ".join(name for name, given in parts.items() if not given)
+            raise ValueError(f"satellite_address, an API key and a passphrase go together: missing {missing}")
+        address = self.satellite_address
+        if address is not None and not re.fullmatch(r"[1-9A-HJ-NP-Za-km-z]{40,60}@[^\s@/]+:\d{1,5}", address):
+            raise ValueError("satellite_address: expected '<node id>@host:port' (e.g. 12EayRS...@us1.storj.io:7777)")
+
+
 def open_remote(settings: Settings, ctx: OpenContext) -> StorjRemote:
-    """Open and check a Storj remote. :raises FatalError: bad grant or missing bucket."""
-    grant = read_secret(
-        file=settings.access_grant_file, env=settings.access_grant_env, what=f"{ctx.label} Storj access grant"
-    )
+    """Open and check a Storj remote. :raises FatalError: bad credentials or missing bucket."""
+    if settings.satellite_address is not None:
+        api_key = read_secret(file=settings.api_key_file, env=settings.api_key_env, what=f"{ctx.label} Storj API key")
+        passphrase = read_secret(
+            file=settings.passphrase_file, env=settings.passphrase_env, what=f"{ctx.label} Storj passphrase"
+        )
+        grant = request_grant(settings.satellite_address, api_key, passphrase, label=ctx.label)
+    else:
+        grant = read_secret(
+            file=settings.access_grant_file, env=settings.access_grant_env, what=f"{ctx.label} Storj access grant"
+        )
     return StorjRemote(
         grant,
         settings.bucket,
@@ -89,6 +128,22 @@ def open_remote(settings: Settings, ctx: OpenContext) -> StorjRemote:
         dial_timeout=settings.dial_timeout,
         label=ctx.label,
     )
+
+
+def request_grant(satellite_address: str, api_key: str, passphrase: str, *, label: str) -> str:
+    """Derive a serialized access grant (asks the satellite for the project's salt).
+
+    :raises FatalError: refused key or bad address. :raises TransientError: unreachable.
+    """
+    try:
+        with uplink.Access.request(satellite_address, api_key, passphrase) as access:
+            return access.serialize()
+    except uplink.UplinkLibraryError as exc:
+        raise FatalError(f"{label}: {exc}") from exc
+    except uplink.PermissionDeniedError as exc:
+        raise FatalError(f"{label}: the satellite refused the API key ({exc.message})") from exc
+    except uplink.UplinkError as exc:
+        _map_error(exc, "", label, satellite=satellite_address)
 
 
 # --------------------------------------------------------------------------- times
@@ -122,12 +177,28 @@ def parse_mtime(text: str) -> int | None:
 # --------------------------------------------------------------------------- errors
 
 
-def _map_error(exc: uplink.UplinkError, path: str, label: str) -> NoReturn:
+def _map_error(exc: uplink.UplinkError, path: str, label: str, *, satellite: str = "") -> NoReturn:
     """Translate a libuplink error into syncd's tree, keeping the original chained."""
+    if isinstance(exc, uplink.InternalError) and _PEER_ID_MISMATCH in exc.message:
+        # uplink-c has no code for it. Retrying cannot help: the grant names another
+        # satellite than the one answering at its address (or the address is wrong).
+        where = f" at {satellite.partition('@')[2]}" if satellite else ""
+        raise FatalError(
+            f"{label}: the server{where} is not the satellite the access grant was made for "
+            "(its node ID differs): use a grant or satellite address for this satellite"
+        ) from exc
+    if isinstance(exc, uplink.PermissionDeniedError):
+        what = f" for {path!r}" if path else ""
+        raise FatalError(
+            f"{label}: permission denied{what}: the access grant does not allow this "
+            f"(a read-only or restricted grant?): {exc.message}"
+        ) from exc
     if isinstance(exc, uplink.ObjectNotFoundError):
         raise NotFound(path) from exc
     if isinstance(exc, uplink.ObjectKeyInvalidError):
         raise UnsafePath(path, f"Storj refuses this key: {exc.message}") from exc
+    if isinstance(exc, uplink.InternalError) and any(sign in exc.message for sign in _NETWORK_SIGNS):
+        raise TransientError(f"{label}: Storj network unreachable: {exc.message}") from exc
     if isinstance(exc, uplink.TooManyRequestsError | uplink.CanceledError | uplink.InternalError):
         # Internal covers dial and network failures: worth a retry, never a deletion.
         raise TransientError(f"{label}: {exc}") from exc
@@ -172,12 +243,13 @@ class StorjRemote:
     def _connect(self, grant: str, *, create_bucket: bool, dial_timeout: float | None) -> None:
         try:
             self._access = uplink.Access.parse(grant)
-            self._project = self._access.open_project(user_agent=USER_AGENT, dial_timeout=dial_timeout)
         except uplink.UplinkLibraryError as exc:
             raise FatalError(f"{self.name}: {exc}") from exc
         except uplink.UplinkError as exc:
             _map_error(exc, "", self.name)
+        satellite = self._access.satellite_address
         try:
+            self._project = self._access.open_project(user_agent=USER_AGENT, dial_timeout=dial_timeout)
             if create_bucket:
                 self._project.ensure_bucket(self.bucket)
             else:
@@ -185,7 +257,7 @@ class StorjRemote:
         except uplink.BucketNotFoundError as exc:
             raise FatalError(f"{self.name}: bucket {self.bucket!r} does not exist") from exc
         except uplink.UplinkError as exc:
-            _map_error(exc, "", self.name)
+            _map_error(exc, "", self.name, satellite=satellite)
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -275,17 +347,21 @@ class StorjRemote:
     ) -> Entry:
         if not path or path.endswith("/"):
             raise UnsafePath(path, "not a file key")
+        # The satellite checks create_only itself when the library can ask it to.
+        atomic_create = create_only and if_match is None and self.project.conditional_create
         if size > EARLY_CHECK_BYTES:  # not to send a large file in vain; the last check is what counts
             self._check_precondition(path, if_match=if_match, create_only=create_only)
         try:
-            with self.project.open_upload(self.bucket, self._key(path)) as upload:
+            with self.project.open_upload(self.bucket, self._key(path), if_absent=atomic_create) as upload:
                 digest = _send(upload, path, data, size)
                 if content_hash is not None and digest != content_hash.lower():
                     raise ChangedWhileReading(path, "content does not match its hash")
                 upload.set_custom_metadata({MTIME_KEY: format_mtime(mtime_ns), SHA256_KEY: digest})
                 # Last check right before the object becomes visible (see module doc).
-                self._check_precondition(path, if_match=if_match, create_only=create_only)
+                self._check_precondition(path, if_match=if_match, create_only=create_only and not atomic_create)
                 info = upload.commit()
+        except uplink.FailedPreconditionError as exc:
+            raise PreconditionFailed(path, "already exists") from exc
         except uplink.UplinkError as exc:
             _map_error(exc, path, self.name)
         return self._entry(path, info)

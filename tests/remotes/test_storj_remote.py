@@ -5,13 +5,14 @@ from __future__ import annotations
 import hashlib
 import io
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import NoReturn
 
 import msgspec
 import pytest
 
-from syncd.errors import FatalError
+from syncd.errors import FatalError, PreconditionFailed
 from syncd.remotes import _uplink as uplink
 from syncd.remotes.settings import OpenContext
 from syncd.remotes.storj import (
@@ -156,3 +157,154 @@ def test_prefix_not_ending_in_slash(storj_network: StorjNetwork, bucket: str) ->
         assert set(listing(remote, "nothing")) == set()
     finally:
         remote.close()
+
+
+# --------------------------------------------------------------------------- conditional create
+
+
+class _CompetingSource(io.RawIOBase):
+    """Upload data whose reading lets another client create the same key first."""
+
+    def __init__(self, data: bytes, compete: Callable[[], object]) -> None:
+        super().__init__()
+        self._data = io.BytesIO(data)
+        self._compete: Callable[[], object] | None = compete
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
+        if self._compete is not None:
+            compete, self._compete = self._compete, None
+            compete()
+        return self._data.readinto(buffer)
+
+
+def test_create_only_is_enforced_by_the_satellite(
+    storj_network: StorjNetwork,  # noqa: F811
+    bucket: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Our libuplink asks the satellite for If-None-Match: the key taken mid-upload is
+    refused at commit, with no stat (which would leave a window open) on the way."""
+    remote = StorjRemote(storj_network.access_grant, bucket)
+    other = StorjRemote(storj_network.access_grant, bucket)
+    try:
+        if not remote.project.conditional_create and uplink.library_path() != uplink._BUILT_LIBRARY:
+            # uplink-c as Storj builds it (test_uplink_c_abi.py) has no such call: there the
+            # remote emulates create_only with a stat, which the contract suite covers.
+            pytest.skip(f"{uplink.library_path()} is not our libuplink build: no syncd_upload_object_if_absent")
+        assert remote.project.conditional_create
+        data = b"mine" * 10_000
+
+        def no_stat(path: str) -> NoReturn:
+            raise AssertionError(f"stat({path!r}): create_only must not be emulated here")
+
+        monkeypatch.setattr(remote, "stat", no_stat)
+        with pytest.raises(PreconditionFailed):
+            remote.write(
+                "race.txt",
+                io.BufferedReader(_CompetingSource(data, lambda: put(other, "race.txt", b"theirs"))),
+                size=len(data),
+                mtime_ns=MTIME,
+                create_only=True,
+            )
+        assert read(other, "race.txt") == b"theirs"
+        # and a free key is created as usual, still without a stat
+        remote.write("free.txt", io.BytesIO(data), size=len(data), mtime_ns=MTIME, create_only=True)
+        assert read(other, "free.txt") == data
+    finally:
+        remote.close()
+        other.close()
+
+
+# --------------------------------------------------------------------------- credentials
+
+
+def test_read_only_grant_lists_and_reads_but_refuses_writes(
+    storj_network: StorjNetwork,  # noqa: F811
+    bucket: str,
+) -> None:
+    owner = StorjRemote(storj_network.access_grant, bucket)
+    put(owner, "there.txt", b"readable")
+    reader = StorjRemote(storj_network.read_only_grant, bucket, label="alice/default bucket")
+    try:
+        assert set(listing(reader)) == {"there.txt"}
+        assert read(reader, "there.txt") == b"readable"
+        with pytest.raises(FatalError, match=r"alice/default bucket: permission denied for 'new.txt'.*read-only"):
+            put(reader, "new.txt", b"x")
+        with pytest.raises(FatalError, match="permission denied"):
+            reader.delete("there.txt")
+        assert set(listing(owner)) == {"there.txt"}
+    finally:
+        reader.close()
+        owner.close()
+
+
+def test_grant_of_another_project_does_not_see_the_bucket(
+    storj_network: StorjNetwork,  # noqa: F811
+    bucket: str,
+) -> None:
+    with pytest.raises(FatalError, match=f"bucket '{bucket}' does not exist"):
+        StorjRemote(storj_network.other_project_grant, bucket)
+
+
+def test_grant_for_another_satellite_is_fatal_not_retried(
+    storj_network: StorjNetwork,  # noqa: F811
+    bucket: str,
+) -> None:
+    with pytest.raises(FatalError, match="not the satellite the access grant was made for"):
+        StorjRemote(storj_network.foreign_satellite_grant, bucket, dial_timeout=10)
+
+
+def _api_key_settings(network: StorjNetwork, root: Path, bucket: str, prefix: str = "") -> Settings:
+    (root / "api-key").write_text(network.api_key + "\n")
+    (root / "passphrase").write_text("correct horse battery staple\n")
+    return Settings(
+        type="storj",
+        bucket=bucket,
+        satellite_address=network.satellite_addr,
+        api_key_file=root / "api-key",
+        passphrase_file=root / "passphrase",
+        prefix=prefix,
+    )
+
+
+def test_api_key_satellite_and_passphrase(storj_network: StorjNetwork, bucket: str, tmp_path: Path) -> None:  # noqa: F811
+    settings = _api_key_settings(storj_network, tmp_path, bucket, prefix="k/")
+    remote = open_remote(settings, OpenContext(label="alice/default bucket", state_dir=tmp_path))
+    try:
+        put(remote, "by-key.txt", b"derived grant")
+        assert read(remote, "by-key.txt") == b"derived grant"
+    finally:
+        remote.close()
+    # The same key and passphrase derive the same encryption: a second opening reads it.
+    again = open_remote(settings, OpenContext(label="alice/default bucket", state_dir=tmp_path))
+    try:
+        assert set(listing(again)) == {"by-key.txt"}
+    finally:
+        again.close()
+
+
+def test_refused_api_key_is_fatal(storj_network: StorjNetwork, bucket: str, tmp_path: Path) -> None:  # noqa: F811
+    settings = _api_key_settings(storj_network, tmp_path, bucket)
+    # well-formed, but made for no project of this satellite
+    unknown = "13YqeGFpvtzbUp1QAfpvy2E5ZqLUFFNhEkv7153UDGDVnSmTuYYa7tKUnENGgvFXCCSFP7zNhKw6fsuQmWG5JGdQJbXVaVYFhoM2LcA"
+    (tmp_path / "api-key").write_text(unknown + "\n")
+    with pytest.raises(FatalError, match="alice/default bucket: the satellite refused the API key"):
+        open_remote(settings, OpenContext(label="alice/default bucket", state_dir=tmp_path))
+
+
+def test_credential_settings_validation() -> None:
+    base = {"type": "storj", "bucket": "abc"}
+    sat = "12EayRS2V1kEsWESU9QMRseFhdxYxKicsiFmxrsLZHeLUtdps3S@us1.storj.io:7777"
+    whole = {"satellite_address": sat, "api_key_env": "K", "passphrase_env": "P"}
+    assert msgspec.convert({**base, **whole}, Settings).satellite_address == sat
+    bad_ones: list[tuple[dict[str, object], str]] = [
+        ({"satellite_address": sat, "api_key_env": "K"}, "missing passphrase_file or passphrase_env"),
+        ({**whole, "access_grant_env": "G"}, "not both"),
+        ({**whole, "satellite_address": "us1.storj.io:7777"}, "node id"),
+    ]
+    for bad, message in bad_ones:
+        with pytest.raises((msgspec.ValidationError, ValueError), match=message):
+            msgspec.convert({**base, **bad}, Settings)
