@@ -35,6 +35,9 @@ ProgressFn = Callable[[str, dict[str, object]], None]
 PURGE_EVERY_S = 24 * 3600
 BATCH_ACTIONS = 200
 BATCH_SECONDS = 1.0
+# Transient failures in a row after which a run stops (Outcome.RETRY) instead of trying,
+# and recording a backoff for, every remaining item against a server that is gone.
+TRANSIENT_STREAK = 3
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,8 +229,12 @@ def _apply(
     batch = _Batch(store, run_id, checkpoint)
 
     touched: dict[Side, set[str]] = {Side.A: set(), Side.B: set()}
+    streak = 0  # transient failures in a row, with no success between them
+    transient_failures: list[str] = []
 
     def on_done(done: Done) -> None:
+        nonlocal streak
+        streak = 0
         batch.add(done)
         for side, path in changed_paths(done.action):
             touched[side].add(path)
@@ -236,6 +243,17 @@ def _apply(
         notify("done", {"action": done.action.describe(), "bytes": done.bytes_moved, "total": total})
 
     def on_error(action: Action, exc: Exception) -> None:
+        nonlocal streak
+        transient = isinstance(exc, TransientError)
+        streak = streak + 1 if transient else 0
+        if streak >= TRANSIENT_STREAK:
+            # The server went away: the other items would fail the same way, and a backoff
+            # kept for each would delay them once it is back. Stop; the run is retried.
+            for path in transient_failures:
+                store.clear_item_error(path)
+            raise TransientError(f"stopped after {streak} failures in a row: {exc}")
+        if transient:
+            transient_failures.append(action.path)
         info = store.record_item_error(action.path, str(exc), time.time())
         report.errors.append((action.path, str(exc)))
         notify("error", {"path": action.path, "error": str(exc), "attempts": info.attempts})

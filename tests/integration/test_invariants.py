@@ -152,6 +152,35 @@ def test_inv07_transport_errors_are_never_deletions(env: PairEnv, monkeypatch: p
     assert env.sync().done == {}
 
 
+def test_inv07_a_server_gone_mid_run_stops_the_run_and_delays_nothing(
+    env: PairEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Uploads start failing with transport errors part-way (the server died): the run stops
+    with RETRY after a few failures in a row instead of failing, and recording a backoff
+    for, every remaining item; once the server is back the daemon's next run does it all."""
+    for i in range(40):
+        env.write_a(f"f{i:02d}.txt", bytes([i]) * 100)
+    original = dirbucket.DirBucket.write
+    calls = {"n": 0}
+
+    def dying_write(self: dirbucket.DirBucket, path: str, data: BinaryIO, **kw: Any) -> Any:
+        calls["n"] += 1
+        if calls["n"] > 5:
+            raise TransientError("bucket: connection refused")
+        return original(self, path, data, **kw)
+
+    monkeypatch.setattr(dirbucket.DirBucket, "write", dying_write)
+    report = env.sync()
+    assert report.outcome is Outcome.RETRY, report.message
+    assert "in a row" in report.message
+    assert calls["n"] < 40  # it did not try every remaining item
+    assert len(env.tree_b()) == 5 and len(env.tree_a()) == 40
+    monkeypatch.undo()
+    later = env.sync(respect_backoff=True)  # the daemon's way: items in backoff wait
+    assert later.outcome is Outcome.OK and later.deferred == 0, later
+    assert env.tree_b() == env.tree_a()
+
+
 # 8 ---------------------------------------------------------------------------------------------
 
 def test_inv08_mass_delete_guard_stops_before_any_change(env: PairEnv) -> None:
