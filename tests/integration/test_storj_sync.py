@@ -31,6 +31,7 @@ from tests.s3.fixture import free_port
 from tests.s3.fixture import start as start_rclone_s3
 from tests.s3.fixture import stop as stop_rclone_s3
 from tests.storj_network.fixture import StorjNetwork, require_libuplink, storj_network  # noqa: F401
+from tests.storj_network.relay import TcpRelay
 
 REPO = Path(__file__).resolve().parents[2]
 MiB = 1 << 20
@@ -348,6 +349,103 @@ def test_missing_bucket_is_exit_4(storj_network: StorjNetwork, tmp_path: Path) -
     assert run.code == 4
     assert "does not exist" in _one_line(run.stderr)
     assert pair.tree_a() == {"keep.txt": b"precious"}
+
+
+def test_read_only_grant_is_exit_4_and_nothing_lost(storj_network: StorjNetwork, storj_pair: Pair) -> None:  # noqa: F811
+    storj_pair.write_b("from-bucket.txt", b"in the bucket")
+    storj_pair.write_a("from-files.txt", b"only here")
+    (storj_pair.root / "grant").write_text(storj_network.read_only_grant)
+    run = storj_pair.sync()
+    assert run.code == 4, (run.code, run.stderr)
+    assert "permission denied" in _one_line(run.stderr)
+    assert storj_pair.tree_a()["from-files.txt"] == b"only here"  # downloads may have happened; no loss
+    assert storj_pair.tree_b() == {"from-bucket.txt": b"in the bucket"}
+    # a writable grant again: the next run completes
+    (storj_pair.root / "grant").write_text(storj_network.access_grant)
+    fixed = storj_pair.sync()
+    assert fixed.code == 0, fixed.stderr
+    both = {"from-bucket.txt": b"in the bucket", "from-files.txt": b"only here"}
+    assert storj_pair.tree_a() == storj_pair.tree_b() == both
+
+
+def test_grant_for_another_satellite_is_exit_4(storj_network: StorjNetwork, storj_pair: Pair) -> None:  # noqa: F811
+    storj_pair.write_a("keep.txt", b"precious")
+    (storj_pair.root / "grant").write_text(storj_network.foreign_satellite_grant)
+    run = storj_pair.sync()
+    assert run.code == 4, (run.code, run.stderr)
+    assert "not the satellite the access grant was made for" in _one_line(run.stderr)
+    assert storj_pair.tree_a() == {"keep.txt": b"precious"}
+
+
+def test_switching_to_another_projects_grant_wipes_nothing(storj_network: StorjNetwork, storj_pair: Pair) -> None:  # noqa: F811
+    """After a sync, the grant is swapped for one of another project (where the bucket,
+    created on demand, is empty): the bucket side looks empty, and nothing is deleted."""
+    files = {f"d/{i}.txt": f"file {i}".encode() for i in range(5)}
+    for path, data in files.items():
+        storj_pair.write_a(path, data)
+    assert storj_pair.sync().code == 0
+    assert storj_pair.tree_b() == files
+
+    (storj_pair.root / "grant").write_text(storj_network.other_project_grant)
+    missing = storj_pair.sync()
+    assert missing.code == 4 and "does not exist" in _one_line(missing.stderr)
+    storj_pair.config.write_text(storj_pair.config.read_text().replace("prefix =", "create_bucket = true, prefix ="))
+    empty = storj_pair.sync()
+    assert empty.code == 3, (empty.code, empty.stderr, empty.report)
+    assert "lists no files" in _one_line(empty.stderr)
+    assert storj_pair.tree_a() == files
+
+    (storj_pair.root / "grant").write_text(storj_network.access_grant)
+    back = storj_pair.sync()
+    assert back.code == 0 and back.report["done"] == {}, back.report
+    assert storj_pair.tree_a() == storj_pair.tree_b() == files
+
+
+def test_satellite_unreachable_mid_sync_then_recovers(storj_network: StorjNetwork, tmp_path: Path) -> None:  # noqa: F811
+    """syncd reaches the satellite through a relay that is cut during the uploads (what a
+    client sees when the satellite dies): exit 1 or 6, nothing lost, the next run completes."""
+    net = storj_network
+    node_id, _, host_port = net.satellite_addr.partition("@")
+    host, _, port = host_port.rpartition(":")
+    bucket = fresh_bucket(net)
+    passphrase = "mid-sync " + secrets.token_hex(4)
+    (tmp_path / "api-key").write_text(net.api_key)
+    (tmp_path / "passphrase").write_text(passphrase)
+    with uplink.Access.request(net.satellite_addr, net.api_key, passphrase) as access:
+        checker = StorjRemote(access.serialize(), bucket, prefix="alice/")  # straight to the satellite
+    with TcpRelay((host, int(port))) as relay:
+        spec = (
+            f'{{ type = "storj", satellite_address = "{node_id}@127.0.0.1:{relay.port}", api_key_file = "api-key", '
+            f'passphrase_file = "passphrase", bucket = "{bucket}", prefix = "alice/", dial_timeout = 5 }}'
+        )
+        pair = Pair(tmp_path, spec, checker)
+        files = {f"f/{i:03d}.bin": os.urandom(32 * 1024) for i in range(150)}
+        for path, content in files.items():
+            pair.write_a(path, content)
+
+        def cut_soon() -> None:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and sum(1 for _ in checker.list()) < 10:
+                time.sleep(0.1)
+            relay.cut()
+
+        cutter = threading.Thread(target=cut_soon)
+        cutter.start()
+        broken = pair.sync()
+        cutter.join(timeout=130)
+        assert broken.code in (1, 6), (broken.code, broken.stderr, broken.report)
+        assert relay.connections > 0
+        assert pair.tree_a() == files  # nothing lost locally
+        uploaded = pair.tree_b()
+        assert 10 <= len(uploaded) < len(files)
+        assert all(files[path] == data for path, data in uploaded.items())  # no torn object
+
+        relay.resume()  # the satellite is back
+        fixed = pair.sync()
+        assert fixed.code == 0, (fixed.stderr, fixed.report)
+        assert pair.tree_b() == files
+        assert pair.sync().report["done"] == {}
+    checker.close()
 
 
 def test_s3_wrong_secret_is_exit_4_without_the_secret(storj_network: StorjNetwork, tmp_path: Path) -> None:  # noqa: F811
