@@ -39,6 +39,7 @@ RUN_TIMEOUT = 1800.0
 class Sample:
     seconds: float
     max_rss_mb: float
+    cpu_seconds: float  # the child's user + system time
 
 
 def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Sample:
@@ -61,7 +62,7 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | 
         if code != 0:
             log.seek(0)
             raise SystemExit(f"{' '.join(cmd[:4])} ... exited {code}:\n{log.read().decode(errors='replace')[-2000:]}")
-    return Sample(elapsed, usage.ru_maxrss / 1024)
+    return Sample(elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime)
 
 
 def make_tree(root: Path, files: int, big_mib: int, seed: int = 11) -> int:
@@ -175,11 +176,14 @@ TOOLS: dict[str, Callable[[Network, Path, Path, int], dict[str, Sample]]] = {
 
 def print_table(table: dict[str, dict[str, Sample]]) -> None:
     ref = table["syncd (storj)"]
-    print(f"{'tool':<15} {'run':<10} {'seconds':>9} {'peak RSS MB':>12} {'time / syncd':>13} {'RSS / syncd':>12}")
+    print(
+        f"{'tool':<15} {'run':<10} {'seconds':>9} {'CPU s':>7} {'peak RSS MB':>12} {'time / syncd':>13} "
+        f"{'RSS / syncd':>12}"
+    )
     for tool, runs in table.items():
         for run, sample in runs.items():
             print(
-                f"{tool:<15} {run:<10} {sample.seconds:>9.2f} {sample.max_rss_mb:>12.0f} "
+                f"{tool:<15} {run:<10} {sample.seconds:>9.2f} {sample.cpu_seconds:>7.2f} {sample.max_rss_mb:>12.0f} "
                 f"{sample.seconds / ref[run].seconds:>13.2f} {sample.max_rss_mb / ref[run].max_rss_mb:>12.2f}"
             )
 
