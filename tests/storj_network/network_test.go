@@ -32,6 +32,7 @@ import (
 	"storj.io/common/testcontext"
 	"storj.io/storj/private/testplanet"
 	"storj.io/storj/satellite"
+	"storj.io/storj/storagenode"
 	"storj.io/uplink"
 )
 
@@ -77,6 +78,13 @@ func TestNetwork(t *testing.T) {
 
 	reconfigure := testplanet.DisablePeerCAWhitelist
 	reconfigure.Satellite = testplanet.Combine(reconfigure.Satellite, raiseLimits)
+	peerCA := reconfigure.StorageNode
+	reconfigure.StorageNode = func(index int, config *storagenode.Config) {
+		peerCA(index, config)
+		// testplanet's 1 GB per node fills up in a few benchmark runs; the
+		// nodes' real use is the data written, in the session's TMPDIR.
+		config.Storage.AllocatedDiskSpace = 10 * memory.GB
+	}
 
 	config := testplanet.Config{
 		SatelliteCount:   1,
