@@ -4,10 +4,12 @@ package main
 import "C"
 
 import (
+	"runtime/debug"
 	"time"
 	"unsafe"
 
 	"storj.io/uplink"
+	"storj.io/uplink/private/testuplink"
 )
 
 type project struct {
@@ -28,6 +30,20 @@ func lookupProject(c *C.UplinkProject) (*project, error) {
 
 //export uplink_config_open_project
 func uplink_config_open_project(config C.UplinkConfig, c *C.UplinkAccess) C.UplinkProjectResult {
+	return openProject(config, c, 0)
+}
+
+// syncd_config_open_project is a syncd extension (not in uplink-c): an
+// uplink_config_open_project whose uploads keep at most segmentsInFlight
+// segments (up to 64 MiB each) in memory at once; 0 keeps uplink's default
+// (10), which buffers several segments of a large file while they upload.
+//
+//export syncd_config_open_project
+func syncd_config_open_project(config C.UplinkConfig, c *C.UplinkAccess, segmentsInFlight C.int32_t) C.UplinkProjectResult {
+	return openProject(config, c, int(segmentsInFlight))
+}
+
+func openProject(config C.UplinkConfig, c *C.UplinkAccess, segmentsInFlight int) C.UplinkProjectResult {
 	access, err := lookupAccess(c)
 	if err != nil {
 		return C.UplinkProjectResult{error: mallocError(err)}
@@ -39,7 +55,14 @@ func uplink_config_open_project(config C.UplinkConfig, c *C.UplinkAccess) C.Upli
 		cfg.UserAgent = C.GoString(config.user_agent)
 	}
 	s := rootScope()
-	p, err := cfg.OpenProject(s.ctx, access)
+	ctx := s.ctx
+	if segmentsInFlight > 0 {
+		// uplink reads its segment scheduler from the context it opens the project with.
+		tuned := testuplink.DefaultConcurrentSegmentUploadsConfig()
+		tuned.SchedulerOptions.MaximumConcurrentHandles = segmentsInFlight
+		ctx = testuplink.WithConcurrentSegmentUploadsConfig(ctx, tuned)
+	}
+	p, err := cfg.OpenProject(ctx, access)
 	if err != nil {
 		s.cancel()
 		return C.UplinkProjectResult{error: mallocError(err)}
@@ -47,6 +70,15 @@ func uplink_config_open_project(config C.UplinkConfig, c *C.UplinkAccess) C.Upli
 	cp := (*C.UplinkProject)(calloc(1, C.sizeof_UplinkProject))
 	cp._handle = addHandle(&project{s, p})
 	return C.UplinkProjectResult{project: cp}
+}
+
+// syncd_set_gc_percent is a syncd extension (not in uplink-c): the Go
+// collector's target (as GOGC), for a process that wants a smaller heap
+// around the segment buffers; returns the previous setting.
+//
+//export syncd_set_gc_percent
+func syncd_set_gc_percent(percent C.int32_t) C.int32_t {
+	return C.int32_t(debug.SetGCPercent(int(percent)))
 }
 
 //export uplink_close_project

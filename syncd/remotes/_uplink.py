@@ -65,6 +65,8 @@ __all__ = [
 # 256 KiB: large enough to amortise the ctypes call, small enough to bound memory.
 DEFAULT_CHUNK_SIZE: Final = 256 * 1024
 
+# The Go collector's target in our library, unless $GOGC says otherwise (see load_library).
+GC_PERCENT: Final = 25
 _MAX_EMPTY_READS: Final = 1000
 _EOF: Final = -1  # stdio EOF: uplink-c's "end of download stream" code
 _ENV_LIBRARY: Final = "SYNCD_LIBUPLINK"
@@ -350,10 +352,14 @@ class _Api:
         self.upload_info = f("uplink_upload_info", _ObjectResult, _HandleP)
         self.free_write_result = f("uplink_free_write_result", None, _WriteResult)
         self.free_upload_result = f("uplink_free_upload_result", None, _UploadResult)
-        # syncd extension, absent from uplink-c builds: None there
+        # syncd extensions, absent from uplink-c builds: None there
         self.upload_object_if_absent = self._bind_optional(
             "syncd_upload_object_if_absent", _UploadResult, _HandleP, _s, _s, ctypes.POINTER(_UploadOptions)
         )
+        self.config_open_project_tuned = self._bind_optional(
+            "syncd_config_open_project", _ProjectResult, _Config, _HandleP, ctypes.c_int32
+        )
+        self.set_gc_percent = self._bind_optional("syncd_set_gc_percent", ctypes.c_int32, ctypes.c_int32)
         # download
         self.download_object = f(
             "uplink_download_object", _DownloadResult, _HandleP, _s, _s, ctypes.POINTER(_DownloadOptions)
@@ -440,6 +446,11 @@ def load_library() -> _Api:
             except OSError as exc:
                 raise UplinkLibraryError(f"cannot load libuplink from {path}: {exc}") from exc
             _Loaded.api = _Api(lib)
+            if _Loaded.api.set_gc_percent is not None and "GOGC" not in os.environ:
+                # Most of the Go heap is segment buffers that live until their segment is
+                # stored; collecting at +25% instead of +100% keeps the peak near them (the buffers
+                # are pointer-free, so the extra collections cost little).
+                _Loaded.api.set_gc_percent(GC_PERCENT)
         return _Loaded.api
 
 
@@ -590,13 +601,21 @@ class Access:
         finally:
             self._api.free_string_result(result)
 
-    def open_project(self, *, user_agent: str, dial_timeout: float | None = None) -> Project:
+    def open_project(
+        self, *, user_agent: str, dial_timeout: float | None = None, segments_in_flight: int = 0
+    ) -> Project:
+        """Open the project. ``segments_in_flight``: at most that many segments (up to 64 MiB
+        each) of one upload are held in memory at once; 0, or a library without our
+        extension, keeps uplink's default (up to 10)."""
         config = _Config(
             user_agent=_enc(user_agent),
             dial_timeout_milliseconds=int(dial_timeout * 1000) if dial_timeout else 0,
             temp_directory=None,
         )
-        result = self._api.config_open_project(config, self._live())
+        if segments_in_flight > 0 and self._api.config_open_project_tuned is not None:
+            result = self._api.config_open_project_tuned(config, self._live(), segments_in_flight)
+        else:
+            result = self._api.config_open_project(config, self._live())
         exc = _error_copy(result.error)
         if exc is not None:
             self._api.free_project_result(result)

@@ -237,21 +237,26 @@ def _big_file(path: Path, size: int) -> str:
 
 
 def test_storj_large_file_bounded_rss(storj_pair: Pair) -> None:
-    size = 100 * MiB
+    """A file of five 64 MiB segments goes up and down with the process under 150 MB
+    (the issue's bound for 1 GiB: memory does not grow with the file; bench/storj_sync.py
+    --big-mib 1024 measures 1 GiB). The index is made first: its one-time migration
+    imports SQLAlchemy and Alembic, which is not what this measures."""
+    assert storj_pair.sync().code == 0
+    size = 300 * MiB
     (storj_pair.files / "big").mkdir()
     digest = _big_file(storj_pair.files / "big" / "file.bin", size)
     up = storj_pair.sync()
     assert up.code == 0, up.stderr
     entry = storj_pair.remote.stat("big/file.bin")
     assert entry.size == size and entry.content_hash == digest
-    assert up.peak_rss_mb < 400, f"peak RSS {up.peak_rss_mb:.0f} MB"
-    # and down again, into a fresh tree
+    assert up.peak_rss_mb < 150, f"upload peak RSS {up.peak_rss_mb:.0f} MB"
+    # and down again, into a fresh tree (a fresh index too: hence the looser bound)
     shutil.rmtree(storj_pair.files)
     storj_pair.files.mkdir()
     shutil.rmtree(storj_pair.root / "state")
     down = storj_pair.sync()
     assert down.code == 0, down.stderr
-    assert down.peak_rss_mb < 400, f"peak RSS {down.peak_rss_mb:.0f} MB"
+    assert down.peak_rss_mb < 150, f"download peak RSS {down.peak_rss_mb:.0f} MB"
     with (storj_pair.files / "big" / "file.bin").open("rb") as stream:
         assert hashlib.file_digest(stream, "sha256").hexdigest() == digest
 
