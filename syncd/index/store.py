@@ -146,6 +146,7 @@ _UPGRADE_LOCK = threading.Lock()  # Alembic keeps its context in module globals:
 
 
 def _upgrade_url(url: str) -> None:
+    from alembic.util import CommandError
     from sqlalchemy import create_engine
     from sqlalchemy.exc import SQLAlchemyError
 
@@ -153,7 +154,7 @@ def _upgrade_url(url: str) -> None:
     try:
         with _UPGRADE_LOCK, engine.begin() as conn:
             upgrade(conn)
-    except SQLAlchemyError as exc:
+    except (SQLAlchemyError, CommandError) as exc:  # CommandError: e.g. an index from a newer syncd
         raise FatalError(f"index {url}: cannot create or upgrade the schema: {exc}") from exc
     finally:
         engine.dispose()

@@ -4,6 +4,7 @@ data, the migrations ship inside the wheel, and the same code runs on PostgreSQL
 from __future__ import annotations
 
 import os
+import sqlite3
 import subprocess
 import sys
 import uuid
@@ -16,6 +17,7 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import create_engine, text
 
+from syncd.errors import FatalError
 from syncd.index.schema import metadata
 from syncd.index.store import HEAD_REVISION, Store, migrations_dir, upgrade
 from syncd.models import Base
@@ -165,3 +167,12 @@ store.close()
     )
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("{}")
+
+
+def test_an_index_from_a_newer_syncd_is_a_clear_fatal_error(tmp_path: Path) -> None:
+    index = tmp_path / "index.db"
+    with sqlite3.connect(index) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        conn.execute("INSERT INTO alembic_version VALUES ('9999')")  # a revision this syncd lacks
+    with pytest.raises(FatalError, match=r"cannot create or upgrade the schema: .*9999"):
+        Store.open(index)
