@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -356,6 +356,29 @@ def test_missing_bucket_is_exit_4(storj_network: StorjNetwork, tmp_path: Path) -
     assert pair.tree_a() == {"keep.txt": b"precious"}
 
 
+def _random_files(pair: Pair, count: int, size: int) -> dict[str, bytes]:
+    files = {f"f/{i:03d}.bin": os.urandom(size) for i in range(count)}
+    for path, content in files.items():
+        pair.write_a(path, content)
+    return files
+
+
+def _sync_interrupted(pair: Pair, ready: Callable[[], bool], interrupt: Callable[[], object], wait_s: float) -> Run:
+    """A sync during which a thread waits (at most ``wait_s``) for ``ready``, then interrupts."""
+
+    def watch() -> None:
+        deadline = time.monotonic() + wait_s
+        while time.monotonic() < deadline and not ready():
+            time.sleep(0.05)
+        interrupt()
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    run = pair.sync()
+    watcher.join(timeout=wait_s + 10)
+    return run
+
+
 def test_read_only_grant_is_exit_4_and_nothing_lost(storj_network: StorjNetwork, storj_pair: Pair) -> None:  # noqa: F811
     storj_pair.write_b("from-bucket.txt", b"in the bucket")
     storj_pair.write_a("from-files.txt", b"only here")
@@ -424,20 +447,8 @@ def test_satellite_unreachable_mid_sync_then_recovers(storj_network: StorjNetwor
             f'passphrase_file = "passphrase", bucket = "{bucket}", prefix = "alice/", dial_timeout = 5 }}'
         )
         pair = Pair(tmp_path, spec, checker)
-        files = {f"f/{i:03d}.bin": os.urandom(32 * 1024) for i in range(150)}
-        for path, content in files.items():
-            pair.write_a(path, content)
-
-        def cut_soon() -> None:
-            deadline = time.monotonic() + 120
-            while time.monotonic() < deadline and sum(1 for _ in checker.list()) < 10:
-                time.sleep(0.1)
-            relay.cut()
-
-        cutter = threading.Thread(target=cut_soon)
-        cutter.start()
-        broken = pair.sync()
-        cutter.join(timeout=130)
+        files = _random_files(pair, 150, 32 * 1024)
+        broken = _sync_interrupted(pair, lambda: sum(1 for _ in checker.list()) >= 10, relay.cut, wait_s=120)
         assert broken.code in (1, 6), (broken.code, broken.stderr, broken.report)
         assert relay.connections > 0
         assert pair.tree_a() == files  # nothing lost locally
@@ -486,20 +497,9 @@ def test_s3_server_stopped_mid_sync_then_recovers(tmp_path: Path) -> None:
         root.mkdir()
         spec = s3_spec(server.endpoint, "mid", root, server.access_key, server.secret_key, ", retries = 1, timeout = 5")
         pair = Pair(root, spec, setup)
-        files = {f"f/{i:03d}.bin": os.urandom(256 * 1024) for i in range(120)}
-        for path, content in files.items():
-            pair.write_a(path, content)
-
-        def kill_soon() -> None:
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline and not any((data / "mid" / "alice" / "f").glob("*.bin")):
-                time.sleep(0.05)
-            stop_rclone_s3(proc)
-
-        killer = threading.Thread(target=kill_soon)
-        killer.start()
-        broken = pair.sync()
-        killer.join(timeout=70)
+        files = _random_files(pair, 120, 256 * 1024)
+        uploading = lambda: any((data / "mid" / "alice" / "f").glob("*.bin"))  # noqa: E731
+        broken = _sync_interrupted(pair, uploading, lambda: stop_rclone_s3(proc), wait_s=60)
         assert broken.code in (1, 6), (broken.code, broken.stderr, broken.report)
         assert pair.tree_a() == files  # nothing lost locally
 
