@@ -94,7 +94,6 @@ class Settings(RemoteSettings, frozen=True):
         if prefix and not prefix.endswith("/"):
             msgspec.structs.force_setattr(self, "prefix", prefix + "/")
 
-
     def _check_credentials(self) -> None:
         grant = self.access_grant_file is not None or self.access_grant_env is not None
         parts = {
