@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+import sys
 import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
@@ -145,7 +146,8 @@ def upgrade(conn: Any, revision: str = "head") -> None:
 _UPGRADE_LOCK = threading.Lock()  # Alembic keeps its context in module globals: one upgrade at a time
 
 
-def _upgrade_url(url: str) -> None:
+def upgrade_url(url: str) -> None:
+    """Create or upgrade the schema at ``url`` in this process. :raises FatalError:"""
     from alembic.util import CommandError
     from sqlalchemy import create_engine
     from sqlalchemy.exc import SQLAlchemyError
@@ -158,6 +160,35 @@ def _upgrade_url(url: str) -> None:
         raise FatalError(f"index {url}: cannot create or upgrade the schema: {exc}") from exc
     finally:
         engine.dispose()
+
+
+MIGRATE_TIMEOUT_S = 600.0
+
+
+def upgrade_sqlite(path: Path) -> None:
+    """Create or upgrade a SQLite index: in a child process unless this one has Alembic
+    loaded already (see :mod:`syncd.index.migrate`). :raises FatalError:"""
+    if "alembic" in sys.modules:
+        upgrade_url(f"sqlite:///{path}")
+        return
+    import subprocess
+
+    try:
+        done = subprocess.run(
+            [sys.executable, "-m", "syncd.index.migrate", str(path)],
+            check=False,
+            capture_output=True,
+            text=True,
+            timeout=MIGRATE_TIMEOUT_S,
+            stdin=subprocess.DEVNULL,
+        )
+    except subprocess.TimeoutExpired as exc:
+        raise FatalError(f"index {path}: schema upgrade took more than {MIGRATE_TIMEOUT_S:.0f} s") from exc
+    except OSError as exc:
+        raise FatalError(f"index {path}: cannot start the schema upgrade: {exc}") from exc
+    if done.returncode != 0:
+        lines = [line for line in done.stderr.splitlines() if line.strip()]
+        raise FatalError(lines[-1] if lines else f"index {path}: schema upgrade failed (exit {done.returncode})")
 
 
 def _sqlite_path(target: str | Path) -> Path | None:
@@ -185,11 +216,11 @@ class Store:
                 path.parent.mkdir(parents=True, exist_ok=True)
                 db: _Executor = _SqliteExecutor(path)
                 if _revision(db) != HEAD_REVISION:
-                    _upgrade_url(f"sqlite:///{path}")
+                    upgrade_sqlite(path)
             else:
                 db = _AlchemyExecutor(str(target))
                 if _revision(db) != HEAD_REVISION:
-                    _upgrade_url(str(target))
+                    upgrade_url(str(target))
         except (sqlite3.Error, OSError) as exc:
             raise FatalError(f"index {target}: cannot open: {exc}") from exc
         return cls(db)

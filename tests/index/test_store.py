@@ -176,3 +176,34 @@ def test_an_index_from_a_newer_syncd_is_a_clear_fatal_error(tmp_path: Path) -> N
         conn.execute("INSERT INTO alembic_version VALUES ('9999')")  # a revision this syncd lacks
     with pytest.raises(FatalError, match=r"cannot create or upgrade the schema: .*9999"):
         Store.open(index)
+
+
+def test_a_fresh_process_migrates_in_a_child_and_never_loads_alembic(tmp_path: Path) -> None:
+    """`syncd now` and the daemon do not carry Alembic/SQLAlchemy (~25 MB) after a migration."""
+    probe = (
+        "import sys; from syncd.index.store import Store; s = Store.open(sys.argv[1]); "
+        "s.save_folder_etags('files', {'a': 'e'}); s.close(); "
+        "print(sorted(m for m in ('alembic', 'sqlalchemy') if m in sys.modules))"
+    )
+    index = tmp_path / "state" / "index.db"
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(index)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"
+    with sqlite3.connect(index) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone()[0] == HEAD_REVISION
+
+
+def test_a_failed_child_migration_is_one_clear_line(tmp_path: Path) -> None:
+    index = tmp_path / "index.db"
+    with sqlite3.connect(index) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL)")
+        conn.execute("INSERT INTO alembic_version VALUES ('9999')")
+    probe = "import sys; from syncd.index.store import Store; Store.open(sys.argv[1])"
+    done = subprocess.run(
+        [sys.executable, "-c", probe, str(index)], capture_output=True, text=True, timeout=120, check=False
+    )
+    assert done.returncode != 0
+    last = done.stderr.strip().splitlines()[-1]
+    assert "FatalError" in last and "cannot create or upgrade the schema" in last and "9999" in last, last
