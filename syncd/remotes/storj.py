@@ -112,7 +112,8 @@ class Settings(RemoteSettings, frozen=True):
 
 
 def open_remote(settings: Settings, ctx: OpenContext) -> StorjRemote:
-    """Open and check a Storj remote. :raises FatalError: bad credentials or missing bucket."""
+    """Open a Storj remote (a missing bucket or a refused grant shows at the first listing,
+    which every run makes before any change). :raises FatalError: bad credentials."""
     if settings.satellite_address is not None:
         api_key = read_secret(file=settings.api_key_file, env=settings.api_key_env, what=f"{ctx.label} Storj API key")
         passphrase = read_secret(
@@ -239,6 +240,7 @@ class StorjRemote:
         self.capabilities = Capabilities(hashes=True, mtime_precision_ns=1, server_side_move=True)
         self._access: uplink.Access | None = None
         self._project: uplink.Project | None = None
+        self._satellite = ""
         try:
             self._connect(access_grant, create_bucket, dial_timeout, upload_segments)
         except BaseException:
@@ -252,19 +254,17 @@ class StorjRemote:
             raise FatalError(f"{self.name}: {exc}") from exc
         except uplink.UplinkError as exc:
             _map_error(exc, "", self.name)
-        satellite = self._access.satellite_address
+        self._satellite = self._access.satellite_address
         try:
+            # No satellite round trip here unless the bucket is to be created: the first
+            # listing (always before any change) reports a missing bucket or a bad grant.
             self._project = self._access.open_project(
                 user_agent=USER_AGENT, dial_timeout=dial_timeout, segments_in_flight=upload_segments
             )
             if create_bucket:
                 self._project.ensure_bucket(self.bucket)
-            else:
-                self._project.stat_bucket(self.bucket)
-        except uplink.BucketNotFoundError as exc:
-            raise FatalError(f"{self.name}: bucket {self.bucket!r} does not exist") from exc
         except uplink.UplinkError as exc:
-            _map_error(exc, "", self.name, satellite=satellite)
+            self._fail(exc, "")
 
     # -- plumbing --------------------------------------------------------------------------
 
@@ -277,11 +277,16 @@ class StorjRemote:
     def _key(self, path: str) -> str:
         return self.prefix + path
 
+    def _fail(self, exc: uplink.UplinkError, path: str) -> NoReturn:
+        if isinstance(exc, uplink.BucketNotFoundError):
+            raise FatalError(f"{self.name}: bucket {self.bucket!r} does not exist") from exc
+        _map_error(exc, path, self.name, satellite=self._satellite)
+
     def _call(self, path: str, fn: Callable[[], T]) -> T:
         try:
             return fn()
         except uplink.UplinkError as exc:
-            _map_error(exc, path, self.name)
+            self._fail(exc, path)
 
     def _entry(self, path: str, info: uplink.ObjectInfo) -> Entry:
         return Entry(
@@ -319,10 +324,8 @@ class StorjRemote:
                 if info.is_prefix or path.endswith("/") or path.startswith(TRASH_PREFIX):
                     continue
                 yield self._entry(path, info)
-        except uplink.BucketNotFoundError as exc:
-            raise FatalError(f"{self.name}: bucket {self.bucket!r} does not exist") from exc
         except uplink.UplinkError as exc:
-            _map_error(exc, prefix, self.name)
+            self._fail(exc, prefix)
         finally:
             iterator.close()
 
@@ -370,7 +373,7 @@ class StorjRemote:
         except uplink.FailedPreconditionError as exc:
             raise PreconditionFailed(path, "already exists") from exc
         except uplink.UplinkError as exc:
-            _map_error(exc, path, self.name)
+            self._fail(exc, path)
         return self._entry(path, info)
 
     def _check_precondition(self, path: str, *, if_match: str | None, create_only: bool) -> Entry | None:
@@ -414,7 +417,7 @@ class StorjRemote:
                 if when is not None and when < older_than:
                     stale.append(path)
         except uplink.UplinkError as exc:
-            _map_error(exc, TRASH_PREFIX, self.name)
+            self._fail(exc, TRASH_PREFIX)
         finally:
             iterator.close()
         for path in stale:
