@@ -104,18 +104,23 @@ def test_trash_lives_under_the_prefix(storj_network: StorjNetwork, bucket: str) 
         remote.close()
 
 
+def _listing_fails(remote: StorjRemote, match: str) -> None:
+    """``remote``'s listing raises FatalError matching ``match``; the remote is closed."""
+    try:
+        with pytest.raises(FatalError, match=match):
+            listing(remote)
+    finally:
+        remote.close()
+
+
 def test_missing_bucket_is_fatal(storj_network: StorjNetwork) -> None:  # noqa: F811
     """Reported by the first listing (opening costs no satellite round trip) and by an
     upload, never as an empty bucket."""
     require_libuplink()
     remote = StorjRemote(storj_network.access_grant, "missing-" + secrets.token_hex(4))
-    try:
-        with pytest.raises(FatalError, match="does not exist"):
-            listing(remote)
-        with pytest.raises(FatalError, match="does not exist"):
-            put(remote, "a.txt", b"x")
-    finally:
-        remote.close()
+    with pytest.raises(FatalError, match="does not exist"):
+        put(remote, "a.txt", b"x")
+    _listing_fails(remote, "does not exist")
 
 
 def test_create_bucket_option(storj_network: StorjNetwork, tmp_path: Path) -> None:  # noqa: F811
@@ -253,12 +258,7 @@ def test_grant_of_another_project_does_not_see_the_bucket(
     storj_network: StorjNetwork,  # noqa: F811
     bucket: str,
 ) -> None:
-    remote = StorjRemote(storj_network.other_project_grant, bucket)
-    try:
-        with pytest.raises(FatalError, match=f"bucket '{bucket}' does not exist"):
-            listing(remote)
-    finally:
-        remote.close()
+    _listing_fails(StorjRemote(storj_network.other_project_grant, bucket), f"bucket '{bucket}' does not exist")
 
 
 def test_grant_for_another_satellite_is_fatal_not_retried(
@@ -266,11 +266,7 @@ def test_grant_for_another_satellite_is_fatal_not_retried(
     bucket: str,
 ) -> None:
     remote = StorjRemote(storj_network.foreign_satellite_grant, bucket, dial_timeout=10)
-    try:
-        with pytest.raises(FatalError, match=r"server at 127\.0\.0\.1:\d+ is not the satellite the access grant"):
-            listing(remote)
-    finally:
-        remote.close()
+    _listing_fails(remote, r"server at 127\.0\.0\.1:\d+ is not the satellite the access grant")
 
 
 def _api_key_settings(network: StorjNetwork, root: Path, bucket: str, prefix: str = "") -> Settings:

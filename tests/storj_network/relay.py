@@ -43,7 +43,7 @@ class TcpRelay:
         self._spawn(self._accept_loop, listener)
 
     def cut(self) -> None:
-        """Refuse new connections and reset the open ones."""
+        """Refuse new connections and close the open ones."""
         with self._lock:
             listener, self._listener = self._listener, None
             open_sockets, self._sockets = self._sockets, set()
