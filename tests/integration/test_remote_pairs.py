@@ -109,12 +109,7 @@ def test_webdav_storj_two_way_then_nothing_then_rename_is_a_move(webdav_storj: W
     second = pair.run()
     assert second.code == 0 and second.report["done"] == {}, second.report
 
-    pair.http.request(
-        "MOVE",
-        pair.server.files_url(USER) + "a/old.txt",
-        headers={"Destination": pair.server.files_url(USER) + "a/new.txt"},
-        timeout=10,
-    ).raise_for_status()
+    pair.server.move_as_client(pair.http, USER, "a/old.txt", "a/new.txt")
     third = pair.run()
     assert third.code == 0, (third.stderr, third.report)
     assert third.report["done"] == {"move": 1} and third.report["bytes"] == 0, third.report

@@ -107,12 +107,7 @@ def test_two_way_copy_then_nothing_to_do(pair: Pair) -> None:
 def test_rename_on_nextcloud_is_a_rename_in_the_bucket(pair: Pair) -> None:
     pair.nc_put("a/old.txt", b"same bytes")
     pair.sync()
-    pair.http.request(
-        "MOVE",
-        pair.server.files_url(USER) + "a/old.txt",
-        headers={"Destination": pair.server.files_url(USER) + "a/new.txt"},
-        timeout=10,
-    ).raise_for_status()
+    pair.server.move_as_client(pair.http, USER, "a/old.txt", "a/new.txt")
     assert pair.sync()["outcome"] == "ok"
     assert pair.bucket_files() == {"a/new.txt": b"same bytes"}
 

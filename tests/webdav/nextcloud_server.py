@@ -25,8 +25,11 @@ from collections import Counter
 from dataclasses import dataclass, field
 from email.utils import formatdate
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, unquote, urlsplit
+
+if TYPE_CHECKING:
+    import requests
 
 DAV = "DAV:"
 OC = "http://owncloud.org/ns"
@@ -133,6 +136,12 @@ class NextcloudServer:
 
     def files_url(self, user: str) -> str:
         return f"{self.base_url}{FILES}{user}/"
+
+    def move_as_client(self, http: requests.Session, user: str, src: str, dst: str) -> None:
+        """A rename made by another client (the web UI, the desktop app): a WebDAV MOVE."""
+        http.request(
+            "MOVE", self.files_url(user) + src, headers={"Destination": self.files_url(user) + dst}, timeout=10
+        ).raise_for_status()
 
     def stop(self) -> None:
         if self._httpd is not None:
