@@ -146,13 +146,21 @@ def upgrade(conn: Any, revision: str = "head") -> None:
 _UPGRADE_LOCK = threading.Lock()  # Alembic keeps its context in module globals: one upgrade at a time
 
 
+MIGRATE_LOCK_WAIT_S = 60.0  # how long a second migrator waits for the first one's write lock
+
+
 def upgrade_url(url: str) -> None:
-    """Create or upgrade the schema at ``url`` in this process. :raises FatalError:"""
+    """Create or upgrade the schema at ``url`` in this process, all revisions in one
+    transaction: a migration killed halfway leaves the schema as it was. :raises FatalError:"""
     from alembic.util import CommandError
     from sqlalchemy import create_engine
     from sqlalchemy.exc import SQLAlchemyError
 
-    engine = create_engine(url)
+    if url.startswith("sqlite:"):
+        engine = create_engine(url, connect_args={"timeout": MIGRATE_LOCK_WAIT_S})
+        _transactional_sqlite_ddl(engine)
+    else:
+        engine = create_engine(url)
     try:
         with _UPGRADE_LOCK, engine.begin() as conn:
             upgrade(conn)
@@ -160,6 +168,27 @@ def upgrade_url(url: str) -> None:
         raise FatalError(f"index {url}: cannot create or upgrade the schema: {exc}") from exc
     finally:
         engine.dispose()
+
+
+def _transactional_sqlite_ddl(engine: Any) -> None:
+    """Make ``engine.begin()`` a real ``BEGIN IMMEDIATE`` on SQLite.
+
+    The stdlib driver opens a transaction before DML only, so by default every CREATE TABLE of
+    a migration commits on its own: a process killed between two of them leaves tables without
+    their ``alembic_version`` row, and every later upgrade fails on "table already exists".
+    IMMEDIATE also takes the write lock before Alembic reads the current revision, so two
+    processes upgrading one file (e.g. an orphaned migrator and the next run's) take turns and
+    the second finds the schema at head.
+    """
+    from sqlalchemy import event
+
+    @event.listens_for(engine, "connect")
+    def _no_driver_transactions(dbapi_connection: Any, _record: Any) -> None:
+        dbapi_connection.isolation_level = None  # we say when a transaction starts
+
+    @event.listens_for(engine, "begin")
+    def _begin_immediate(conn: Any) -> None:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 MIGRATE_TIMEOUT_S = 600.0

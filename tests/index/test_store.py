@@ -207,3 +207,56 @@ def test_a_failed_child_migration_is_one_clear_line(tmp_path: Path) -> None:
     assert done.returncode != 0
     last = done.stderr.strip().splitlines()[-1]
     assert "FatalError" in last and "cannot create or upgrade the schema" in last and "9999" in last, last
+
+
+# A migrator that dies with SIGKILL right after its first CREATE TABLE has run.
+DIE_AFTER_FIRST_CREATE = """
+import os, signal, sys
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from syncd.index.store import upgrade_url
+
+@event.listens_for(Engine, "after_cursor_execute")
+def die(conn, cursor, statement, parameters, context, executemany):
+    if statement.lstrip().upper().startswith("CREATE TABLE"):
+        os.kill(os.getpid(), signal.SIGKILL)
+
+upgrade_url("sqlite:///" + sys.argv[1])
+"""
+
+
+def test_a_migration_killed_halfway_leaves_no_half_schema(tmp_path: Path) -> None:
+    """Invariant 1 for the index itself: a kill between two CREATE TABLEs of a first
+    migration (the kill -9 loop hit it) must not leave tables without their revision row,
+    which made every later open fail on 'table entries already exists'."""
+    index = tmp_path / "index.db"
+    done = subprocess.run(
+        [sys.executable, "-c", DIE_AFTER_FIRST_CREATE, str(index)],
+        capture_output=True, text=True, timeout=120, check=False,
+    )
+    assert done.returncode == -9, done.stderr
+    with sqlite3.connect(index) as conn:
+        tables = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert tables == set(), f"a killed migration left {sorted(tables)} behind"
+    store = Store.open(index)
+    store.commit_actions(store.start_run(), put=[sample("a.txt")])
+    assert set(store.load_bases()) == {"a.txt"}
+    store.close()
+
+
+def test_two_processes_migrating_one_index_take_turns(tmp_path: Path) -> None:
+    """An orphaned migrator (its syncd was killed) and the next run's migrate the same
+    file at once: both end at head, neither fails."""
+    index = tmp_path / "index.db"
+    sqlite3.connect(index).close()
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-m", "syncd.index.migrate", str(index)],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for _ in range(4)
+    ]
+    results = [(c.wait(timeout=120), c.communicate()[1]) for c in children]
+    assert [rc for rc, _ in results] == [0, 0, 0, 0], results
+    with sqlite3.connect(index) as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD_REVISION,)]
