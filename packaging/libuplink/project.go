@@ -4,7 +4,6 @@ package main
 import "C"
 
 import (
-	"runtime/debug"
 	"time"
 	"unsafe"
 
@@ -15,6 +14,8 @@ import (
 type project struct {
 	scope
 	*uplink.Project
+	// segmentsInFlight bounds what one upload buffers (0: uplink's default, unbounded here).
+	segmentsInFlight int
 }
 
 func lookupProject(c *C.UplinkProject) (*project, error) {
@@ -68,17 +69,8 @@ func openProject(config C.UplinkConfig, c *C.UplinkAccess, segmentsInFlight int)
 		return C.UplinkProjectResult{error: mallocError(err)}
 	}
 	cp := (*C.UplinkProject)(calloc(1, C.sizeof_UplinkProject))
-	cp._handle = addHandle(&project{s, p})
+	cp._handle = addHandle(&project{s, p, segmentsInFlight})
 	return C.UplinkProjectResult{project: cp}
-}
-
-// syncd_set_gc_percent is a syncd extension (not in uplink-c): the Go
-// collector's target (as GOGC), for a process that wants a smaller heap
-// around the segment buffers; returns the previous setting.
-//
-//export syncd_set_gc_percent
-func syncd_set_gc_percent(percent C.int32_t) C.int32_t {
-	return C.int32_t(debug.SetGCPercent(int(percent)))
 }
 
 //export uplink_close_project

@@ -28,6 +28,8 @@ type upload struct {
 	scope
 	objectUpload
 	info func() *uplink.Object
+	// release gives back the memory budget reserved for this upload (see memory.go).
+	release func()
 }
 
 type download struct {
@@ -83,6 +85,7 @@ func startUpload(c *C.UplinkProject, bucket, key *C.char, options *C.UplinkUploa
 		u.objectUpload = pu
 		u.info = pu.Info
 	}
+	u.release = reserveUploadMemory(p.segmentsInFlight)
 	cu := (*C.UplinkUpload)(calloc(1, C.sizeof_UplinkUpload))
 	cu._handle = addHandle(u)
 	return C.UplinkUploadResult{upload: cu}
@@ -131,6 +134,7 @@ func uplink_upload_commit(c *C.UplinkUpload) *C.UplinkError {
 	if err != nil {
 		return mallocError(err)
 	}
+	defer u.release()
 	return mallocError(u.Commit())
 }
 
@@ -140,6 +144,7 @@ func uplink_upload_abort(c *C.UplinkUpload) *C.UplinkError {
 	if err != nil {
 		return mallocError(err)
 	}
+	defer u.release()
 	return mallocError(u.Abort())
 }
 
@@ -165,6 +170,7 @@ func uplink_free_upload_result(result C.UplinkUploadResult) {
 			// An upload neither committed nor aborted is abandoned here;
 			// cancelling its context releases its connections.
 			u.cancel()
+			u.release()
 		}
 		delHandle(result.upload._handle)
 		cfree(unsafe.Pointer(result.upload))

@@ -65,8 +65,6 @@ __all__ = [
 # 256 KiB: large enough to amortise the ctypes call, small enough to bound memory.
 DEFAULT_CHUNK_SIZE: Final = 256 * 1024
 
-# The Go collector's target in our library, unless $GOGC says otherwise (see load_library).
-GC_PERCENT: Final = 25
 _MAX_EMPTY_READS: Final = 1000
 _EOF: Final = -1  # stdio EOF: uplink-c's "end of download stream" code
 _ENV_LIBRARY: Final = "SYNCD_LIBUPLINK"
@@ -359,7 +357,6 @@ class _Api:
         self.config_open_project_tuned = self._bind_optional(
             "syncd_config_open_project", _ProjectResult, _Config, _HandleP, ctypes.c_int32
         )
-        self.set_gc_percent = self._bind_optional("syncd_set_gc_percent", ctypes.c_int32, ctypes.c_int32)
         # download
         self.download_object = f(
             "uplink_download_object", _DownloadResult, _HandleP, _s, _s, ctypes.POINTER(_DownloadOptions)
@@ -446,11 +443,6 @@ def load_library() -> _Api:
             except OSError as exc:
                 raise UplinkLibraryError(f"cannot load libuplink from {path}: {exc}") from exc
             _Loaded.api = _Api(lib)
-            if _Loaded.api.set_gc_percent is not None and "GOGC" not in os.environ:
-                # Most of the Go heap is segment buffers that live until their segment is
-                # stored; collecting at +25% instead of +100% keeps the peak near them (the buffers
-                # are pointer-free, so the extra collections cost little).
-                _Loaded.api.set_gc_percent(GC_PERCENT)
         return _Loaded.api
 
 
