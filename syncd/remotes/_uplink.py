@@ -68,6 +68,10 @@ DEFAULT_CHUNK_SIZE: Final = 256 * 1024
 _MAX_EMPTY_READS: Final = 1000
 _EOF: Final = -1  # stdio EOF: uplink-c's "end of download stream" code
 _ENV_LIBRARY: Final = "SYNCD_LIBUPLINK"
+_INSTALL_HINT: Final = (
+    "run `bash packaging/libuplink/build.sh`, `pip install storj-uplink==0.2.0` (x86-64), "
+    f"or set {_ENV_LIBRARY}=/path/to/libuplink.so"
+)
 _REPO_ROOT: Final = Path(__file__).resolve().parents[2]
 _BUILT_LIBRARY: Final = _REPO_ROOT / "packaging" / "libuplink" / "build" / "libuplink.so"
 
@@ -371,7 +375,9 @@ class _Api:
         try:
             fn = getattr(self._lib, name)
         except AttributeError as exc:
-            raise UplinkLibraryError(f"libuplink lacks {name}: rebuild packaging/libuplink") from exc
+            raise UplinkLibraryError(
+                f"{library_path()} is not a libuplink with the uplink-c API (it lacks {name}): {_INSTALL_HINT}"
+            ) from exc
         fn.restype = restype
         fn.argtypes = list(argtypes)
         return fn  # type: ignore[no-any-return]
@@ -434,14 +440,11 @@ def load_library() -> _Api:
         if _Loaded.api is None:
             path = library_path()
             if not path.is_file():
-                raise UplinkLibraryError(
-                    f"libuplink not found at {path}: run `bash packaging/libuplink/build.sh`, "
-                    f"`pip install storj-uplink==0.2.0` (x86-64), or set {_ENV_LIBRARY}=/path/to/libuplink.so"
-                )
+                raise UplinkLibraryError(f"libuplink not found at {path}: {_INSTALL_HINT}")
             try:
                 lib = ctypes.CDLL(str(path))
             except OSError as exc:
-                raise UplinkLibraryError(f"cannot load libuplink from {path}: {exc}") from exc
+                raise UplinkLibraryError(f"cannot load libuplink from {path}: {exc}: {_INSTALL_HINT}") from exc
             _Loaded.api = _Api(lib)
         return _Loaded.api
 

@@ -8,6 +8,7 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
@@ -254,3 +255,38 @@ def test_missing_library_message() -> None:
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=60, check=True)
     assert "libuplink not found at /nonexistent/libuplink.so" in out.stdout
     assert "packaging/libuplink/build.sh" in out.stdout
+
+
+@pytest.mark.parametrize("library", ["not-a-library", "another-library"])
+def test_an_incompatible_library_is_one_line_naming_what_to_install(library: str, tmp_path: Path) -> None:
+    """A file that is no shared library, or a shared library without uplink-c's API (here
+    the Python runtime's own libz or libc): `syncd now` exits 4 with one line, nothing synced."""
+    if library == "not-a-library":
+        path = tmp_path / "libuplink.so"
+        path.write_text("not ELF\n")
+    else:
+        import ctypes.util
+
+        found = ctypes.util.find_library("z") or ctypes.util.find_library("c")
+        assert found is not None
+        path = Path(found)
+    files = tmp_path / "files"
+    files.mkdir()
+    (files / "a.txt").write_text("keep me")
+    (tmp_path / "grant").write_text("1SomeGrant")
+    config = tmp_path / "syncd.toml"
+    config.write_text(
+        f'[daemon]\nstate_dir = "{tmp_path / "state"}"\nsocket = "{tmp_path / "sock"}"\n'
+        f'[users.u]\nfiles = {{ type = "local", path = "{files}" }}\n'
+        'bucket = { type = "storj", access_grant_file = "grant", bucket = "bucket" }\n'
+    )
+    env = {**os.environ, "SYNCD_LIBUPLINK": str(path)}
+    done = subprocess.run(
+        [sys.executable, "-m", "syncd", "--config", str(config), "now"],
+        env=env, capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
+    )
+    assert done.returncode == 4, done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, lines
+    assert str(path) in lines[0] and "packaging/libuplink/build.sh" in lines[0] and "storj-uplink" in lines[0]
+    assert (files / "a.txt").read_text() == "keep me"
