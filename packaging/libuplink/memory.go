@@ -8,15 +8,19 @@ import (
 )
 
 // The Go heap of a syncd process is mostly the segment buffers of its uploads
-// in flight (up to 64 MiB each) plus a little for listings and connections.
-// Rather than collect more often at all times (a low GOGC, which costs CPU on
-// every small upload), the runtime gets a soft memory limit that follows the
-// uploads in flight: headroom plus the segments they may buffer. Below it the
-// collector paces itself as usual; near it, it collects before the heap grows
-// past the segments in use (e.g. a spent segment's buffer and the next one's).
+// in flight (up to 64 MiB each, filled in 1 MiB chunks as data is written)
+// plus a little for listings and connections. Rather than collect more often
+// at all times (a low GOGC, which costs CPU on every small upload), the
+// runtime gets a soft memory limit that follows what the uploads in flight
+// have buffered: headroom plus each upload's written bytes, in whole chunks,
+// up to the segments it may hold. Below the limit the collector paces itself
+// as usual; near it, it collects before the heap grows past the buffers in
+// use (e.g. a spent segment's chunks and the next segment's).
 const (
 	// uplink's buffer for one encrypted segment (buffer.standardMaxEncryptedSegmentSize).
 	segmentBufferBytes = 67254016
+	// the unit in which uplink's segment buffers grow (buffer.chunkSize).
+	bufferChunkBytes = 1 << 20
 	// What the process' Go side needs besides segment buffers: listings, TLS
 	// connections to the nodes, erasure-coding stripes.
 	memoryHeadroomBytes = 24 << 20
@@ -29,29 +33,61 @@ var uploadMemory = struct {
 	disabled bool
 }{disabled: os.Getenv("GOMEMLIMIT") != ""}
 
-// reserveUploadMemory raises the soft limit by what one upload of a project
-// with the given segments in flight may buffer; the returned func gives it
-// back (once, however often it is called).
-func reserveUploadMemory(segmentsInFlight int) func() {
-	if segmentsInFlight <= 0 {
-		return func() {}
-	}
-	n := int64(segmentsInFlight) * segmentBufferBytes
-	adjustUploadMemory(n)
-	var once sync.Once
-	return func() { once.Do(func() { adjustUploadMemory(-n) }) }
+// uploadBudget is one upload's share of the soft limit; nil when the project
+// does not bound its segments in flight (nothing is reserved then).
+type uploadBudget struct {
+	most     int64 // segments in flight × segment buffer
+	reserved int64
+	released bool
 }
 
-func adjustUploadMemory(delta int64) {
+func newUploadBudget(segmentsInFlight int) *uploadBudget {
+	if segmentsInFlight <= 0 {
+		return nil
+	}
+	return &uploadBudget{most: int64(segmentsInFlight) * segmentBufferBytes}
+}
+
+// grow reserves what written bytes may occupy in the segment buffers.
+func (b *uploadBudget) grow(written int64) {
+	if b == nil {
+		return
+	}
+	want := min((written+bufferChunkBytes-1)/bufferChunkBytes*bufferChunkBytes, b.most)
 	uploadMemory.Lock()
 	defer uploadMemory.Unlock()
+	if b.released || want <= b.reserved {
+		return
+	}
+	uploadMemory.reserved += want - b.reserved
+	b.reserved = want
+	applyMemoryLimit()
+}
+
+// release gives the upload's share back (once, however often it is called).
+func (b *uploadBudget) release() {
+	if b == nil {
+		return
+	}
+	uploadMemory.Lock()
+	defer uploadMemory.Unlock()
+	if b.released {
+		return
+	}
+	b.released = true
+	uploadMemory.reserved -= b.reserved
+	b.reserved = 0
+	applyMemoryLimit()
+}
+
+// applyMemoryLimit sets the runtime's soft limit; uploadMemory is locked.
+func applyMemoryLimit() {
 	if uploadMemory.disabled {
 		return
 	}
-	uploadMemory.reserved += delta
 	if uploadMemory.reserved <= 0 {
 		uploadMemory.reserved = 0
-		debug.SetMemoryLimit(math.MaxInt64) // no upload in flight: no limit (Go's default)
+		debug.SetMemoryLimit(math.MaxInt64) // no upload buffers anything: no limit (Go's default)
 		return
 	}
 	debug.SetMemoryLimit(memoryHeadroomBytes + uploadMemory.reserved)

@@ -28,8 +28,9 @@ type upload struct {
 	scope
 	objectUpload
 	info func() *uplink.Object
-	// release gives back the memory budget reserved for this upload (see memory.go).
-	release func()
+	// budget is this upload's share of the soft memory limit (see memory.go).
+	budget  *uploadBudget
+	written int64
 }
 
 type download struct {
@@ -85,7 +86,7 @@ func startUpload(c *C.UplinkProject, bucket, key *C.char, options *C.UplinkUploa
 		u.objectUpload = pu
 		u.info = pu.Info
 	}
-	u.release = reserveUploadMemory(p.segmentsInFlight)
+	u.budget = newUploadBudget(p.segmentsInFlight)
 	cu := (*C.UplinkUpload)(calloc(1, C.sizeof_UplinkUpload))
 	cu._handle = addHandle(u)
 	return C.UplinkUploadResult{upload: cu}
@@ -116,6 +117,8 @@ func uplink_upload_write(c *C.UplinkUpload, data unsafe.Pointer, length C.size_t
 	}
 	// The slice aliases the caller's buffer only for the duration of Write.
 	n, err := u.Write(unsafe.Slice((*byte)(data), int(length)))
+	u.written += int64(n)
+	u.budget.grow(u.written)
 	return C.UplinkWriteResult{bytes_written: C.size_t(n), error: mallocError(err)}
 }
 
@@ -134,7 +137,7 @@ func uplink_upload_commit(c *C.UplinkUpload) *C.UplinkError {
 	if err != nil {
 		return mallocError(err)
 	}
-	defer u.release()
+	defer u.budget.release()
 	return mallocError(u.Commit())
 }
 
@@ -144,7 +147,7 @@ func uplink_upload_abort(c *C.UplinkUpload) *C.UplinkError {
 	if err != nil {
 		return mallocError(err)
 	}
-	defer u.release()
+	defer u.budget.release()
 	return mallocError(u.Abort())
 }
 
@@ -170,7 +173,7 @@ func uplink_free_upload_result(result C.UplinkUploadResult) {
 			// An upload neither committed nor aborted is abandoned here;
 			// cancelling its context releases its connections.
 			u.cancel()
-			u.release()
+			u.budget.release()
 		}
 		delHandle(result.upload._handle)
 		cfree(unsafe.Pointer(result.upload))
