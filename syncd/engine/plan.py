@@ -1,26 +1,28 @@
 """The three-way planner: base x A x B -> Plan. Pure: no I/O, no clock, no remotes.
 
 For every path in base ∪ A ∪ B, each side is compared with the base only (its etag with the
-etag that side had at the last sync; never a time from the other side), giving a state:
+fingerprint that side had at the last sync; never a time from the other side), giving a state:
 
 ========  ===============================================================
 ABSENT    no base, not on this side
 NEW       no base, on this side
-SAME      etag as at the last sync
-TOUCHED   etag differs but the content hash equals the base's (mtime-only change)
-CHANGED   etag differs and the content differs (or is not known)
+SAME      etag, size and mtime as at the last sync
+TOUCHED   one of them differs but the content hash equals the base's (mtime-only change)
+CHANGED   one of them differs and the content differs (or is not known)
 GONE      had a base, not on this side any more
 ========  ===============================================================
 
-and the decision table of DESIGN.md maps the pair of states to an action.
+and the decision table of DESIGN.md maps the pair of states to an action. The fingerprint is
+the etag with the size and the side's own mtime: Nextcloud keeps a file's ETag when it is
+overwritten within the same second as the write before (seen with another size too).
 """
 
 from __future__ import annotations
 
 import enum
 from collections import defaultdict
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from syncd.engine.conflicts import conflict_copy_name, conflict_winner
@@ -59,6 +61,8 @@ class PlanSettings:
     fold_a: Folding = Folding()
     fold_b: Folding = Folding()
     detect_moves: bool = True
+    # Per side: why that side refuses to store a name (None: it takes it). A pure check.
+    name_rules: Mapping[Side, Callable[[str], str | None]] = field(default_factory=dict)
 
 
 def side_state(entry: Entry | None, base: Base | None, side: Side) -> State:
@@ -66,7 +70,11 @@ def side_state(entry: Entry | None, base: Base | None, side: Side) -> State:
         return State.ABSENT if entry is None else State.NEW
     if entry is None:
         return State.GONE
-    if entry.etag == (base.a_etag if side is Side.A else base.b_etag):
+    if side is Side.A:
+        same = entry.etag == base.a_etag and entry.mtime_ns == base.a_mtime_ns
+    else:
+        same = entry.etag == base.b_etag and entry.mtime_ns == base.b_mtime_ns
+    if same and entry.size == base.size:
         return State.SAME
     if entry.content_hash is not None and entry.content_hash == base.content_hash:
         return State.TOUCHED
@@ -101,16 +109,23 @@ def plan(
         action = _decide(path, bases.get(path), a.get(path), b.get(path), settings, now, taken)
         if action is not None:
             actions.append(action)
-    return Plan(tuple(_refuse_clashes(actions, a, b, settings)))
+    return Plan(tuple(_refuse_clashes(_refuse_names(actions, settings), a, b, settings)))
 
 
 def _unchanged(bases: Mapping[str, Base], a: Mapping[str, Entry], b: Mapping[str, Entry]) -> set[str]:
-    """Paths whose etags on both sides are the ones recorded: nothing to decide for them.
-    A set comprehension over the bases, so a no-change sync does no per-file function call."""
+    """Paths whose fingerprints on both sides are the ones recorded: nothing to decide for
+    them. A set comprehension over the bases, so a no-change sync does no per-file function call."""
     return {
-        p for p, base in bases.items()
-        if (ea := a.get(p)) is not None and ea.etag == base.a_etag
-        and (eb := b.get(p)) is not None and eb.etag == base.b_etag
+        p
+        for p, base in bases.items()
+        if (ea := a.get(p)) is not None
+        and ea.etag == base.a_etag
+        and (eb := b.get(p)) is not None
+        and eb.etag == base.b_etag
+        and ea.size == base.size
+        and eb.size == base.size
+        and ea.mtime_ns == base.a_mtime_ns
+        and eb.mtime_ns == base.b_mtime_ns
     }
 
 
@@ -275,6 +290,20 @@ def _refuse_clashes(
             action.path,
             reason=f"name clash on {side.value}: {action.dest or action.path!r} and {other!r} are the same name there",
         )
+
+
+def _refuse_names(actions: Iterable[Action], settings: PlanSettings) -> Iterable[Action]:
+    """Turn into SKIP any action that would create a name a side refuses to store: the
+    reason is reported once per run, and the action is not an error retried forever."""
+    for action in actions:
+        refusal = None
+        for side, name in _created_names(action):
+            rule = settings.name_rules.get(side)
+            problem = rule(name) if rule is not None else None
+            if problem is not None:
+                refusal = f"{side.value} refuses the name {name!r}: {problem}"
+                break
+        yield action if refusal is None else Action(ActionKind.SKIP, action.path, reason=refusal)
 
 
 def _created_names(action: Action) -> list[tuple[Side, str]]:

@@ -28,7 +28,7 @@ from syncd.index.store import Store
 from syncd.lock import pair_lock
 from syncd.models import Action, ActionKind, Base, Entry, Outcome, Plan, Report, Side
 from syncd.remotes import remote_module
-from syncd.remotes.base import Remote, SupportsAfterChanges, SupportsTreeListing
+from syncd.remotes.base import Remote, SupportsAfterChanges, SupportsNameRules, SupportsTreeListing
 from syncd.remotes.settings import OpenContext
 
 ProgressFn = Callable[[str, dict[str, object]], None]
@@ -103,8 +103,8 @@ def _run(
         if not options.dry_run:
             listings = {side: snaps[side].entries for side in Side}
             applier = Applier(remotes, listings, bases, options.checkpoint)
-            _apply(pair, options, store, applier, planned, report, notify, run_id)
-            _keep_folder_etags(store, snaps, clean=report.outcome is Outcome.OK and not report.deferred)
+            deferred = _apply(pair, options, store, applier, planned, report, notify, run_id)
+            _keep_folder_etags(store, snaps, unsettled={path for path, _ in report.errors} | deferred)
             _purge_trash(pair, remotes, now)
     except GuardError as exc:
         report.outcome, report.message = Outcome.ABORTED, str(exc)
@@ -142,9 +142,7 @@ def _plan(
     notify("listing", {"hinted": len(hints) if hints is not None else None})
     with ThreadPoolExecutor(max_workers=2) as pool:
         known = {side: store.load_folder_etags(side.value) if _tree_listing(remotes[side]) else {} for side in Side}
-        futures = {
-            side: pool.submit(_scan_side, pair, remotes[side], side, bases, hints, known[side]) for side in Side
-        }
+        futures = {side: pool.submit(_scan_side, pair, remotes[side], side, bases, hints, known[side]) for side in Side}
         snaps: dict[Side, Snapshot] = {side: f.result() for side, f in futures.items()}
     notify("listed", {"files": len(snaps[Side.A].entries), "bucket": len(snaps[Side.B].entries)})
     if not options.force and hints is None:
@@ -156,6 +154,7 @@ def _plan(
         mode=pair.mode,
         fold_a=Folding(caps_a.case_insensitive, caps_a.unicode_normalizing),
         fold_b=Folding(caps_b.case_insensitive, caps_b.unicode_normalizing),
+        name_rules={side: r.name_problem for side, r in remotes.items() if isinstance(r, SupportsNameRules)},
     )
     skipped = {**snaps[Side.A].skipped, **snaps[Side.B].skipped}
     planned = plan(bases, snaps[Side.A].entries, snaps[Side.B].entries, settings, now, skipped)
@@ -216,13 +215,15 @@ def _apply(
     report: Report,
     notify: ProgressFn,
     run_id: int,
-) -> None:
+) -> set[str]:
+    """Run the plan's actions. :returns: the paths of actions deferred by their backoff."""
     actions = [a for a in planned.actions if a.kind is not ActionKind.SKIP]
+    deferred: set[str] = set()
     if options.respect_backoff:
         waiting = {e.path for e in store.item_errors() if e.next_retry > time.time()}
-        kept = [a for a in actions if a.path not in waiting]
-        report.deferred = len(actions) - len(kept)
-        actions = kept
+        deferred = {a.path for a in actions if a.path in waiting}
+        report.deferred = len(deferred)
+        actions = [a for a in actions if a.path not in waiting]
     total = len(actions)
     notify("applying", {"actions": total, "bytes": _planned_bytes(actions, applier.listings)})
     checkpoint = options.checkpoint or (lambda _stage: None)
@@ -271,14 +272,31 @@ def _apply(
     if report.errors:
         report.outcome = Outcome.ITEM_ERRORS
         report.message = f"{len(report.errors)} item(s) failed; they are retried on the next runs"
+    return deferred
 
 
-def _keep_folder_etags(store: Store, snaps: dict[Side, Snapshot], *, clean: bool) -> None:
-    """Keep the folder etags of a tree listing only after a clean run: a folder skipped next
-    time must not hide an item that failed (or was deferred) this time."""
+def _keep_folder_etags(store: Store, snaps: dict[Side, Snapshot], *, unsettled: set[str]) -> None:
+    """Keep the folder etags of a tree listing once every action was tried, except those of
+    the folders holding an ``unsettled`` path (failed or deferred): a folder skipped next time
+    must not hide such an item, while every other unchanged folder is still skipped."""
+    holders = folders_holding(unsettled)
     for side, snap in snaps.items():
         if snap.folder_etags is not None:
-            store.save_folder_etags(side.value, snap.folder_etags if clean else {})
+            kept = {folder: etag for folder, etag in snap.folder_etags.items() if folder not in holders}
+            store.save_folder_etags(side.value, kept)
+
+
+def folders_holding(paths: set[str]) -> set[str]:
+    """Every folder (the root as "") that holds one of ``paths``, at any depth."""
+    holders: set[str] = set()
+    for path in paths:
+        folder = path
+        while folder:
+            folder = folder.rpartition("/")[0]
+            if folder in holders:
+                break
+            holders.add(folder)
+    return holders
 
 
 class _Batch:

@@ -14,13 +14,13 @@ or a missing root/bucket, ``ItemError`` for a problem with one key.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from syncd.errors import NotFound, PreconditionFailed
+from syncd.errors import ItemError, NotFound, PreconditionFailed
 from syncd.models import Entry
 
 CHUNK = 1 << 20  # bytes read or written at a time: bounded memory for any file size
@@ -163,6 +163,75 @@ class SupportsAfterChanges(Protocol):
     :returns: one message per failure, for the run's report (never raises for them)."""
 
     def after_changes(self, paths: Collection[str]) -> list[str]: ...
+
+
+@runtime_checkable
+class SupportsNameRules(Protocol):
+    """Optional: names this remote refuses to store (e.g. Nextcloud's forbidden names, read
+    from its capabilities). The planner turns a copy, move or conflict copy that would create
+    such a name here into a SKIP with the reason, instead of an item error on every run."""
+
+    def name_problem(self, path: str) -> str | None:
+        """Why ``path`` cannot be stored here (one line), or None. Pure: no request."""
+        ...
+
+
+@runtime_checkable
+class SupportsPrepareFolders(Protocol):
+    """Optional: create the folders a run's writes need, once, before the parallel writes
+    start (parallel writers racing to create one folder is what a server sees otherwise)."""
+
+    def prepare_folders(self, folders: Collection[str]) -> None:
+        """Create each of ``folders`` (keys like "a/b") and its missing parents, parents
+        first. Never raises for one folder: a folder that could not be created fails the
+        writes into it later, as item errors.
+
+        :raises FatalError: credentials refused. :raises TransientError: the server is gone.
+        """
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class NewFile:
+    """One small new file for :meth:`SupportsBatchCreate.create_batch`: its bytes were read
+    whole and checked (size, and the listing's hash when it had one) by the caller."""
+
+    path: str
+    data: bytes
+    mtime_ns: int
+    content_hash: str  # SHA-256 (hex) of data
+
+
+@dataclass(frozen=True, slots=True)
+class BatchLimits:
+    max_files: int  # files in one batch
+    max_file_bytes: int  # a bigger file is written alone
+    max_batch_bytes: int  # bytes of all files of one batch
+
+
+@runtime_checkable
+class SupportsBatchCreate(Protocol):
+    """Optional: create many small new files in one request (Nextcloud's bulk upload)."""
+
+    def batch_limits(self) -> BatchLimits | None:
+        """The limits of a batch, or None when this remote cannot batch (now)."""
+        ...
+
+    def accepts_in_batch(self, path: str, size: int) -> bool:
+        """Whether ``path`` may be created by a batch. A batch cannot be create-only, so a
+        remote accepts only paths where no other client can have created a file since the
+        listing (e.g. a folder this run created)."""
+        ...
+
+    def create_batch(self, files: Sequence[NewFile]) -> list[Entry | ItemError]:
+        """Create ``files`` in one request: ``result[i]`` is the new entry of ``files[i]``
+        (as a later listing shows it), or the item error that file got (the caller retries it
+        alone).
+
+        :raises FatalError: credentials refused. :raises TransientError: the request failed
+            as a whole (nothing in the answer can be trusted: the caller retries each alone).
+        """
+        ...
 
 
 def sha256_stream(stream: BinaryIO) -> tuple[str, int]:
