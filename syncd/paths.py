@@ -13,7 +13,8 @@ MAX_SEGMENT_BYTES = 255
 MAX_PATH_BYTES = 4000
 
 # Names syncd itself uses inside a tree or a bucket; never synced.
-RESERVED_PREFIXES = (".syncd-trash/", ".syncd-tmp-")
+TEMP_PREFIX = ".syncd-tmp-"  # a write in progress (local trees, generic WebDAV servers)
+RESERVED_PREFIXES = (".syncd-trash/", TEMP_PREFIX)
 
 DEFAULT_EXCLUDES = (
     "*.part",
@@ -24,7 +25,7 @@ DEFAULT_EXCLUDES = (
     ".DS_Store",
     "desktop.ini",
     ".syncd-trash",
-    ".syncd-tmp-*",
+    TEMP_PREFIX + "*",
 )
 
 

@@ -32,13 +32,12 @@ from watchdog.observers import Observer
 from watchdog.observers.api import BaseObserver
 
 from syncd.config import PairConfig
-from syncd.paths import RESERVED_PREFIXES
+from syncd.paths import RESERVED_PREFIXES, TEMP_PREFIX
 from syncd.remotes import remote_module
 from syncd.remotes.settings import OpenContext, RemoteSettings
 
 log = logging.getLogger("syncd.watch")
 
-TMP_PREFIX = ".syncd-tmp-"
 WATCHED_TYPES = frozenset({"local", "dir"})  # remote types whose settings name a local folder
 BUCKET_TYPES = frozenset({"dir"})  # of those, the ones laid out as a bucket (keys in sidecars)
 IGNORED_EVENTS = frozenset({"opened", "closed_no_write", "attrib"})  # reads and chmods change no content
@@ -205,7 +204,7 @@ class _Handler(FileSystemEventHandler):
         if self.watched.bucket_layout:
             self._bucket_path(path, rel, event)
             return
-        if os.path.basename(rel).startswith(TMP_PREFIX) or rel.startswith(RESERVED_PREFIXES):
+        if os.path.basename(rel).startswith(TEMP_PREFIX) or rel.startswith(RESERVED_PREFIXES):
             return
         key = rel.replace(os.sep, "/")
         if not self.watched.pair.excludes(key):

@@ -10,7 +10,7 @@ from pathlib import Path
 from syncd.errors import ItemError, SyncdError, UnsafePath
 from syncd.models import Base, Entry, Side
 from syncd.paths import check_key
-from syncd.remotes.base import Remote, SupportsTreeListing
+from syncd.remotes.base import Remote, SupportsListingNotes, SupportsTreeListing
 
 
 @dataclass(slots=True)
@@ -21,12 +21,34 @@ class Snapshot:
     entries: dict[str, Entry] = field(default_factory=dict)
     skipped: dict[str, str] = field(default_factory=dict)
     folder_etags: dict[str, str] | None = None  # from a tree listing: keep if the run ends clean
+    unlisted: dict[str, str] = field(default_factory=dict)  # folders it could not read -> why
 
 
-def list_side(remote: Remote, side: Side, excluded: Callable[[str], bool]) -> Snapshot:
+def list_side(remote: Remote, side: Side, excluded: Callable[[str], bool], bases: Mapping[str, Base]) -> Snapshot:
     """List ``remote`` completely. Unsafe names are kept aside with the reason (they are
-    reported, never written anywhere). :raises SyncdError: from the remote, unchanged."""
-    return _snapshot(remote.list(), side, excluded)
+    reported, never written anywhere); the files of a folder the remote could not read are
+    taken from the index as they were (see :class:`SupportsListingNotes`).
+
+    :raises SyncdError: from the remote, unchanged.
+    """
+    snap = _snapshot(remote.list(), side, excluded)
+    _take_notes(remote, snap, bases)
+    return snap
+
+
+def _take_notes(remote: Remote, snap: Snapshot, bases: Mapping[str, Base]) -> None:
+    """Fold what the last listing of ``remote`` noted into ``snap``."""
+    if not isinstance(remote, SupportsListingNotes):
+        return
+    notes = remote.listing_notes
+    for path, why in notes.skipped.items():
+        snap.skipped[printable(path)] = f"not synced on {snap.side.value}: {why}"
+    if notes.unlisted:
+        snap.unlisted.update(notes.unlisted)
+        unread = set(notes.unlisted)
+        for path, base in bases.items():
+            if path not in snap.entries and _under_any(path, unread):
+                snap.entries[path] = base_entry(base, snap.side)
 
 
 def list_side_by_tree(
@@ -68,8 +90,10 @@ def _under_any(path: str, folders: set[str]) -> bool:
     return False
 
 
-def _snapshot(entries: Iterable[Entry], side: Side, excluded: Callable[[str], bool]) -> Snapshot:
-    snap = Snapshot(side)
+def _snapshot(
+    entries: Iterable[Entry], side: Side, excluded: Callable[[str], bool], into: Snapshot | None = None
+) -> Snapshot:
+    snap = into if into is not None else Snapshot(side)
     for entry in entries:
         path = entry.path
         if excluded(path):
@@ -77,11 +101,15 @@ def _snapshot(entries: Iterable[Entry], side: Side, excluded: Callable[[str], bo
         try:
             check_key(path)
         except UnsafePath as exc:
-            printable = path.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
-            snap.skipped[printable] = f"unsafe name on {side.value}: {exc.message}"
+            snap.skipped[printable(path)] = f"unsafe name on {side.value}: {exc.message}"
             continue
         snap.entries[path] = entry
     return snap
+
+
+def printable(path: str) -> str:
+    """``path`` as a key of the skipped names: bytes that are not UTF-8 become ``\\xNN``."""
+    return path.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
 
 
 def stat_paths(
@@ -94,20 +122,11 @@ def stat_paths(
     known_folders = {p.rpartition("/")[0] for p in bases}
     for hint in sorted(set(hints)):
         try:
-            found: Iterable[Entry] = [remote.stat(hint)]
+            _snapshot([remote.stat(hint)], side, excluded, into=snap)
         except ItemError:
-            found = []
             if _may_be_folder(remote, hint, known_folders):
-                found = remote.list(hint.rstrip("/") + "/")
-        for entry in found:
-            if excluded(entry.path):
-                continue
-            try:
-                check_key(entry.path)
-            except UnsafePath as exc:
-                snap.skipped[entry.path] = f"unsafe name on {side.value}: {exc.message}"
-                continue
-            snap.entries[entry.path] = entry
+                _snapshot(remote.list(hint.rstrip("/") + "/"), side, excluded, into=snap)
+                _take_notes(remote, snap, {p: b for p, b in bases.items() if p.startswith(hint.rstrip("/") + "/")})
     return snap
 
 

@@ -50,11 +50,12 @@ class RunOptions:
     hints: frozenset[str] | None = None  # sync only these paths (files or folders): a watcher's hint
 
 
-def open_remotes(pair: PairConfig) -> dict[Side, Remote]:
+def open_remotes(pair: PairConfig, *, exclusive: bool = False) -> dict[Side, Remote]:
+    """Open both remotes of ``pair``; ``exclusive`` when the caller holds the pair's lock."""
     remotes: dict[Side, Remote] = {}
     try:
         for side, settings in ((Side.A, pair.files), (Side.B, pair.bucket)):
-            ctx = OpenContext(label=f"{pair.key} {side.value}", state_dir=pair.state_dir)
+            ctx = OpenContext(label=f"{pair.key} {side.value}", state_dir=pair.state_dir, exclusive=exclusive)
             remotes[side] = remote_module(settings.type).open_remote(settings, ctx)
     except BaseException:
         for remote in remotes.values():
@@ -72,7 +73,7 @@ def sync_pair(pair: PairConfig, options: RunOptions = RunOptions(), progress: Pr
         store = Store.open(pair.index_path)
         try:
             try:
-                remotes = open_remotes(pair)
+                remotes = open_remotes(pair, exclusive=True)
             except TransientError as exc:  # unreachable at connect: nothing was read or changed
                 report.outcome, report.message = Outcome.RETRY, f"{exc}; will retry on the next run"
                 notify("finished", {"outcome": report.outcome.value, "message": report.message})
@@ -145,6 +146,10 @@ def _plan(
         futures = {side: pool.submit(_scan_side, pair, remotes[side], side, bases, hints, known[side]) for side in Side}
         snaps: dict[Side, Snapshot] = {side: f.result() for side, f in futures.items()}
     notify("listed", {"files": len(snaps[Side.A].entries), "bucket": len(snaps[Side.B].entries)})
+    for side, snap in snaps.items():
+        for folder, cause in sorted(snap.unlisted.items()):
+            why = f"cannot list this folder on {side.value} ({cause}); its files are left as they were"
+            report.errors.append((folder, why))
     if not options.force and hints is None:
         check_side_not_empty(len(bases), {side: len(snaps[side].entries) for side in Side})
     _hash(pair, store, remotes, snaps, bases, notify)
@@ -183,7 +188,7 @@ def _scan_side(
         snap, etags = list_side_by_tree(remote, side, pair.excludes, known_folder_etags, bases)
         snap.folder_etags = etags
         return snap
-    return list_side(remote, side, pair.excludes)
+    return list_side(remote, side, pair.excludes, bases)
 
 
 def _hash(

@@ -165,6 +165,24 @@ class SupportsAfterChanges(Protocol):
     def after_changes(self, paths: Collection[str]) -> list[str]: ...
 
 
+@dataclass(slots=True)
+class ListingNotes:
+    """What a listing could not cover: folders it could not read, and names it passed over."""
+
+    unlisted: dict[str, str] = field(default_factory=dict)  # folder -> why it could not be read
+    skipped: dict[str, str] = field(default_factory=dict)  # path -> why it is not synced
+
+
+@runtime_checkable
+class SupportsListingNotes(Protocol):
+    """Optional: a listing that goes on past a folder it cannot read (a local tree with one
+    unreadable subfolder). ``listing_notes`` describes the last ``list()`` once it is
+    exhausted; the engine keeps the index's files for an unlisted folder (never deletions)
+    and reports the folder as an item error."""
+
+    listing_notes: ListingNotes
+
+
 @runtime_checkable
 class SupportsNameRules(Protocol):
     """Optional: names this remote refuses to store (e.g. Nextcloud's forbidden names, read

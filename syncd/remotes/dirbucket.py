@@ -28,6 +28,7 @@ from syncd.errors import ChangedWhileReading, FatalError, NotFound, Precondition
 from syncd.models import Entry
 from syncd.remotes.base import CHUNK, TRASH_PREFIX, Capabilities, trash_date, trash_key
 from syncd.remotes.settings import OpenContext, RemoteSettings
+from syncd.times import clamp_ns
 
 SHARDS = "objects"
 
@@ -54,7 +55,12 @@ class DirBucket:
             local_path=True,
         )
         if create:
-            (self.root / SHARDS).mkdir(parents=True, exist_ok=True)
+            try:
+                (self.root / SHARDS).mkdir(parents=True, exist_ok=True)
+            except (FileExistsError, NotADirectoryError):
+                raise FatalError(f"{label}: bucket folder {self.root} is not a folder (a file is in the way)") from None
+            except OSError as exc:
+                raise FatalError(f"{label}: cannot create bucket folder {self.root}: {exc.strerror}") from exc
 
     # -- layout ----------------------------------------------------------------------------
 
@@ -90,7 +96,7 @@ class DirBucket:
         return Entry(
             path=meta["key"],
             size=meta["size"],
-            mtime_ns=meta["mtime_ns"],
+            mtime_ns=clamp_ns(meta["mtime_ns"]),
             etag=meta["etag"],
             content_hash=meta["sha256"],
         )

@@ -1,8 +1,10 @@
 """A directory tree on this machine (e.g. a Nextcloud data dir ``.../data/alice/files``).
 
 Writes go to a temp name in the target folder, are fsynced and verified, then renamed into
-place. Symlinks and special files are skipped with a warning; no operation follows a path out
-of the root (every parent segment is checked not to be a symlink).
+place. Symlinks and special files are skipped (listed in ``listing_notes``); a subfolder that
+cannot be read is noted, not fatal; no operation follows a path out of the root (every parent
+segment is checked not to be a symlink). Run under the pair's lock (``OpenContext.exclusive``),
+a listing removes the temp files of earlier runs that were killed.
 """
 
 from __future__ import annotations
@@ -32,12 +34,12 @@ from syncd.errors import (
     UnsafePath,
 )
 from syncd.models import Entry
-from syncd.paths import RESERVED_PREFIXES, check_key
-from syncd.remotes.base import CHUNK, Capabilities, sha256_stream
+from syncd.paths import RESERVED_PREFIXES, TEMP_PREFIX, check_key
+from syncd.remotes.base import CHUNK, Capabilities, ListingNotes, sha256_stream
 from syncd.remotes.nextcloud_scan import nextcloud_user, run_scans
 from syncd.remotes.settings import OpenContext, RemoteSettings
+from syncd.times import NS_MAX, NS_MIN, clamp_ns
 
-TMP_PREFIX = ".syncd-tmp-"
 STALE_TEMP_S = 3600.0  # a write in flight touches its temp file far more often than this
 
 
@@ -59,7 +61,13 @@ class Settings(RemoteSettings, frozen=True):
 
 
 def open_remote(settings: Settings, ctx: OpenContext) -> LocalRemote:
-    remote = LocalRemote(settings.path, trash_dir=ctx.state_dir / "trash-files", label=ctx.label)
+    remote = LocalRemote(
+        settings.path,
+        trash_dir=ctx.state_dir / "trash-files",
+        label=ctx.label,
+        temp_owner=hashlib.sha256(str(ctx.state_dir).encode()).hexdigest()[:8],
+        sweep_own_temp=ctx.exclusive,
+    )
     if settings.scan_command is not None:
         user = settings.nextcloud_user or nextcloud_user(Path(settings.path))
         assert user is not None  # checked when the config was read
@@ -76,7 +84,7 @@ def _entry(path: str, st: os.stat_result, content_hash: str | None = None) -> En
     return Entry(
         path=path,
         size=st.st_size,
-        mtime_ns=st.st_mtime_ns,
+        mtime_ns=clamp_ns(st.st_mtime_ns),
         etag=local_etag(st),
         content_hash=content_hash,
         inode=st.st_ino,
@@ -129,11 +137,25 @@ class _CheckedReader(io.RawIOBase):
 
 
 class LocalRemote:
-    def __init__(self, root: Path, *, trash_dir: Path, label: str = "local") -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        trash_dir: Path,
+        label: str = "local",
+        temp_owner: str = "",
+        sweep_own_temp: bool = False,
+    ) -> None:
         self.root = Path(os.path.abspath(root))
         self.trash_dir = trash_dir
         self.name = label
-        self.warnings: list[str] = []
+        # Temp files are named for the pair that writes them (``temp_owner``), so a pair tells
+        # its own from another pair's on an overlapping tree. Under the pair's lock
+        # (``sweep_own_temp``) no write of the pair is in flight: each of its own was left by a
+        # run that died.
+        self._temp_prefix = f"{TEMP_PREFIX}{temp_owner}-" if temp_owner else TEMP_PREFIX
+        self._sweep_own_temp = sweep_own_temp and bool(temp_owner)
+        self.listing_notes = ListingNotes()
         self.scan: tuple[list[str], str] | None = None  # Nextcloud data-dir mode: (command, user)
         self.capabilities = Capabilities(
             mtime_precision_ns=1,
@@ -184,7 +206,15 @@ class LocalRemote:
     # -- reading ---------------------------------------------------------------------------
 
     def list(self, prefix: str = "") -> Iterator[Entry]:
+        """Every regular file under ``prefix``. A subfolder that cannot be read is noted in
+        ``listing_notes.unlisted`` and the listing goes on; symlinks and special files are
+        noted in ``listing_notes.skipped``.
+
+        :raises FatalError: the root is missing or cannot be read.
+        :raises TransientError: a folder vanished while it was listed.
+        """
         self._check_root()
+        notes = self.listing_notes = ListingNotes()
         start = self.root / prefix.rstrip("/") if prefix else self.root
         base = prefix.rstrip("/") + "/" if prefix else ""
         stack: list[tuple[str, str]] = [(str(start), base)]
@@ -196,26 +226,43 @@ class LocalRemote:
                 if folder == str(start) and prefix:
                     return
                 raise TransientError(f"{self.name}: folder {folder} vanished while listing") from None
-            except PermissionError as exc:
-                raise TransientError(f"{self.name}: cannot list {folder}: permission denied") from exc
+            except PermissionError:
+                if not rel:
+                    raise FatalError(f"{self.name}: no permission to list {self.root}") from None
+                notes.unlisted[rel.rstrip("/")] = "permission denied"
+                continue
             with scanner:
                 for item in scanner:
                     name = item.name
-                    if name.startswith(TMP_PREFIX):
-                        _sweep_stale_temp(item)
+                    if name.startswith(TEMP_PREFIX):
+                        self._remove_leftover(item)
                     elif item.is_file(follow_symlinks=False):  # the file type comes with the folder
                         try:
                             st = item.stat(follow_symlinks=False)  # one lstat: size, mtime, inode
                         except FileNotFoundError:
                             continue  # removed since the folder was read: simply not there now
-                        yield Entry(rel + name, st.st_size, st.st_mtime_ns, local_etag(st), None, st.st_ino)
+                        mtime = st.st_mtime_ns
+                        if not NS_MIN <= mtime <= NS_MAX:  # inline: this loop runs once per file
+                            mtime = clamp_ns(mtime)
+                        yield Entry(rel + name, st.st_size, mtime, local_etag(st), None, st.st_ino)
                     elif item.is_dir(follow_symlinks=False):
                         if not (rel + name + "/").startswith(RESERVED_PREFIXES):
                             stack.append((item.path, rel + name + "/"))
                     elif item.is_symlink():
-                        self.warnings.append(f"{rel + name}: symlink skipped")
+                        notes.skipped[rel + name] = "a symlink (not followed)"
                     else:
-                        self.warnings.append(f"{rel + name}: special file skipped")
+                        notes.skipped[rel + name] = "a special file (FIFO, socket or device)"
+
+    def _remove_leftover(self, item: os.DirEntry[str]) -> None:
+        """A temp file of syncd's is never a user's file. One of this pair's own, seen under
+        its lock, was left by a run that died (kill -9, power loss): it goes now, so Nextcloud
+        does not show it. Any other (another pair's, or seen without the lock) goes once it is
+        clearly abandoned."""
+        if self._sweep_own_temp and item.name.startswith(self._temp_prefix):
+            with suppress(OSError):
+                os.unlink(item.path)
+        else:
+            _sweep_stale_temp(item)
 
     def stat(self, path: str) -> Entry:
         full = self._abs(path)
@@ -273,7 +320,7 @@ class LocalRemote:
     ) -> Entry:
         full = self._abs(path, create_parents=True)
         folder = os.path.dirname(full)
-        tmp = os.path.join(folder, TMP_PREFIX + secrets.token_hex(6))
+        tmp = os.path.join(folder, self._temp_prefix + secrets.token_hex(6))
         try:
             digest = self._write_tmp(path, tmp, data, size, content_hash)
             os.utime(tmp, ns=(mtime_ns, mtime_ns))

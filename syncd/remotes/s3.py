@@ -68,6 +68,7 @@ from syncd.remotes.base import (
     trash_key,
 )
 from syncd.remotes.settings import OpenContext, RemoteSettings, read_secret
+from syncd.times import clamp_ns
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
@@ -188,21 +189,21 @@ def open_remote(settings: Settings, ctx: OpenContext) -> S3Remote:
 
 
 def format_mtime(mtime_ns: int) -> str:
-    """Seconds since the epoch with a 9-digit fraction (exact; rclone parses it)."""
-    seconds, nanos = divmod(mtime_ns, 1_000_000_000)
-    return f"{seconds}.{nanos:09d}"
+    """Seconds since the epoch with a 9-digit fraction (exact; rclone parses it). Before 1970
+    the sign covers the fraction too: -0.5 s is "-0.500000000", not "-1.500000000"."""
+    seconds, nanos = divmod(abs(mtime_ns), 1_000_000_000)
+    return f"{'-' if mtime_ns < 0 else ''}{seconds}.{nanos:09d}"
 
 
 def parse_mtime(text: str) -> int | None:
-    """Nanoseconds from rclone's float seconds (``1700000000.5``), or None."""
-    match = re.fullmatch(r"\s*(-?\d{1,12})(?:\.(\d{1,9})\d*)?\s*", text)
+    """Nanoseconds from rclone's float seconds (``1700000000.5``, ``-0.25``), or None; a time
+    past what the index can hold is clamped (see :mod:`syncd.times`)."""
+    match = re.fullmatch(r"\s*(-?)(\d{1,15})(?:\.(\d{1,9})\d*)?\s*", text)
     if not match:
         return None
-    seconds = int(match.group(1))
-    nanos = int((match.group(2) or "").ljust(9, "0"))
-    if seconds < 0:
-        return None
-    return seconds * 1_000_000_000 + nanos
+    sign, seconds, fraction = match.groups()
+    ns = int(seconds) * 1_000_000_000 + int((fraction or "").ljust(9, "0"))
+    return clamp_ns(-ns if sign else ns)
 
 
 # --------------------------------------------------------------------------- metadata cache

@@ -26,6 +26,7 @@ class OpenContext:
 
     label: str  # "alice/default files": for messages
     state_dir: Path  # the pair's own state folder (local trash, caches)
+    exclusive: bool = False  # opened by a run holding the pair's lock: leftovers may be swept
 
 
 def read_secret(*, file: Path | None, env: str | None, what: str) -> str:

@@ -51,6 +51,7 @@ from syncd.remotes.base import (
     trash_key,
 )
 from syncd.remotes.settings import OpenContext, RemoteSettings, read_secret
+from syncd.times import clamp_ns
 
 MTIME_KEY = "rclone:mtime"
 SHA256_KEY = "syncd:sha256"
@@ -176,7 +177,7 @@ def parse_mtime(text: str) -> int | None:
     except ValueError:
         return None
     nanos = int((fraction or "").ljust(9, "0"))
-    return int(when.timestamp()) * 1_000_000_000 + nanos
+    return clamp_ns(int(when.timestamp()) * 1_000_000_000 + nanos)
 
 
 # --------------------------------------------------------------------------- errors

@@ -15,8 +15,8 @@ from syncd.config import PairConfig, load_config
 from syncd.engine.sync import RunOptions, sync_pair
 from syncd.index.store import Store
 from syncd.models import Base, Report
+from syncd.paths import TEMP_PREFIX as TMP_PREFIX
 from syncd.remotes.dirbucket import DirBucket
-from syncd.remotes.local import TMP_PREFIX
 
 
 @dataclass

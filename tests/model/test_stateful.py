@@ -53,8 +53,8 @@ from syncd.config import PairConfig, load_config
 from syncd.engine.sync import RunOptions, sync_pair
 from syncd.index.store import Store
 from syncd.models import ActionKind, Base, ConflictPolicy, Mode, Outcome, Report, Side
+from syncd.paths import TEMP_PREFIX as TMP_PREFIX
 from syncd.remotes.dirbucket import DirBucket
-from syncd.remotes.local import TMP_PREFIX
 from tests.model.conftest import model_settings
 
 # A fixed clock for conflict-copy names. It lies before today, so the trash purge (which
