@@ -17,7 +17,7 @@ from requests.adapters import HTTPAdapter
 
 from syncd.errors import ChangedWhileReading, FatalError, PreconditionFailed, TransientError, UnsafePath
 from syncd.models import Entry
-from syncd.remotes import webdav
+from syncd.remotes import _webdav_listing
 from syncd.remotes.settings import OpenContext
 from syncd.remotes.webdav import Settings, WebDavRemote, open_remote
 from tests.webdav.nextcloud_server import NextcloudServer
@@ -60,7 +60,7 @@ def connect(
     }
     values.update(options)
     remote = open_remote(Settings(**values), OpenContext(label="alice/default files", state_dir=state_dir))
-    remote._t.sleep = waits.append  # no real sleeping in tests
+    remote.session.transport.sleep = waits.append  # no real sleeping in tests
     waits.clear()
     return remote
 
@@ -171,7 +171,7 @@ def drain(
 def test_unchanged_tree_costs_one_propfind_and_changes_cost_one_per_changed_folder(
     remote: WebDavRemote, server: NextcloudServer, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(webdav, "ROOT_REUSE_S", -1.0)  # the tree changes after connect: no reuse
+    monkeypatch.setattr(_webdav_listing, "ROOT_REUSE_S", -1.0)  # the tree changes after connect: no reuse
     seed_tree(server)
 
     entries, etags, unchanged, cost = drain(remote, server, {})
@@ -332,7 +332,7 @@ def test_wrong_password_is_fatal_with_a_clear_message_and_no_secret(
 
 
 def test_password_is_not_in_repr(remote: WebDavRemote) -> None:
-    assert PASSWORD not in repr(remote) and PASSWORD not in repr(remote._t)
+    assert PASSWORD not in repr(remote) and PASSWORD not in repr(remote.session.transport)
 
 
 def test_401_in_the_middle_of_a_run_is_fatal_not_an_empty_listing(
@@ -410,7 +410,7 @@ def test_depth_infinity_when_allowed_is_one_request(state_dir: Path, monkeypatch
 def test_connections_are_reused(remote: WebDavRemote, server: NextcloudServer) -> None:
     for n in range(20):
         put(remote, f"k/{n}.txt", b"x")
-    adapter = remote._t.session.get_adapter(server.base_url)
+    adapter = remote.session.transport.session.get_adapter(server.base_url)
     assert isinstance(adapter, HTTPAdapter)
     pool = adapter.poolmanager
     assert len(pool.pools) == 1
