@@ -4,17 +4,37 @@ Each action runs in a worker thread and returns what to record; the calling thre
 that to the index right after the action succeeded (the index holds only finished work).
 Overwritten and deleted versions go to the losing side's trash first; every write is
 verified (size, and hash when known) by the remote before it is committed.
+
+Before the actions run, the folders they write into are created once per side (remotes with
+``SupportsPrepareFolders``), and small new files bound for a remote with
+``SupportsBatchCreate`` are grouped into batches (:func:`choose_batches`, pure): a batch is one
+unit of work in the pool, its files are read whole and checked first, and every file the batch
+did not create is retried alone through the single-file path before it counts as an error.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+import hashlib
+import logging
+import posixpath
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
+from typing import BinaryIO
 
-from syncd.errors import ChangedWhileReading, FatalError
+from syncd.errors import ChangedWhileReading, FatalError, ItemError
 from syncd.models import Action, ActionKind, Base, Entry, Side
-from syncd.remotes.base import Remote
+from syncd.remotes.base import (
+    CHUNK,
+    BatchLimits,
+    NewFile,
+    Remote,
+    SupportsBatchCreate,
+    SupportsPrepareFolders,
+)
+
+log = logging.getLogger("syncd.engine")
 
 Checkpoint = Callable[[str], None]
 
@@ -28,6 +48,34 @@ class Done:
     drop: list[str] = field(default_factory=list)
     history: list[tuple[str, str, str | None, str]] = field(default_factory=list)
     bytes_moved: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class NewFilesBatch:
+    """Small new files to create on ``side`` in one request: one unit of work in the pool."""
+
+    side: Side
+    actions: tuple[Action, ...]
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What a batch did, per action: ``done`` as recorded, ``failed`` reported as they are,
+    ``retry`` run again alone through the single-file path."""
+
+    done: list[Done] = field(default_factory=list)
+    failed: list[tuple[Action, Exception]] = field(default_factory=list)
+    retry: list[Action] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class BatchChoice:
+    batches: tuple[NewFilesBatch, ...]
+    singles: tuple[Action, ...]  # every action in no batch, in plan order
+
+
+Accepts = Callable[[str, int], bool]
+Work = Action | NewFilesBatch
 
 
 def make_base(path: str, a: Entry, b: Entry, content_hash: str | None = None) -> Base:
@@ -47,6 +95,18 @@ def make_base(path: str, a: Entry, b: Entry, content_hash: str | None = None) ->
 def _pair(side: Side, mine: Entry, theirs: Entry) -> tuple[Entry, Entry]:
     """(A entry, B entry) from an entry of ``side`` and one of the other side."""
     return (mine, theirs) if side is Side.A else (theirs, mine)
+
+
+def _copied(done: Done, src: Entry, new: Entry) -> Done:
+    """Record a finished COPY of ``src`` that became ``new`` on the action's side: the one
+    way both the single-file path and a batch record it (same base, history, bytes)."""
+    action = done.action
+    assert action.side is not None
+    a, b = _pair(action.side.other, src, new)
+    done.put.append(make_base(action.path, a, b, new.content_hash))
+    done.history.append(("copy", action.path, action.side.value, action.reason))
+    done.bytes_moved = src.size
+    return done
 
 
 class Applier:
@@ -82,10 +142,7 @@ class Applier:
                 if_match=replaces,
                 create_only=replaces is None,
             )
-        # A local file can be rewritten in place while it is read (a server serves one version
-        # per GET): re-check it when no hash from the listing already verified the bytes.
-        if src.content_hash is None and source.capabilities.local_path and source.stat(path).etag != src.etag:
-            raise ChangedWhileReading(path)
+        _check_local_source(source, path, src)
         return written
 
     # -- actions ---------------------------------------------------------------------------
@@ -112,11 +169,7 @@ class Applier:
             done.history.append(("kept", action.path, to.value, where))
             self.checkpoint("copy:kept-old-version")
         new = self.copy(action.path, src_side, src, replaces=existing.etag if existing else None)
-        a, b = _pair(src_side, src, new)
-        done.put.append(make_base(action.path, a, b, new.content_hash))
-        done.history.append(("copy", action.path, to.value, action.reason))
-        done.bytes_moved = src.size
-        return done
+        return _copied(done, src, new)
 
     def _delete(self, action: Action) -> Done:
         assert action.side is not None
@@ -170,6 +223,80 @@ class Applier:
             bytes_moved=kept.size + lost.size,
         )
 
+    # -- a batch of new files ----------------------------------------------------------------
+
+    def create_new_files(self, batch: NewFilesBatch) -> BatchOutcome:
+        """Create the batch's files on ``batch.side`` in one request (``SupportsBatchCreate``).
+
+        Each source is read whole and checked first: a file that is not the listed version
+        fails alone (``failed``: ChangedWhileReading), as does one whose read raised an item
+        error; one whose read failed otherwise goes to ``retry``. The files the remote did not
+        create, or all of them when the request failed as a whole, go to ``retry``: the
+        caller runs each alone through the single-file path.
+
+        :raises FatalError: credentials refused (the run stops).
+        """
+        outcome = BatchOutcome()
+        members: list[tuple[Action, Entry, NewFile]] = []
+        for action in batch.actions:
+            try:
+                src, new_file = self._read_new_file(action)
+            except FatalError:
+                raise
+            except ItemError as exc:  # the source is gone or changed: alone it would fail the same way
+                outcome.failed.append((action, exc))
+            except Exception as exc:  # transient, or an OS error: the single path decides
+                log.info("%s: reading it for a batch failed (%s); it is tried alone", action.path, exc)
+                outcome.retry.append(action)
+            else:
+                members.append((action, src, new_file))
+        if members:
+            self._send_batch(batch.side, members, outcome)
+        return outcome
+
+    def _read_new_file(self, action: Action) -> tuple[Entry, NewFile]:
+        """Read the source of a batched COPY whole and check it is the listed version.
+
+        :raises ChangedWhileReading: another size or SHA-256 than the listing's, or a local
+            file rewritten while it was read. :raises NotFound: the source is gone.
+        """
+        assert action.side is not None
+        src_side = action.side.other
+        src, source = self.listings[src_side][action.path], self.remotes[src_side]
+        with source.open_read(action.path) as stream:
+            data = _read_at_most(stream, src.size + 1)
+        if len(data) != src.size:
+            got = f"more than {src.size}" if len(data) > src.size else str(len(data))
+            raise ChangedWhileReading(action.path, f"{got} bytes read where the listing said {src.size}")
+        digest = hashlib.sha256(data).hexdigest()
+        if src.content_hash is not None and digest != src.content_hash.lower():
+            raise ChangedWhileReading(action.path, "its bytes do not have the listed SHA-256")
+        _check_local_source(source, action.path, src)
+        return src, NewFile(path=action.path, data=data, mtime_ns=src.mtime_ns, content_hash=digest)
+
+    def _send_batch(self, side: Side, members: list[tuple[Action, Entry, NewFile]], outcome: BatchOutcome) -> None:
+        """One ``create_batch`` request; each answer becomes its action's Done or a retry."""
+        target = self.remotes[side]
+        assert isinstance(target, SupportsBatchCreate)
+        try:
+            answers = target.create_batch([new_file for _, _, new_file in members])
+        except FatalError:
+            raise
+        except Exception as exc:  # transient (or a remote's bug): nothing in the answer is trusted
+            log.info("a batch of %d new files on %s failed (%s); each is tried alone", len(members), side.value, exc)
+            outcome.retry.extend(action for action, _, _ in members)
+            return
+        if len(answers) != len(members):  # a broken promise of the remote: trust none of it
+            log.warning("a batch of %d new files got %d answers; each is tried alone", len(members), len(answers))
+            outcome.retry.extend(action for action, _, _ in members)
+            return
+        for (action, src, _), answer in zip(members, answers, strict=True):
+            if isinstance(answer, ItemError):
+                log.info("%s: not created by its batch (%s); it is tried alone", action.path, answer.message)
+                outcome.retry.append(action)
+            else:
+                outcome.done.append(_copied(Done(action), src, answer))
+
     def _record(self, action: Action) -> Done:
         a, b = self.listings[Side.A][action.path], self.listings[Side.B][action.path]
         return Done(action, put=[make_base(action.path, a, b)])
@@ -191,49 +318,201 @@ def changed_paths(action: Action) -> list[tuple[Side, str]]:
     return []
 
 
+def written_paths(action: Action) -> list[tuple[Side, str]]:
+    """The (side, path) pairs where an action creates or overwrites a file."""
+    if action.side is None:
+        return []
+    if action.kind is ActionKind.COPY:
+        return [(action.side, action.path)]
+    if action.kind is ActionKind.MOVE and action.dest:
+        return [(action.side, action.dest)]
+    if action.kind is ActionKind.CONFLICT and action.dest:
+        return [(action.side, action.dest), (action.side, action.path), (action.side.other, action.dest)]
+    return []
+
+
+def folders_to_prepare(actions: Iterable[Action]) -> dict[Side, set[str]]:
+    """Per side, the parent folder of every path the actions create or overwrite there
+    (the root left out: it exists). Pure."""
+    folders: dict[Side, set[str]] = {Side.A: set(), Side.B: set()}
+    for action in actions:
+        for side, path in written_paths(action):
+            parent = posixpath.dirname(path)
+            if parent:
+                folders[side].add(parent)
+    return folders
+
+
+def prepare_target_folders(remotes: Mapping[Side, Remote], actions: Iterable[Action]) -> None:
+    """Create the folders the actions write into, once per side, on remotes that can
+    (``SupportsPrepareFolders``), before parallel writers race to create them.
+
+    :raises FatalError: credentials refused. :raises TransientError: the server is gone.
+    """
+    for side, folders in folders_to_prepare(actions).items():
+        remote = remotes[side]
+        if folders and isinstance(remote, SupportsPrepareFolders):
+            remote.prepare_folders(sorted(folders))
+
+
+def batch_settings(remotes: Mapping[Side, Remote]) -> tuple[dict[Side, BatchLimits], dict[Side, Accepts]]:
+    """The batch limits and ``accepts_in_batch`` of each side that can batch now."""
+    limits: dict[Side, BatchLimits] = {}
+    accepts: dict[Side, Accepts] = {}
+    for side, remote in remotes.items():
+        if isinstance(remote, SupportsBatchCreate) and (found := remote.batch_limits()) is not None:
+            limits[side], accepts[side] = found, remote.accepts_in_batch
+    return limits, accepts
+
+
+def choose_batches(
+    actions: Sequence[Action],
+    listings: Mapping[Side, Mapping[str, Entry]],
+    limits: Mapping[Side, BatchLimits],
+    accepts: Mapping[Side, Accepts],
+) -> BatchChoice:
+    """Which actions go into which batch. Pure, given an ``accepts`` that sends no request.
+
+    A COPY goes into a batch on its target side when that side has ``limits``, nothing is
+    listed at its path there (a batch can only create), its source's size is at most
+    ``max_file_bytes``, and ``accepts(path, size)`` (asked last). Batches fill in plan
+    order up to ``max_files`` and ``max_batch_bytes``; one that would hold a single file is
+    no batch: alone, the file costs one request too, and its write can be create-only.
+    """
+    filling: dict[Side, tuple[list[Action], int]] = {}
+    closed: list[NewFilesBatch] = []
+    for action in actions:
+        size = _batch_size(action, listings, limits, accepts)
+        if size is None:
+            continue
+        assert action.side is not None
+        limit = limits[action.side]
+        members, total = filling.get(action.side, ([], 0))
+        if members and (len(members) >= limit.max_files or total + size > limit.max_batch_bytes):
+            closed.append(NewFilesBatch(action.side, tuple(members)))
+            members, total = [], 0
+        members.append(action)
+        filling[action.side] = (members, total + size)
+    closed.extend(NewFilesBatch(side, tuple(members)) for side, (members, _) in filling.items())
+    batches = tuple(batch for batch in closed if len(batch.actions) > 1)
+    batched = {action for batch in batches for action in batch.actions}
+    return BatchChoice(batches, tuple(action for action in actions if action not in batched))
+
+
+def _batch_size(
+    action: Action,
+    listings: Mapping[Side, Mapping[str, Entry]],
+    limits: Mapping[Side, BatchLimits],
+    accepts: Mapping[Side, Accepts],
+) -> int | None:
+    """The size of a COPY that may be batched, or None."""
+    if action.kind is not ActionKind.COPY or action.side is None:
+        return None
+    limit = limits.get(action.side)
+    src = listings[action.side.other].get(action.path)
+    if limit is None or src is None or action.path in listings[action.side]:
+        return None
+    if src.size > min(limit.max_file_bytes, limit.max_batch_bytes):
+        return None
+    return src.size if accepts[action.side](action.path, src.size) else None
+
+
+def _check_local_source(source: Remote, path: str, src: Entry) -> None:
+    """A local file can be rewritten in place while it is read (a server serves one version
+    per GET): re-check it when no hash from the listing already verified the bytes.
+
+    :raises ChangedWhileReading:
+    """
+    if src.content_hash is None and source.capabilities.local_path and source.stat(path).etag != src.etag:
+        raise ChangedWhileReading(path)
+
+
+def _read_at_most(stream: BinaryIO, limit: int) -> bytes:
+    """Up to ``limit`` bytes of ``stream`` (fewer only at its end)."""
+    pieces: list[bytes] = []
+    left = limit
+    while left > 0 and (piece := stream.read(min(CHUNK, left))):
+        pieces.append(piece)
+        left -= len(piece)
+    return b"".join(pieces)
+
+
 def run_actions(
     applier: Applier,
-    actions: list[Action],
+    actions: Sequence[Action],
     workers: int,
     on_done: Callable[[Done], None],
     on_error: Callable[[Action, Exception], None],
+    batches: Sequence[NewFilesBatch] = (),
 ) -> None:
-    """Run ``actions`` with at most ``workers`` at once; call back in this thread as each ends.
-    Item and transient errors (and any unexpected error of one action) are handed to
-    ``on_error`` and the rest go on; a fatal error or an interrupt stops the run."""
-    pending = iter(actions)
-    in_flight: dict[Future[Done], Action] = {}
-    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+    """Run ``batches`` and ``actions`` with at most ``workers`` units at once; call back in
+    this thread, per action, as each ends. Item and transient errors (and any unexpected
+    error of one action) are handed to ``on_error`` and the rest go on; a batch's files it
+    did not create are queued to run alone first; a fatal error or an interrupt stops the run.
+    """
+    limit = max(1, workers)
+    queue: deque[Work] = deque(batches)  # batches first: the biggest units start early
+    queue.extend(actions)
+    in_flight: dict[Future[Done | BatchOutcome], Work] = {}
+    with ThreadPoolExecutor(max_workers=limit) as pool:
         try:
-            for action in pending:
-                in_flight[pool.submit(applier.run, action)] = action
-                if len(in_flight) >= workers:
-                    _collect(in_flight, on_done, on_error, wait_all=False)
-            _collect(in_flight, on_done, on_error, wait_all=True)
+            while queue or in_flight:
+                while queue and len(in_flight) < limit:
+                    work = queue.popleft()
+                    in_flight[pool.submit(_perform, applier, work)] = work
+                for work, result in _finished(in_flight):
+                    _report(work, result, queue, on_done, on_error)
         except BaseException:
             for future in in_flight:
                 future.cancel()
             raise
 
 
-def _collect(
-    in_flight: dict[Future[Done], Action],
+def _perform(applier: Applier, work: Work) -> Done | BatchOutcome:
+    if isinstance(work, NewFilesBatch):
+        return applier.create_new_files(work)
+    return applier.run(work)
+
+
+def _finished(
+    in_flight: dict[Future[Done | BatchOutcome], Work],
+) -> Iterator[tuple[Work, Done | BatchOutcome | Exception]]:
+    """Wait for at least one unit to end; yield each ended one with its result or error.
+
+    :raises FatalError: from a unit (the run stops).
+    """
+    finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
+    for future in finished:
+        work = in_flight.pop(future)
+        try:
+            result: Done | BatchOutcome | Exception = future.result()
+        except FatalError:
+            raise
+        except Exception as exc:  # item, transient, or an OS error no remote mapped
+            result = exc
+        yield work, result
+
+
+def _report(
+    work: Work,
+    result: Done | BatchOutcome | Exception,
+    queue: deque[Work],
     on_done: Callable[[Done], None],
     on_error: Callable[[Action, Exception], None],
-    *,
-    wait_all: bool,
 ) -> None:
-    while in_flight:
-        finished, _ = wait(in_flight, return_when=FIRST_COMPLETED)
-        for future in finished:
-            action = in_flight.pop(future)
-            try:
-                done = future.result()
-            except FatalError:
-                raise
-            except Exception as exc:  # item, transient, or an OS error no remote mapped
-                on_error(action, exc)
-            else:
-                on_done(done)
-        if not wait_all:
+    """Hand one ended unit to the callbacks, per action; a batch's retries go first in line."""
+    if isinstance(work, NewFilesBatch):
+        if not isinstance(result, BatchOutcome):  # the batch itself broke: each goes alone
+            log.warning("a batch of %d new files failed (%s); each is tried alone", len(work.actions), result)
+            queue.extendleft(reversed(work.actions))
             return
+        for done in result.done:
+            on_done(done)
+        for action, exc in result.failed:
+            on_error(action, exc)
+        queue.extendleft(reversed(result.retry))
+    elif isinstance(result, Exception):
+        on_error(work, result)
+    else:
+        assert isinstance(result, Done)
+        on_done(result)

@@ -12,7 +12,16 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from syncd.config import PairConfig
-from syncd.engine.apply import Applier, Checkpoint, Done, changed_paths, run_actions
+from syncd.engine.apply import (
+    Applier,
+    Checkpoint,
+    Done,
+    batch_settings,
+    changed_paths,
+    choose_batches,
+    prepare_target_folders,
+    run_actions,
+)
 from syncd.engine.plan import Folding, PlanSettings, plan
 from syncd.engine.safety import check_mass_delete, check_side_not_empty
 from syncd.engine.scan import (
@@ -221,7 +230,13 @@ def _apply(
     notify: ProgressFn,
     run_id: int,
 ) -> set[str]:
-    """Run the plan's actions. :returns: the paths of actions deferred by their backoff."""
+    """Run the plan's actions: create the folders they write into first (remotes that can),
+    then run them, small new files in batches where a remote can batch.
+
+    :returns: the paths of actions deferred by their backoff.
+    :raises FatalError: e.g. credentials refused. :raises TransientError: the run stops
+        to be retried (a server gone while folders were created, or too many failures in a row).
+    """
     actions = [a for a in planned.actions if a.kind is not ActionKind.SKIP]
     deferred: set[str] = set()
     if options.respect_backoff:
@@ -233,6 +248,9 @@ def _apply(
     notify("applying", {"actions": total, "bytes": _planned_bytes(actions, applier.listings)})
     checkpoint = options.checkpoint or (lambda _stage: None)
     batch = _Batch(store, run_id, checkpoint)
+    prepare_target_folders(applier.remotes, actions)
+    # Asked only now: a remote may accept only files in the folders this run created.
+    chosen = choose_batches(actions, applier.listings, *batch_settings(applier.remotes))
 
     touched: dict[Side, set[str]] = {Side.A: set(), Side.B: set()}
     streak = 0  # transient failures in a row, with no success between them
@@ -265,7 +283,7 @@ def _apply(
         notify("error", {"path": action.path, "error": str(exc), "attempts": info.attempts})
 
     try:
-        run_actions(applier, actions, pair.transfers, on_done, on_error)
+        run_actions(applier, chosen.singles, pair.transfers, on_done, on_error, chosen.batches)
     except (Exception, KeyboardInterrupt):
         batch.flush()  # record what finished before the run stopped
         raise
