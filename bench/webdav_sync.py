@@ -1,15 +1,20 @@
 """Benchmark: syncd (``webdav`` files <-> ``dir`` bucket) vs ``rclone bisync`` (rclone's webdav
-backend <-> a local folder), on Apache mod_dav and on our Nextcloud-protocol test server.
+backend <-> a local folder) and the Nextcloud desktop client's engine (``nextcloudcmd``, Debian
+``nextcloud-desktop-cmd``, Nextcloud server only), on Apache mod_dav and on our
+Nextcloud-protocol test server.
 
 Generates a tree (default 10,000 files of 100 B - 8 KB in 100 folders). For each server and
-each tool, a fresh server is started and the tree is put on it (written into Apache's DAV folder
-directly; PUT in parallel to the Nextcloud server, which keeps its tree in memory), then the
-tool runs, in one run each: the initial sync, a no-change sync and a one-change sync (one file
-changed on the server by a PUT). Each run's wall time and peak RSS (os.wait4, by a small launcher) are
-printed as a table with syncd / rclone ratios; on the Nextcloud server, the HTTP requests of
-every run by method (the no-change sync must be O(changed folders): its PROPFIND count).
+each tool, a fresh server is started. ``--direction down`` puts the tree on the server first
+(written into Apache's DAV folder directly; PUT in parallel to the Nextcloud server, which keeps
+its tree in memory) and the tools bring it down; ``--direction up`` puts it on the tool's other
+side (syncd's ``dir`` bucket, rclone's and nextcloudcmd's local folder) and the server starts
+empty, as a new account does. Then each tool runs, in one run each: the initial sync, a
+no-change sync and a one-change sync (one file changed on the server by a PUT). Each run's wall
+time and peak RSS (os.wait4, by a small launcher) are printed as a table with syncd / rclone
+ratios; on the Nextcloud server, the HTTP requests of every run by method.
 
     python bench/webdav_sync.py [--files 10000] [--dirs 100] [--servers apache,nextcloud]
+                                [--direction down|up] [--tools syncd,rclone,nextcloudcmd]
                                 [--repeat 1]
 
 Servers listen on 127.0.0.1 only; they come from tests/webdav/servers.py (Apache needs
@@ -160,15 +165,15 @@ class Server:
 
 
 @contextmanager
-def apache_with(tree: Tree) -> Iterator[Server]:
+def apache_with(tree: Tree | None) -> Iterator[Server]:
     dav = servers.start_apache()
     try:
         assert dav.data_dir is not None
         owner = dav.data_dir.stat()
-        for folder in tree.dirs:
+        for folder in tree.dirs if tree is not None else []:
             (dav.data_dir / folder).mkdir()
             os.chown(dav.data_dir / folder, owner.st_uid, owner.st_gid)
-        for key, data in tree.files.items():
+        for key, data in tree.files.items() if tree is not None else []:
             path = dav.data_dir / key
             path.write_bytes(data)
             os.chown(path, owner.st_uid, owner.st_gid)  # Apache's worker user must be able to write it
@@ -178,32 +183,44 @@ def apache_with(tree: Tree) -> Iterator[Server]:
 
 
 @contextmanager
-def nextcloud_with(tree: Tree, workers: int = 8) -> Iterator[Server]:
+def nextcloud_with(tree: Tree | None, workers: int = 8) -> Iterator[Server]:
     user, password = servers.USER, servers.PASSWORD
     nc = NextcloudServer({user: password})
     nc.start()
     try:
         server = Server("nextcloud", nc.files_url(user), user, password, "nextcloud", nc)
         servers.wait_until_ready(server.url, (user, password), None, "nextcloud test server")
-        with server.session() as session:
-            for folder in tree.dirs:
-                session.request("MKCOL", server.url + folder + "/", timeout=30).raise_for_status()
-        keys = list(tree.files)
-
-        def put_slice(part: list[str]) -> None:
-            with server.session() as session:
-                for key in part:
-                    session.put(server.url + key, data=tree.files[key], timeout=30).raise_for_status()
-
-        with ThreadPoolExecutor(workers) as pool:
-            list(pool.map(put_slice, [keys[i::workers] for i in range(workers)]))
+        if tree is not None:
+            _put_tree(server, tree, workers)
         nc.reset_counts()
         yield server
     finally:
         nc.stop()
 
 
-SERVERS: dict[str, Callable[[Tree], AbstractContextManager[Server]]] = {
+def _put_tree(server: Server, tree: Tree, workers: int) -> None:
+    with server.session() as session:
+        for folder in tree.dirs:
+            session.request("MKCOL", server.url + folder + "/", timeout=30).raise_for_status()
+    keys = list(tree.files)
+
+    def put_slice(part: list[str]) -> None:
+        with server.session() as session:
+            for key in part:
+                session.put(server.url + key, data=tree.files[key], timeout=30).raise_for_status()
+
+    with ThreadPoolExecutor(workers) as pool:
+        list(pool.map(put_slice, [keys[i::workers] for i in range(workers)]))
+
+
+def write_tree(folder: Path, tree: Tree) -> None:
+    for key, data in tree.files.items():
+        path = folder / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+
+
+SERVERS: dict[str, Callable[[Tree | None], AbstractContextManager[Server]]] = {
     "apache": apache_with,
     "nextcloud": nextcloud_with,
 }
@@ -214,8 +231,10 @@ SERVERS: dict[str, Callable[[Tree], AbstractContextManager[Server]]] = {
 
 class Tool:
     name = ""
+    servers = ("apache", "nextcloud")  # the kinds of server it can sync with
 
-    def __init__(self, work: Path, server: Server) -> None:
+    def __init__(self, work: Path, server: Server, seed: Tree | None) -> None:
+        """``seed``: the tree this tool's other side holds before the initial sync (up)."""
         self.work, self.server = work, server
         work.mkdir(parents=True)
 
@@ -229,8 +248,8 @@ class Tool:
 class Syncd(Tool):
     name = "syncd"
 
-    def __init__(self, work: Path, server: Server) -> None:
-        super().__init__(work, server)
+    def __init__(self, work: Path, server: Server, seed: Tree | None) -> None:
+        super().__init__(work, server, seed)
         (work / "password").write_text(server.password)
         self.config = work / "syncd.toml"
         self.config.write_text(
@@ -239,6 +258,18 @@ class Syncd(Tool):
             'password_file = "password" }\nbucket = { type = "dir", path = "bucket" }\n'
         )
         self.report: dict[str, object] = {}
+        if seed is not None:
+            write_tree(work / "seed", seed)
+            with tempfile.TemporaryDirectory() as state:
+                seeder = work / "seed.toml"
+                seeder.write_text(
+                    f'[daemon]\nstate_dir = "{state}"\n[users.seed]\n'
+                    'files = { type = "local", path = "seed" }\nbucket = { type = "dir", path = "bucket" }\n'
+                )
+                subprocess.run(
+                    [sys.executable, "-m", "syncd", "--config", str(seeder), "now"], cwd=REPO, check=True, timeout=600
+                )
+            shutil.rmtree(work / "seed")
 
     def run(self, phase: str) -> Sample:
         cmd = [sys.executable, "-m", "syncd", "--config", str(self.config), "now", "--json"]
@@ -261,10 +292,12 @@ class Syncd(Tool):
 class RcloneBisync(Tool):
     name = "rclone bisync"
 
-    def __init__(self, work: Path, server: Server) -> None:
-        super().__init__(work, server)
+    def __init__(self, work: Path, server: Server, seed: Tree | None) -> None:
+        super().__init__(work, server, seed)
         self.local = work / "local"
         self.local.mkdir()
+        if seed is not None:
+            write_tree(self.local, seed)
         (work / "rclone.conf").write_text("")
         obscured = subprocess.run(
             [require_rclone(), "obscure", server.password], capture_output=True, text=True, check=True, timeout=60
@@ -293,16 +326,47 @@ class RcloneBisync(Tool):
             raise SystemExit(f"rclone bisync {phase} on {self.server.kind}: {tree.changed} not updated")
 
 
-def measure(kind: str, tool_cls: type[Tool], tree: Tree, scratch: Path, repeat: int) -> dict[str, Sample]:
+class NextcloudCmd(Tool):
+    """The Nextcloud desktop client's sync engine, run once per phase as ``nextcloudcmd``."""
+
+    name = "nextcloudcmd"
+    servers = ("nextcloud",)
+
+    def __init__(self, work: Path, server: Server, seed: Tree | None) -> None:
+        super().__init__(work, server, seed)
+        self.local = work / "local"
+        self.local.mkdir()
+        if seed is not None:
+            write_tree(self.local, seed)
+
+    def run(self, phase: str) -> Sample:
+        binary = shutil.which("nextcloudcmd")
+        if binary is None:
+            raise SystemExit("nextcloudcmd not installed (apt-get install nextcloud-desktop-cmd)")
+        origin = self.server.url.split("/remote.php/")[0]
+        cmd = [binary, "--non-interactive", "--silent", "-u", self.server.username, "-p", self.server.password]
+        return run_measured([*cmd, "--max-sync-retries", "1", str(self.local), origin])[0]
+
+    def check(self, phase: str, tree: Tree) -> None:
+        names = {p.relative_to(self.local).as_posix() for p in self.local.rglob("*") if p.is_file()}
+        count = len({n for n in names if not n.startswith(".sync_") and not n.startswith(".nextcloudsync")})
+        if count != len(tree.files):
+            raise SystemExit(f"nextcloudcmd {phase}: {count} local files, not {len(tree.files)}")
+        if phase == "one-change" and (self.local / tree.changed).read_bytes() != self.server.read(tree.changed):
+            raise SystemExit(f"nextcloudcmd {phase}: {tree.changed} not updated")
+
+
+def measure(
+    kind: str, tool_cls: type[Tool], tree: Tree, scratch: Path, repeat: int, direction: str
+) -> dict[str, Sample]:
     results: dict[str, list[Sample]] = {p: [] for p in PHASES}
     for i in range(repeat):
         prepared = time.perf_counter()
-        with SERVERS[kind](tree) as server:
-            print(
-                f"  {kind} server with {len(tree.files)} files ready in {time.perf_counter() - prepared:.1f}s",
-                flush=True,
-            )
-            tool = tool_cls(scratch / f"{kind}-{tool_cls.__name__}-{i}", server)
+        with SERVERS[kind](tree if direction == "down" else None) as server:
+            held = len(tree.files) if direction == "down" else 0
+            print(f"  {kind} server with {held} files ready in {time.perf_counter() - prepared:.1f}s", flush=True)
+            seed = tree if direction == "up" else None
+            tool = tool_cls(scratch / f"{kind}-{tool_cls.__name__}-{i}", server, seed)
             for phase in PHASES:
                 if phase == "one-change":
                     server.change_one(tree)
@@ -335,11 +399,12 @@ def print_table(kind: str, table: dict[str, dict[str, Sample]]) -> None:
     for name, row in table.items():
         cells = "".join(f"{row[p].seconds:>12.3f}s {row[p].max_rss_mb:>6.0f}MB" for p in PHASES)
         print(f"{name:<15}{cells}")
-    if "syncd" in table and "rclone bisync" in table:
-        ratios = {p: table["syncd"][p].seconds / table["rclone bisync"][p].seconds for p in PHASES}
-        rss = {p: table["syncd"][p].max_rss_mb / table["rclone bisync"][p].max_rss_mb for p in PHASES}
-        print("syncd / rclone bisync (time): " + ", ".join(f"{p} {r:.2f}x" for p, r in ratios.items()))
-        print("syncd / rclone bisync (RSS):  " + ", ".join(f"{p} {r:.2f}x" for p, r in rss.items()))
+    for peer in ("rclone bisync", "nextcloudcmd"):
+        if "syncd" in table and peer in table:
+            ratios = {p: table["syncd"][p].seconds / table[peer][p].seconds for p in PHASES}
+            rss = {p: table["syncd"][p].max_rss_mb / table[peer][p].max_rss_mb for p in PHASES}
+            print(f"syncd / {peer} (time): " + ", ".join(f"{p} {r:.2f}x" for p, r in ratios.items()))
+            print(f"syncd / {peer} (RSS):  " + ", ".join(f"{p} {r:.2f}x" for p, r in rss.items()))
     if any(row[p].requests is not None for row in table.values() for p in PHASES):
         print("HTTP requests by method:")
         for name, row in table.items():
@@ -354,7 +419,10 @@ def main() -> None:
     parser.add_argument("--files", type=int, default=10_000)
     parser.add_argument("--dirs", type=int, default=100)
     parser.add_argument("--servers", default="apache,nextcloud", help="comma-separated: apache, nextcloud")
-    parser.add_argument("--tools", default="syncd,rclone", help="comma-separated: syncd, rclone")
+    parser.add_argument("--tools", default="syncd,rclone", help="comma-separated: syncd, rclone, nextcloudcmd")
+    parser.add_argument(
+        "--direction", choices=("down", "up"), default="down", help="where the tree is before the initial sync"
+    )
     parser.add_argument("--repeat", type=int, default=1, help="fresh server per run; median time, max RSS")
     parser.add_argument(
         "--nextcloud-nagle",
@@ -371,12 +439,13 @@ def main() -> None:
     for kind in kinds:
         if kind not in SERVERS:
             parser.error(f"--servers: unknown server {kind!r}")
-    tools = {"syncd": Syncd, "rclone": RcloneBisync}
+    tools: dict[str, type[Tool]] = {"syncd": Syncd, "rclone": RcloneBisync, "nextcloudcmd": NextcloudCmd}
     chosen = [tools[t] for t in args.tools.split(",") if t]
     tree = make_tree(args.files, args.dirs)
     print(
         f"tree: {args.files} files (100 B - 8 KB, {sum(map(len, tree.files.values())) / 1e6:.1f} MB) "
-        f"in {args.dirs} folders; {args.repeat} run(s) per tool, a fresh server each; {os.cpu_count()} CPUs; "
+        f"in {args.dirs} folders, synced {args.direction}; {args.repeat} run(s) per tool, a fresh server each; "
+        f"{os.cpu_count()} CPUs; "
         f"Nextcloud server TCP_NODELAY {not args.nextcloud_nagle}; "
         f"load {' '.join(f'{x:.2f}' for x in os.getloadavg())}",
         flush=True,
@@ -386,9 +455,11 @@ def main() -> None:
         for kind in kinds:
             tables[kind] = {}
             for tool_cls in chosen:
+                if kind not in tool_cls.servers:
+                    continue
                 print(f"{kind}: {tool_cls.name} ...", flush=True)
                 try:
-                    tables[kind][tool_cls.name] = measure(kind, tool_cls, tree, Path(tmp), args.repeat)
+                    tables[kind][tool_cls.name] = measure(kind, tool_cls, tree, Path(tmp), args.repeat, args.direction)
                 except servers.ServerUnavailable as exc:
                     print(f"  {kind} server unavailable: {exc}")
                     break
