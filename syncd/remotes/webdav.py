@@ -14,6 +14,7 @@ This module is the facade; the work is done by one module per responsibility::
     _webdav_listing.py   list() and list_changed()
     _webdav_upload.py    one PUT (Nextcloud), or temp name + MOVE (generic servers)
     _webdav_chunked.py   Nextcloud chunked upload v2 and its resume ledger
+    _webdav_bulk.py      Nextcloud bulk upload: many small new files in one POST
     _webdav_trash.py     trash, keep_version, purge (Nextcloud trash bin ledger)
 
 Config::
@@ -24,10 +25,11 @@ Config::
 
 from __future__ import annotations
 
+import builtins
 import contextlib
 import io
 import logging
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, BinaryIO, Literal
@@ -35,8 +37,9 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from syncd.errors import ChangedWhileReading, TransientError
+from syncd.errors import ChangedWhileReading, ItemError, TransientError
 from syncd.models import Entry
+from syncd.remotes import _webdav_bulk
 from syncd.remotes._webdav_body import HashMismatch, ResponseReader, ShortData
 from syncd.remotes._webdav_chunked import ChunkedUploader
 from syncd.remotes._webdav_listing import DavLister
@@ -44,7 +47,7 @@ from syncd.remotes._webdav_presets import PRESETS, Preset, parent_of
 from syncd.remotes._webdav_session import DavSession
 from syncd.remotes._webdav_trash import DavTrash
 from syncd.remotes._webdav_upload import PlainUploader, conditions
-from syncd.remotes.base import Capabilities, TreeListing, known_or_read_hash
+from syncd.remotes.base import BatchLimits, Capabilities, NewFile, TreeListing, known_or_read_hash
 from syncd.remotes.settings import OpenContext, RemoteSettings, read_secret
 
 log = logging.getLogger("syncd.remotes.webdav")
@@ -255,6 +258,20 @@ class WebDavRemote:
         self.session.folders.ensure(parent_of(dst))
         self.session.move_request(src, dst, overwrite=False, if_match=if_match)
         return self.stat(dst)
+
+    # -- bulk upload of small new files (SupportsBatchCreate) ----------------------------
+
+    def batch_limits(self) -> BatchLimits | None:
+        """Nextcloud's bulk upload limits when its capabilities announce it, else None."""
+        return _webdav_bulk.batch_limits(self.session)
+
+    def accepts_in_batch(self, path: str, size: int) -> bool:
+        """Only files in folders this remote created in this run: the bulk endpoint overwrites."""
+        return _webdav_bulk.accepts_in_batch(self.session, path, size)
+
+    def create_batch(self, files: Sequence[NewFile]) -> builtins.list[Entry | ItemError]:
+        """Create ``files`` in one bulk request (see :func:`_webdav_bulk.create_batch`)."""
+        return _webdav_bulk.create_batch(self.session, files)
 
     def close(self) -> None:
         self.session.transport.close()
