@@ -38,6 +38,10 @@ runs = Table(
     Column("errors", Integer, nullable=False),
     Column("bytes_moved", BigInteger, nullable=False),
     Column("message", Text, nullable=False),
+    # Who runs it (revision 0003): a "running" row whose process is gone died mid-run.
+    Column("host", Text),
+    Column("pid", Integer),
+    Column("pid_start", Text),  # "<boot id>:<start time>": tells the process from a later one with its pid
 )
 
 # A path whose last action failed, with its retry backoff.
@@ -83,4 +87,14 @@ folder_etags = Table(
     Column("side", String(10), primary_key=True),
     Column("path", Text, primary_key=True),
     Column("etag", Text, nullable=False),
+)
+
+# Names a pair cannot sync (unsafe, refused by a side), kept so that a run reports only the
+# newly skipped ones and `syncd status` counts them.
+skipped = Table(
+    "skipped",
+    metadata,
+    Column("path", Text, primary_key=True),
+    Column("reason", Text, nullable=False),
+    Column("first_seen", Float, nullable=False),
 )

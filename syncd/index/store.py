@@ -24,9 +24,10 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from syncd.errors import FatalError
+from syncd.lock import process_identity
 from syncd.models import Base
 
-HEAD_REVISION = "0002"  # tests check this equals the newest revision in migrations/
+HEAD_REVISION = "0003"  # tests check this equals the newest revision in migrations/
 
 BASE_COLUMNS = (
     "path", "size", "content_hash", "a_etag", "b_etag", "a_mtime_ns", "b_mtime_ns", "a_inode", "b_remote_id",
@@ -46,6 +47,9 @@ class RunInfo:
     errors: int
     bytes_moved: int
     message: str
+    host: str | None = None  # who runs (or ran) it: see syncd.lock.process_alive
+    pid: int | None = None
+    pid_start: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -204,7 +208,10 @@ def upgrade_sqlite(path: Path) -> None:
 
     try:
         done = subprocess.run(
-            [sys.executable, "-m", "syncd.index.migrate", str(path)],
+            # -P: no current folder (nor script folder) on the child's import path. With -m
+            # alone Python puts the cwd first, and a `syncd/` package planted where an admin
+            # (or root) runs `syncd now` would run as them; syncd must import only itself.
+            [sys.executable, "-P", "-m", "syncd.index.migrate", str(path)],
             check=False,
             capture_output=True,
             text=True,
@@ -364,10 +371,12 @@ class Store:
     # -- runs, errors, history -------------------------------------------------------------
 
     def start_run(self) -> int:
+        """Record a run as "running" by this process (host, pid and its start token)."""
+        host, pid, pid_start = process_identity()
         (run_id,) = self.db.rows(
-            "INSERT INTO runs (started_at, outcome, counts, errors, bytes_moved, message) "
-            "VALUES (:at, 'running', '{}', 0, 0, '') RETURNING id",
-            {"at": time.time()},
+            "INSERT INTO runs (started_at, outcome, counts, errors, bytes_moved, message, host, pid, pid_start) "
+            "VALUES (:at, 'running', '{}', 0, 0, '', :host, :pid, :pid_start) RETURNING id",
+            {"at": time.time(), "host": host, "pid": pid, "pid_start": pid_start},
         )[0]
         self.db.commit()
         return int(run_id)
@@ -385,12 +394,12 @@ class Store:
 
     def runs(self, limit: int = 10) -> list[RunInfo]:
         rows = self.db.rows(
-            "SELECT id, started_at, ended_at, outcome, counts, errors, bytes_moved, message "
+            "SELECT id, started_at, ended_at, outcome, counts, errors, bytes_moved, message, host, pid, pid_start "
             "FROM runs ORDER BY id DESC LIMIT :limit",
             {"limit": limit},
         )
         self.db.commit()
-        return [RunInfo(r[0], r[1], r[2], r[3], json.loads(r[4]), r[5], r[6], r[7]) for r in rows]
+        return [RunInfo(r[0], r[1], r[2], r[3], json.loads(r[4]), *r[5:]) for r in rows]
 
     def record_item_error(self, path: str, error: str, now: float) -> ItemErrorInfo:
         """Count one more failure of ``path``; the next retry backs off exponentially."""
@@ -415,6 +424,53 @@ class Store:
         rows = self.db.rows("SELECT path, error, attempts, next_retry FROM item_errors ORDER BY path")
         self.db.commit()
         return [ItemErrorInfo(*r) for r in rows]
+
+    # -- skipped names ---------------------------------------------------------------------
+
+    def skipped(self) -> list[tuple[str, str]]:
+        """Every (path, reason) the pair skips, in path order."""
+        rows = self.db.rows("SELECT path, reason FROM skipped ORDER BY path")
+        self.db.commit()
+        return [(row[0], row[1]) for row in rows]
+
+    def count_skipped(self) -> int:
+        (count,) = self.db.rows("SELECT count(*) FROM skipped")[0]
+        self.db.commit()
+        return int(count)
+
+    def note_skipped(
+        self, found: Iterable[tuple[str, str]], *, under: Iterable[str] | None = None, save: bool = True
+    ) -> list[tuple[str, str]]:
+        """Take ``found`` as the names the pair skips now: all of them after a full run, or
+        (``under``) those of these paths and everything below them after a hinted run; the
+        skipped names elsewhere stay as they are. ``save`` False (a dry run) changes nothing.
+
+        :returns: the (path, reason) pairs not skipped before, or skipped for another
+            reason, in path order: what a run reports; the others were reported already.
+        """
+        now = dict(found)
+        known = dict(self._skipped_rows(under))
+        newly = sorted((path, reason) for path, reason in now.items() if known.get(path) != reason)
+        if save:
+            self._delete_paths("skipped", [path for path, reason in known.items() if now.get(path) != reason])
+            if newly:
+                self.db.run_many(
+                    "INSERT INTO skipped (path, reason, first_seen) VALUES (:path, :reason, :at)",
+                    [{"path": path, "reason": reason, "at": time.time()} for path, reason in newly],
+                )
+        self.db.commit()
+        return newly
+
+    def _skipped_rows(self, under: Iterable[str] | None) -> list[tuple[str, str]]:
+        if under is None:
+            return [(r[0], r[1]) for r in self.db.rows("SELECT path, reason FROM skipped")]
+        rows: list[tuple[str, str]] = []
+        for path in sorted(set(under)):
+            rows += [(r[0], r[1]) for r in self.db.rows(  # the bounds as in load_bases
+                "SELECT path, reason FROM skipped WHERE path = :p OR (path >= :low AND path < :high)",
+                {"p": path, "low": path + "/", "high": path + "0"},
+            )]
+        return rows
 
     def history(self, limit: int = 50, action: str | None = None) -> Iterator[HistoryItem]:
         where = "WHERE action = :action " if action is not None else ""

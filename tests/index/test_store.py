@@ -4,6 +4,7 @@ data, the migrations ship inside the wheel, and the same code runs on PostgreSQL
 from __future__ import annotations
 
 import os
+import socket
 import sqlite3
 import subprocess
 import sys
@@ -20,6 +21,7 @@ from sqlalchemy import create_engine, text
 from syncd.errors import FatalError
 from syncd.index.schema import metadata
 from syncd.index.store import HEAD_REVISION, Store, migrations_dir, upgrade
+from syncd.lock import process_alive, process_identity
 from syncd.models import Base
 
 REPO = Path(__file__).resolve().parents[2]
@@ -89,10 +91,26 @@ def exercise(store: Store) -> None:
     assert (info.attempts, again.attempts) == (1, 2) and again.next_retry - 1001.0 > info.next_retry - 1000.0
     store.save_hashes([("a.txt", "etag-a", "cd" * 32)])
     assert store.load_hash_cache(["a.txt", "b.txt"]) == {"a.txt": ("etag-a", "cd" * 32)}
+    running = store.runs(1)[0]
+    assert (running.outcome, running.host, running.pid) == ("running", socket.gethostname(), os.getpid())
+    assert process_alive(running.host, running.pid, running.pid_start) is True
     store.finish_run(run, outcome="ok", counts={"copy": 2}, errors=1, bytes_moved=20, message="")
     assert store.runs(1)[0].counts == {"copy": 2}
     assert [h.action for h in store.history(10, "conflict")] == ["conflict"]
     assert [e.path for e in store.item_errors()] == ["bad.txt"]
+    exercise_skipped(store)
+
+
+def exercise_skipped(store: Store) -> None:
+    """Skipped names: a run reports only the new ones; a hinted run touches only its paths."""
+    first = [("x/a\nb", "control character"), ("x/c", "refused"), ("y", "refused")]
+    assert store.note_skipped(first) == sorted(first)
+    assert store.note_skipped(first) == []  # known: nothing to report again
+    assert store.note_skipped([("x/c", "refused")], save=False) == []  # a dry run...
+    assert store.count_skipped() == 3  # ...changes nothing
+    assert store.note_skipped([("x/c", "too long")], under=["x"]) == [("x/c", "too long")]  # another reason
+    assert store.skipped() == [("x/c", "too long"), ("y", "refused")]  # x/a\nb is gone; y was not hinted
+    assert store.note_skipped([]) == [] and store.count_skipped() == 0
 
 
 def test_store_round_trip_on_sqlite(tmp_path: Path) -> None:
@@ -260,3 +278,31 @@ def test_two_processes_migrating_one_index_take_turns(tmp_path: Path) -> None:
     assert [rc for rc, _ in results] == [0, 0, 0, 0], results
     with sqlite3.connect(index) as conn:
         assert conn.execute("SELECT version_num FROM alembic_version").fetchall() == [(HEAD_REVISION,)]
+
+
+def test_an_index_of_revision_0002_upgrades_keeping_its_runs(tmp_path: Path) -> None:
+    db = tmp_path / "index.db"
+    engine = create_engine(f"sqlite:///{db}")
+    with engine.begin() as conn:
+        upgrade(conn, "0002")
+        conn.execute(text("INSERT INTO runs (started_at, ended_at, outcome, counts, errors, bytes_moved, message) "
+                          "VALUES (1, 2, 'ok', '{}', 0, 0, '')"))
+    engine.dispose()
+    store = Store.open(db)
+    try:
+        (old,) = store.runs(5)
+        assert (old.outcome, old.host, old.pid) == ("ok", None, None)
+        assert store.note_skipped([("a", "why")]) == [("a", "why")]  # revision 0003's table
+    finally:
+        store.close()
+    assert schema_diff(f"sqlite:///{db}") == []
+
+
+def test_a_process_is_told_from_a_later_one_with_its_pid() -> None:
+    host, pid, start = process_identity()
+    assert process_alive(host, pid, start) is True
+    assert process_alive(host, pid, "another-boot:1") is False  # the pid was reused
+    assert process_alive("another-host", pid, start) is None  # cannot be checked from here
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait(60)
+    assert process_alive(host, child.pid, None) is False
