@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import os
 import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
+from urllib.parse import unquote, urlsplit
 
 import msgspec
 import tomli  # TOML 1.1: inline tables may span lines, as in DESIGN.md's examples
@@ -66,6 +68,9 @@ class PairSection(_Strict, frozen=True):
     trash_retention_days: Annotated[int, msgspec.Meta(ge=0)] | None = None
     transfers: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
     interval: str | None = None
+    # This pair may share its files root or bucket location with this user's other pairs
+    # that say so too (never with another user's, never between its own two sides).
+    allow_overlap: bool | None = None
 
 
 class UserSection(PairSection, frozen=True):
@@ -127,6 +132,7 @@ class PairConfig:
     transfers: int
     interval_s: float
     state_dir: Path
+    allow_overlap: bool = False
 
     @property
     def key(self) -> str:
@@ -160,13 +166,18 @@ def config_path(cli_value: str | None) -> Path:
 
 
 def load_config(path: Path) -> Config:
-    """Read and validate ``path``. :raises ConfigError: naming the file, key and problem."""
+    """Read and validate ``path``. :raises ConfigError: naming the file, key and problem,
+    also when two pairs would share a location (see :func:`check_overlaps`)."""
     try:
         raw = tomli.loads(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found (use --config or $SYNCD_CONFIG)") from None
     except PermissionError:
         raise ConfigError(f"{path}: no permission to read the config file") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a folder, not a config file (use --config FILE)") from None
+    except OSError as exc:  # e.g. a file above it in the path, an I/O error
+        raise ConfigError(f"{path}: cannot read the config file: {exc.strerror or exc}") from None
     except tomli.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from None
     except UnicodeDecodeError:
@@ -191,6 +202,7 @@ def load_config(path: Path) -> Config:
             _check_name(path, pair_where, name)
             pair_section = validate(raw_pair, PairSection, path, prefix=pair_where)
             pairs.append(_pair(path, folder, daemon, user, name, {**own, **_set_keys(pair_section)}, pair_where))
+    check_overlaps(path, daemon.state_dir, pairs)
     return Config(path=path, daemon=daemon, pairs=tuple(pairs))
 
 
@@ -225,6 +237,7 @@ def _pair(
         transfers=keys.get("transfers", daemon.transfers),
         interval_s=interval_s,
         state_dir=daemon.state_dir / user / name,
+        allow_overlap=keys.get("allow_overlap", False),
     )
 
 
@@ -263,3 +276,146 @@ def _resolve_reference(folder: Path, key: str, value: str) -> Path:
     if key.endswith("_file") and creds and (Path(creds) / candidate).exists():
         return Path(creds) / candidate
     return (folder / candidate).resolve()
+
+
+# -- where pairs keep their files: no two users may share a place ------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Location:
+    """Where one side of a pair keeps its files, for the overlap check.
+
+    Two locations overlap when they are in the same ``space`` (the local file system; one
+    bucket of one service; one WebDAV server) and one ``inside`` (a "/"-terminated path or key
+    prefix, "" for a whole bucket) equals or holds the other. Equal WebDAV URLs overlap only
+    for the same ``owner`` (username): Pydio Cells serves each user their own tree at ``/dav/``.
+    """
+
+    space: tuple[str, ...]
+    inside: str
+    text: str  # how messages name it: "folder /srv/x", "storj bucket 'b' prefix 'alice/'"
+    owner: str = ""
+
+    def overlaps(self, other: Location) -> bool:
+        if self.space != other.space:
+            return False
+        if self.inside == other.inside:
+            return self.owner == other.owner
+        return self.inside.startswith(other.inside) or other.inside.startswith(self.inside)
+
+
+@dataclass(frozen=True, slots=True)
+class _Placed:
+    """One location and the pair side that keeps its files there."""
+
+    where: Location
+    pair: PairConfig | None  # None: syncd's own state folder
+    side: str
+
+    @property
+    def label(self) -> str:
+        return f"{self.pair.key} {self.side}" if self.pair is not None else "the state folder"
+
+
+def _folder(path: Path) -> Location:
+    real = os.path.realpath(path)  # a symlink or ".." must not hide that two paths are one
+    return Location(("fs",), real.rstrip("/") + "/", f"folder {real}")
+
+
+def _bucket_prefix(prefix: str) -> str:
+    return prefix if not prefix or prefix.endswith("/") else prefix + "/"
+
+
+def _storj(settings: Any) -> Location:
+    # Bucket names are per project and a grant's project is not known without reading the
+    # secret: the same name is taken as the same bucket (distinct prefixes resolve it).
+    prefix = _bucket_prefix(settings.prefix)
+    return Location(("storj", settings.bucket), prefix, f"storj bucket {settings.bucket!r} prefix {prefix!r}")
+
+
+def _s3(settings: Any) -> Location:
+    endpoint = urlsplit(settings.endpoint).netloc.lower() if settings.endpoint else f"default:{settings.preset}"
+    prefix = _bucket_prefix(settings.prefix)
+    text = f"s3 bucket {settings.bucket!r} at {endpoint} prefix {prefix!r}"
+    return Location(("s3", endpoint, settings.bucket), prefix, text)
+
+
+def _webdav(settings: Any) -> Location:
+    parts = urlsplit(settings.url)
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    # "%7e" and "~", "a//b" and "a/b" name one folder on every server syncd knows
+    segments = [unquote(s) for s in parts.path.split("/") if s and s != "."]
+    inside = "/" + "".join(f"{s}/" for s in segments)
+    host = (parts.hostname or "").lower()
+    return Location(
+        ("webdav", host, str(port)),
+        inside,
+        f"webdav {settings.url} (user {settings.username!r})",
+        owner=settings.username,
+    )
+
+
+LOCATIONS: dict[str, Callable[[Any], Location]] = {
+    "local": lambda settings: _folder(settings.path),
+    "dir": lambda settings: _folder(settings.path),
+    "storj": _storj,
+    "s3": _s3,
+    "webdav": _webdav,
+}
+
+
+def _placed(state_dir: Path, pairs: Iterable[PairConfig]) -> Iterator[_Placed]:
+    yield _Placed(_folder(state_dir), None, "")
+    for pair in pairs:
+        for side, settings in (("files", pair.files), ("bucket", pair.bucket)):
+            yield _Placed(LOCATIONS[settings.type](settings), pair, side)
+
+
+def check_overlaps(path: Path, state_dir: Path, pairs: Iterable[PairConfig]) -> None:
+    """Refuse a config where two pair sides keep files in one place (same folder or bucket
+    prefix, or one inside the other), or where one holds or lies in the state folder: a
+    file of one would be synced into the other. One user's pairs may overlap when both set
+    ``allow_overlap``; another user's, a pair's own two sides and the state folder never.
+
+    :raises ConfigError: naming both pair sides and the locations.
+    """
+    spaces: dict[tuple[str, ...], list[_Placed]] = {}
+    for placed in _placed(state_dir, pairs):
+        spaces.setdefault(placed.where.space, []).append(placed)
+    for members in spaces.values():
+        # Sorted, every place that holds another comes right before it or is still on the
+        # chain of its ancestors: n log n, not every pair against every pair.
+        chain: list[_Placed] = []
+        for placed in sorted(members, key=lambda m: m.where.inside):
+            while chain and not placed.where.inside.startswith(chain[-1].where.inside):
+                chain.pop()
+            for earlier in chain:
+                if earlier.where.overlaps(placed.where) and not _allowed(earlier, placed):
+                    raise ConfigError(f"{path}: {_overlap_message(earlier, placed)}")
+            chain.append(placed)
+
+
+def _allowed(one: _Placed, other: _Placed) -> bool:
+    if one.pair is None or other.pair is None or one.pair is other.pair:
+        return False
+    return one.pair.user == other.pair.user and one.pair.allow_overlap and other.pair.allow_overlap
+
+
+def _overlap_message(one: _Placed, other: _Placed) -> str:
+    both = f"{one.label} ({one.where.text}) and {other.label} ({other.where.text})"
+    if one.pair is None or other.pair is None:
+        return (
+            f"{both} overlap: syncd's indexes and every user's trash are kept in the state folder; "
+            "keep files roots and dir buckets out of it and it out of them"
+        )
+    if one.pair is other.pair:
+        return f"{both} overlap: the pair would sync into itself"
+    if one.pair.user != other.pair.user:
+        return (
+            f"{both} overlap: one user's files would reach another user; "
+            "give each user their own folder, bucket or prefix"
+        )
+    return (
+        f"{both} overlap: each pair would sync the other's files; if {one.pair.user} wants this, "
+        f"set allow_overlap = true on both pairs (or in [users.{one.pair.user}])"
+    )

@@ -174,3 +174,113 @@ def test_the_readme_and_packaged_example_configs_load(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, block)).pairs
     for example in (repo / "packaging" / "examples").glob("*.toml"):
         assert load_config(example).pairs, example
+
+
+# -- no two users share a place ----------------------------------------------------------------
+
+STORJ = '{{ type = "storj", access_grant_env = "G", bucket = "{bucket}", prefix = "{prefix}" }}'
+WEBDAV = '{{ type = "webdav", url = "{url}", username = "{user}", password_env = "P" }}'
+
+
+def two_users(alice_bucket: str, bob_bucket: str, *, alice_files: str = "", bob_files: str = "") -> str:
+    alice_files = alice_files or '{ type = "local", path = "alice" }'
+    bob_files = bob_files or '{ type = "local", path = "bob" }'
+    return (f'[daemon]\nstate_dir = "state"\n[users.alice]\nfiles = {alice_files}\nbucket = {alice_bucket}\n'
+            f'[users.bob]\nfiles = {bob_files}\nbucket = {bob_bucket}\n')
+
+
+def storj(bucket: str, prefix: str) -> str:
+    return STORJ.format(bucket=bucket, prefix=prefix)
+
+
+@pytest.mark.parametrize(("alice", "bob"), [("", ""), ("", "bob/"), ("bob", ""), ("alice/", "alice/"),
+                                            ("team/", "team/bob/"), ("team/bob", "team")])
+def test_overlapping_bucket_prefixes_of_two_users_are_refused_both_ways(tmp_path: Path, alice: str, bob: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(write(tmp_path, two_users(storj("shared", alice), storj("shared", bob))))
+    message = str(caught.value)
+    assert "alice/default bucket" in message and "bob/default bucket" in message
+    assert "storj bucket 'shared'" in message and "one user's files would reach another user" in message
+    assert "\n" not in message
+
+
+@pytest.mark.parametrize(("alice", "bob"), [(storj("shared", "alice/"), storj("shared", "bob/")),
+                                            (storj("shared", "alice/"), storj("shared", "alice2/")),
+                                            (storj("one", ""), storj("two", ""))])
+def test_distinct_buckets_or_prefixes_are_fine(tmp_path: Path, alice: str, bob: str) -> None:
+    assert len(load_config(write(tmp_path, two_users(alice, bob))).pairs) == 2
+
+
+def test_same_dir_bucket_or_nested_files_roots_are_refused(tmp_path: Path) -> None:
+    dir_bucket = '{ type = "dir", path = "buckets/shared" }'
+    with pytest.raises(ConfigError, match=r"alice/default bucket \(folder .*buckets/shared\) and bob/default bucket"):
+        load_config(write(tmp_path, two_users(dir_bucket, dir_bucket)))
+    (tmp_path / "real").mkdir()
+    (tmp_path / "alias").symlink_to(tmp_path / "real")  # one folder under two names
+    nested = two_users('{ type = "dir", path = "b1" }', '{ type = "dir", path = "b2" }',
+                       alice_files='{ type = "local", path = "real" }',
+                       bob_files='{ type = "local", path = "alias/bob" }')
+    with pytest.raises(ConfigError, match=r"alice/default files .* and bob/default files"):
+        load_config(write(tmp_path, nested))
+
+
+def test_webdav_trees_overlap_by_url_and_user(tmp_path: Path) -> None:
+    base = "https://cloud.example.com/remote.php/dav/files/"
+    bucket = ('{ type = "dir", path = "b1" }', '{ type = "dir", path = "b2" }')
+    alias = "https://CLOUD.example.com:443/remote.php/dav/files/alice"  # the same folder, written otherwise
+    same = two_users(*bucket, alice_files=WEBDAV.format(url=base + "alice/", user="alice"),
+                     bob_files=WEBDAV.format(url=alias, user="alice"))
+    with pytest.raises(ConfigError, match="webdav"):
+        load_config(write(tmp_path, same))
+    nested = two_users(*bucket, alice_files=WEBDAV.format(url=base + "alice/", user="alice"),
+                       bob_files=WEBDAV.format(url=base + "alice/Shared/", user="bob"))
+    with pytest.raises(ConfigError, match="webdav"):
+        load_config(write(tmp_path, nested))
+    # Pydio Cells serves each user their own tree at one URL: the username tells them apart
+    cells = two_users(*bucket, alice_files=WEBDAV.format(url="https://cells.example.com/dav/", user="alice"),
+                      bob_files=WEBDAV.format(url="https://cells.example.com/dav/", user="bob"))
+    assert len(load_config(write(tmp_path, cells)).pairs) == 2
+
+
+def test_a_pair_never_syncs_into_itself_nor_into_the_state_folder(tmp_path: Path) -> None:
+    inside = '[users.a]\nfiles = { type = "local", path = "tree" }\nbucket = { type = "dir", path = "tree/bucket" }\n'
+    with pytest.raises(ConfigError, match=r"a/default files .* and a/default bucket .* would sync into itself"):
+        load_config(write(tmp_path, inside))
+    holds_state = ('[daemon]\nstate_dir = "tree/state"\n[users.a]\nfiles = { type = "local", path = "tree" }\n'
+                   'bucket = { type = "dir", path = "bucket" }\n')
+    with pytest.raises(ConfigError, match=r"a/default files .* and the state folder .* overlap: syncd's indexes"):
+        load_config(write(tmp_path, holds_state))
+
+
+def test_allow_overlap_is_for_one_users_own_pairs_only(tmp_path: Path) -> None:
+    own = """
+[users.alice]
+files  = { type = "local", path = "docs" }
+bucket = { type = "storj", access_grant_env = "G", bucket = "main" }
+allow_overlap = true
+[users.alice.pairs.mirror]
+files  = { type = "local", path = "docs" }
+bucket = { type = "storj", access_grant_env = "G", bucket = "mirror" }
+"""
+    assert len(load_config(write(tmp_path, own)).pairs) == 2
+    with pytest.raises(ConfigError, match="set allow_overlap = true on both pairs"):
+        load_config(write(tmp_path, own.replace("allow_overlap = true", "")))
+    across = two_users(storj("shared", ""), storj("shared", "")).replace(
+        "[users.bob]", "allow_overlap = true\n[users.bob]") + "allow_overlap = true\n"
+    with pytest.raises(ConfigError, match="one user's files would reach another user"):
+        load_config(write(tmp_path, across))
+
+
+def test_every_remote_type_has_an_overlap_rule() -> None:
+    from syncd.config import LOCATIONS
+    from syncd.remotes import REMOTE_MODULES
+
+    assert set(LOCATIONS) == set(REMOTE_MODULES)
+
+
+def test_a_folder_or_unreadable_path_as_config_is_a_config_error(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="is a folder, not a config file"):
+        load_config(tmp_path)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="cannot read the config file: Not a directory"):
+        load_config(tmp_path / "file" / "syncd.toml")
