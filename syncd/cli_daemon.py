@@ -2,7 +2,8 @@
 ``syncd now`` through a running daemon (:func:`try_daemon_now`). Thin: parse, send, render.
 
 Exit codes are the CLI's: 0 ok, 1 item errors, 2 usage, 3 guard abort, 4 fatal (or no
-daemon for pause/resume/reload), 5 locked or paused.
+daemon for pause/resume/reload), 5 locked or paused. Lines for people go through
+:func:`syncd.display.printable`; ``--json`` prints the daemon's lines as they came.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from syncd.display import printable
 
 if TYPE_CHECKING:
     from syncd.config import Config
@@ -95,12 +98,12 @@ def _print_result(result: dict[str, Any], *, as_json: bool) -> int:
         return _fail(str(result.get("error", "no reply")), int(result.get("exit", EXIT_FATAL)))
     if not as_json:
         pairs = ", ".join(result.get("pairs", [])) or "no pairs"
-        print(result.get("message") or f"{result['op']}: {pairs}")
+        print(printable(result.get("message") or f"{result['op']}: {pairs}"))
     return 0
 
 
 def _fail(message: str, code: int = EXIT_FATAL) -> int:
-    print(f"syncd: error: {message}", file=sys.stderr)
+    print(printable(f"syncd: error: {message}"), file=sys.stderr)
     return code
 
 
@@ -184,20 +187,25 @@ class _NowRenderer:
     def _summary(self, result: dict[str, Any]) -> None:
         pair = result.get("pair")
         if self.dry_run and result.get("plan") is not None:
-            print(f"{pair}: plan ({len(result['plan'])} actions, nothing changed):")
+            print(printable(f"{pair}: plan ({len(result['plan'])} actions, nothing changed):"))
             for action in result["plan"]:
-                print(f"  {action}")
+                print(printable(f"  {action}"))
+        # the daemon sends the newly skipped names, and every one (bounded) for -v
+        for path, reason in result.get("skipped_names" if self.verbose else "skipped_new") or []:
+            _err(f"{pair}: skipped {path}: {reason}")
         done = ", ".join(f"{n} {k}" for k, n in sorted(dict(result.get("done") or {}).items())) or "nothing to do"
         line = f"{pair}: {result.get('outcome')}: {done}; {result.get('bytes', 0)} B in {result.get('seconds', 0)}s"
         if result.get("error_count"):
             line += f"; {result['error_count']} failed"
-        print(line, flush=True)
+        if result.get("skipped"):
+            line += f"; {result['skipped']} name(s) skipped"
+        print(printable(line), flush=True)
         if result.get("message"):
             _err(f"{pair}: {result['message']}")
 
 
 def _err(text: str) -> None:
-    print(text, file=sys.stderr, flush=True)
+    print(printable(text), file=sys.stderr, flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

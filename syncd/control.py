@@ -229,8 +229,9 @@ class ControlServer:
         self._active_lock = threading.Lock()
 
     def start(self) -> None:
-        """Bind and listen. :raises FatalError: another daemon answers, or the path is unusable."""
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        """Bind and listen. :raises FatalError: another daemon answers, or the path is unusable
+        (its folder's parent is missing, or it exists and is not a socket)."""
+        _make_socket_folder(self.path)
         _remove_stale_socket(self.path)
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         old_umask = os.umask(0o117)  # never world-accessible, not even between bind and chmod
@@ -393,6 +394,27 @@ def _read_line(conn: socket.socket) -> bytes:
     if not line:
         raise ProtocolError("malformed request: empty")
     return line
+
+
+def _make_socket_folder(path: Path) -> None:
+    """Create the socket's own folder if missing, and nothing above it: the daemon often runs
+    as root, and a mistyped path must not make folders anywhere. Under systemd,
+    ``RuntimeDirectory=syncd`` makes /run/syncd before the daemon starts.
+
+    :raises FatalError: the folder cannot be made (its parent is missing, or is not a folder).
+    """
+    folder = path.parent
+    try:
+        folder.mkdir(mode=0o755, exist_ok=True)
+    except FileNotFoundError:
+        raise FatalError(
+            f"cannot listen on {path}: {folder.parent} does not exist (syncd creates only the socket's own "
+            "folder; fix [daemon] socket or --socket, or create it, e.g. systemd's RuntimeDirectory=)"
+        ) from None
+    except OSError as exc:
+        raise FatalError(f"cannot listen on {path}: cannot create {folder}: {exc.strerror or exc}") from exc
+    if not folder.is_dir():
+        raise FatalError(f"cannot listen on {path}: {folder} is not a folder")
 
 
 def _remove_stale_socket(path: Path) -> None:

@@ -18,7 +18,8 @@ Signals are blocked in every thread and taken by the main thread with ``sigtimed
 no handler ever runs in the middle of a lock.
 
 One line per log event on stderr, each naming the pair (``user/pair``, ``-`` for the daemon
-itself); ``--log-format json`` writes one JSON object per line instead.
+itself), names in it escaped by :func:`syncd.display.printable` (a name cannot forge a log
+line); ``--log-format json`` writes one JSON object per line instead, with exact names.
 """
 
 from __future__ import annotations
@@ -49,6 +50,7 @@ from syncd.control import (
     instance_socket,
     main_socket,
 )
+from syncd.display import printable
 from syncd.errors import ConfigError, FatalError, LockedError, SyncdError
 from syncd.lock import pair_lock
 from syncd.metrics import Metrics
@@ -82,8 +84,9 @@ class DaemonOptions:
     first_run_within_s: float = 15.0  # first full runs after start, spread over this many seconds
 
 
-class Stopping(FatalError):
-    """Raised between two actions when the daemon stops; the run ends, its work is recorded."""
+class Stopping(KeyboardInterrupt):
+    """Raised between two actions when the daemon stops: an interrupt, as Ctrl-C is to
+    ``syncd now``. The engine records the finished actions and the run as "interrupted"."""
 
     def __init__(self) -> None:
         super().__init__(STOP_MESSAGE)
@@ -144,14 +147,21 @@ class _PairField(logging.Filter):
 
 class _PlainFormatter(logging.Formatter):
     """``2024-05-01 12:00:00 INFO alice/default: message``, tracebacks folded into the line.
-    Under journald (``$JOURNAL_STREAM``) the time is left to the journal."""
+    Under journald (``$JOURNAL_STREAM``) the time is left to the journal. The message is
+    escaped (a name holding a newline shows ``\\n``), so every line break left is the
+    traceback's own, folded as `` | ``."""
 
     def __init__(self) -> None:
         stamp = "" if os.environ.get("JOURNAL_STREAM") else "%(asctime)s "
         super().__init__(stamp + "%(levelname)s %(pair)s: %(message)s", "%Y-%m-%d %H:%M:%S")
 
+    def formatMessage(self, record: logging.LogRecord) -> str:  # noqa: N802 (logging's name)
+        record.message = printable(record.message)
+        return super().formatMessage(record)
+
     def format(self, record: logging.LogRecord) -> str:
-        return super().format(record).replace("\n", " | ")
+        line, *trace = super().format(record).split("\n")
+        return " | ".join([line, *(printable(part) for part in trace)])
 
 
 class _JsonFormatter(logging.Formatter):
@@ -271,7 +281,7 @@ class Daemon:
             except ConfigError as exc:
                 message = f"reload failed, still running the previous config: {exc}"
                 log.error("%s", message)
-                sd_notify(f"READY=1\nSTATUS={message[:200]}")
+                sd_notify(f"READY=1\nSTATUS={printable(message)[:200]}")  # one field: no newline may pass
                 return False, message
             before = {p.key for p in self.pairs}
             if socket_path(config, self.options) != self.socket:
@@ -336,11 +346,24 @@ class Daemon:
         try:
             self._prepare_index(pair)
             report = sync_pair(pair, options, progress)
+        except Stopping:
+            return self._result(pair, "interrupted", STOP_MESSAGE, started)
         except LockedError as exc:
             return self._result(pair, "locked", str(exc), started)
         except SyncdError as exc:
             return self._result(pair, "fatal", str(exc), started)
-        return self._report_result(pair, report, request, started)
+        newly = cli.note_skipped(pair, report, hints=request.hints, save=not request.dry_run)
+        self._log_skipped(pair, newly)
+        return self._report_result(pair, report, request, newly, started)
+
+    @staticmethod
+    def _log_skipped(pair: PairConfig, newly: list[tuple[str, str]]) -> None:
+        """Each newly skipped name once (the index keeps them; `syncd status -v` lists all)."""
+        for path, reason in newly[:MAX_ERRORS_IN_RESULT]:
+            log.warning("skipped %s: %s", path, reason, extra=_pair_log(pair.key))
+        if len(newly) > MAX_ERRORS_IN_RESULT:
+            log.warning("skipped %d more name(s); `syncd status -v %s` lists them",
+                        len(newly) - MAX_ERRORS_IN_RESULT, pair.key, extra=_pair_log(pair.key))
 
     def _prepare_index(self, pair: PairConfig) -> None:
         """Open (and so create or migrate) the pair's index once, one pair at a time: Alembic's
@@ -354,16 +377,14 @@ class Daemon:
             Store.open(pair.index_path).close()
         self.prepared.add(pair.index_path)
 
-    def _report_result(self, pair: PairConfig, report: Report, request: RunRequest, started: float) -> dict[
-        str, Any
-    ]:
-        outcome = report.outcome.value
-        if outcome == "fatal" and report.message == STOP_MESSAGE:
-            outcome = "interrupted"
-        result = self._result(pair, outcome, report.message, started)
+    def _report_result(
+        self, pair: PairConfig, report: Report, request: RunRequest, newly: list[tuple[str, str]], started: float
+    ) -> dict[str, Any]:
+        result = self._result(pair, report.outcome.value, report.message, started)
         result.update(
             done=dict(report.done), bytes=report.bytes_moved, error_count=len(report.errors),
             errors=report.errors[:MAX_ERRORS_IN_RESULT], skipped=len(report.skipped),
+            skipped_new=newly[:MAX_ERRORS_IN_RESULT], skipped_names=sorted(report.skipped)[:MAX_PLAN_IN_RESULT],
         )
         if request.dry_run and report.plan is not None:
             result["plan"] = [a.describe() for a in report.plan.actions[:MAX_PLAN_IN_RESULT]]
@@ -474,7 +495,7 @@ def run_daemon(options: DaemonOptions) -> int:
         daemon = Daemon(options, config)
     except (ConfigError, FatalError) as exc:
         log.error("%s", exc)
-        sd_notify(f"STATUS=failed to start: {str(exc)[:200]}")
+        sd_notify(f"STATUS=failed to start: {printable(exc)[:200]}")
         return EXIT_FATAL
     try:
         return daemon.run()

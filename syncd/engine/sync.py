@@ -107,6 +107,7 @@ def _run(
 ) -> None:
     now = options.now or datetime.now()
     run_id = 0 if options.dry_run else store.start_run()
+    interrupted = False  # the record says "interrupted": an outcome of no finished run, so not in Outcome
     try:
         planned, snaps, bases = _plan(pair, options, store, remotes, report, notify, now)
         report.skipped = [(a.path, a.reason) for a in planned.actions if a.kind is ActionKind.SKIP]
@@ -122,14 +123,18 @@ def _run(
         report.outcome, report.message = Outcome.FATAL, str(exc)
     except TransientError as exc:
         report.outcome, report.message = Outcome.RETRY, f"{exc}; will retry on the next run"
-    except BaseException as exc:  # interrupted, or a bug: the run record must not say "ok"
+    except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, the daemon stopping: finished actions are recorded
+        interrupted = True
+        report.message = str(exc) or "interrupted; finished actions are recorded, the next run goes on from there"
+        raise
+    except BaseException as exc:  # a bug: the run record must not say "ok"
         report.outcome, report.message = Outcome.FATAL, f"stopped by {type(exc).__name__}: {exc}"
         raise
     finally:
         if not options.dry_run:
             store.finish_run(
                 run_id,
-                outcome=report.outcome.value,
+                outcome="interrupted" if interrupted else report.outcome.value,
                 counts=dict(report.done),
                 errors=len(report.errors),
                 bytes_moved=report.bytes_moved,

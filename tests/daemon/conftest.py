@@ -66,6 +66,15 @@ def bucket_files(root: Path) -> dict[str, str]:
     return out
 
 
+def put_object(root: Path, key: str, data: bytes | None = None) -> None:
+    """Write one object into a dir bucket, as another client of the bucket would."""
+    import io
+
+    body = key.encode() if data is None else data
+    DirBucket(root).write(key, io.BytesIO(body), size=len(body), mtime_ns=1_700_000_000_000_000_000,
+                          content_hash=sha(body))
+
+
 def tree_files(root: Path) -> dict[str, str]:
     return {p.relative_to(root).as_posix(): sha(p.read_bytes()) for p in root.rglob("*") if p.is_file()}
 

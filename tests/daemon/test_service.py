@@ -19,6 +19,7 @@ from tests.daemon.conftest import (
     World,
     bucket_files,
     json_lines,
+    put_object,
     raw_exchange,
     sha,
     syncd_cmd,
@@ -219,7 +220,8 @@ def test_reload_with_a_broken_config_keeps_the_old_one(world: World) -> None:
     assert status["ok"] and {p["pair"] for p in status["pairs"]} == {"alice/default", "bob/default"}
     assert world.request("now", "alice")[-1]["exit"] == 0  # the old config still syncs
 
-    world.write_config('[users.carol]\nfiles = { type = "local", path = "alice" }\n'
+    (world.base / "carol").mkdir()
+    world.write_config('[users.carol]\nfiles = { type = "local", path = "carol" }\n'
                        'bucket = { type = "dir", path = "bucket-carol" }\n')
     daemon.signal(signal.SIGHUP)
     wait_for(lambda: daemon.lines("reloaded"), 10, "the SIGHUP reload to succeed")
@@ -268,6 +270,8 @@ def test_sigterm_between_items_then_restart_converges(world: World) -> None:
     assert took < 20, took
     last = json_lines(rest)[-1]
     assert last["ok"] and last["results"][0]["outcome"] == "interrupted", last
+    status = world.cli("status", "alice")  # the index says so too: not "fatal", not "running"
+    assert status.stdout.startswith("alice/default: interrupted, last run"), status.stdout
     copied = len(bucket_files(world.alice_bucket))
     assert 100 <= copied < 3002, copied
     _assert_bucket_consistent(world)
@@ -357,3 +361,39 @@ def test_metrics_on_the_loopback(world: World) -> None:
     refused = subprocess.run([*syncd_cmd(), "--config", str(world.config), "run", "--metrics", "0.0.0.0:9999"],
                              capture_output=True, text=True, timeout=30, check=False)
     assert refused.returncode == 4 and "loopback address only" in refused.stderr
+
+
+def test_the_socket_folder_is_made_only_where_its_parent_exists(world: World) -> None:
+    """As root, a mistyped socket path made every missing folder above it (/nonexistent/dir)."""
+    missing = world.base / "nonexistent"
+    text = world.config.read_text().replace('socket = "run/control.sock"', f'socket = "{missing}/dir/control.sock"')
+    world.config.write_text(text)
+    done = subprocess.run([*syncd_cmd(), "--config", str(world.config), "run"], capture_output=True, text=True,
+                          timeout=60, check=False, stdin=subprocess.DEVNULL)
+    assert done.returncode == 4, done.stderr
+    lines = done.stderr.splitlines()
+    assert len(lines) == 1 and "ERROR" in lines[0], lines
+    assert f"cannot listen on {missing}/dir/control.sock: {missing} does not exist" in lines[0]
+    assert not missing.exists()
+    # the socket's own folder is made when its parent exists (run/ in this world)
+    world.write_config()
+    daemon = world.daemon("--first-run-within", "3600")
+    assert world.socket.parent.is_dir() and daemon.proc is not None and daemon.proc.poll() is None
+
+
+def test_names_in_the_daemons_log_and_replies_are_escaped_and_skips_said_once(world: World) -> None:
+    put_object(world.alice_bucket, "a\nforged INFO line.txt")
+    put_object(world.alice_bucket, "evil\u202etxt.exe")
+    daemon = world.daemon("--first-run-within", "3600")
+    first = world.cli("now", "alice", "-v")
+    assert first.returncode == 0, first.stderr
+    shown = "skipped a\\nforged INFO line.txt: unsafe name on bucket"
+    assert first.stderr.count(shown) == 1, first.stderr
+    assert "evil\\u202etxt.exe" in first.stderr and "\u202e" not in first.stdout + first.stderr
+    quiet = world.cli("now", "alice")
+    assert shown not in quiet.stderr and "1 name(s) skipped" in quiet.stdout, quiet
+    assert world.cli("now", "alice", "-v").stderr.count(shown) == 1  # -v lists every skipped name
+    log = daemon.log()
+    assert log.count(shown) == 1, log  # logged once, when it was first skipped
+    assert not [line for line in log.splitlines() if line.startswith("forged")], log
+    assert "\u202e" not in log
