@@ -22,10 +22,14 @@ import webdav3.client
 
 from syncd import __version__
 from syncd.errors import FatalError, TransientError
+from syncd.remotes import _webdav_throttle as throttle
+from syncd.remotes._webdav_xml import sabre_message
 
 log = logging.getLogger("syncd.remotes.webdav")
 
-RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
+# Answers worth sending the same request again after a short wait. Not 429: Nextcloud's 429
+# blocks the whole host (see _webdav_throttle); not 401: each try counts as a failed login.
+RETRY_STATUSES = frozenset({500, 502, 503, 504})
 # Methods that change nothing (or the same thing twice): safe to resend after a lost answer.
 IDEMPOTENT = frozenset({"GET", "HEAD", "PROPFIND", "OPTIONS", "MKCOL", "DELETE", "PROPPATCH"})
 Body = bytes | Iterable[bytes] | None
@@ -77,6 +81,9 @@ class Transport:
         self.session.headers.update({"User-Agent": f"syncd/{__version__}"})
         self.sleep: Callable[[float], None] = time.sleep  # tests replace it
         self.server_software = ""  # the Server header of the last answer (for quirks)
+        # Called once when the server refuses the credentials (the remote keeps a marker).
+        self.on_refused: Callable[[], None] = lambda: None
+        self._refused: str | None = None  # the message of the 401, once there was one
 
     def __repr__(self) -> str:
         return f"Transport({self.base_url!r}, user={self.username!r})"
@@ -102,17 +109,20 @@ class Transport:
         stream: bool = False,
         replayable: bool = True,
     ) -> requests.Response:
-        """Send one request, retrying 429/5xx and lost connections a bounded number of times.
+        """Send one request, retrying 5xx and lost connections a bounded number of times.
 
         ``body`` is a factory so a retry can send the body again; ``replayable=False`` sends
         the request once (a streamed upload that cannot be rewound).
 
-        :returns: the response for every status except 401 and retried ones.
-        :raises FatalError: 401 (credentials refused).
-        :raises TransientError: still 429/5xx, or no answer, after the last try.
+        :returns: the response for every status except 401, 429 and retried ones.
+        :raises FatalError: 401 (credentials refused): at once, never retried, and every later
+            request of this transport fails the same way without being sent.
+        :raises TransientError: 429, or the host's gate is closed by an earlier 429 (nothing
+            sent); still 5xx, or no answer, after the last try.
         """
         attempts = self.retry.attempts if replayable else 1
         for attempt in range(1, attempts + 1):
+            self._check_may_send()
             last = attempt == attempts
             try:
                 response = self.session.request(
@@ -131,14 +141,8 @@ class Transport:
                     ) from exc
                 self._wait(attempt, None, f"{method} {_show(url)}: {_brief(exc)}")
                 continue
-            self.server_software = response.headers.get("Server", "")
-            if response.status_code == 401:
-                response.close()
-                raise FatalError(
-                    f"{self.label}: the WebDAV server refused the credentials of user {self.username!r} "
-                    f"(HTTP 401 on {_show(url)}); check the password file or app password"
-                )
-            if response.status_code in RETRY_STATUSES:
+            self._check_answer(response, method, url)
+            if response.status_code in RETRY_STATUSES and not _locked(response):
                 retry_after = response.headers.get("Retry-After")
                 response.close()
                 if last:
@@ -149,6 +153,29 @@ class Transport:
                 continue
             return response
         raise AssertionError("unreachable")  # pragma: no cover - the loop returns or raises
+
+    def _check_may_send(self) -> None:
+        if self._refused is not None:
+            raise FatalError(self._refused)
+        throttle.check_open(self.origin, self.label)
+
+    def _check_answer(self, response: requests.Response, method: str, url: str) -> None:
+        """Raise for the answers that concern more than this request (401, 429)."""
+        self.server_software = response.headers.get("Server", "")
+        status = response.status_code
+        if status == 429:
+            retry_after = _retry_after_seconds(response.headers.get("Retry-After"))
+            response.close()
+            raise throttle.close(self.origin, retry_after, self.label)
+        throttle.passed(self.origin)
+        if status == 401:
+            response.close()
+            self._refused = (
+                f"{self.label}: the WebDAV server refused the credentials of user {self.username!r} "
+                f"(HTTP 401 on {method} {_show(url)}); check the password file or app password"
+            )
+            self.on_refused()
+            raise FatalError(self._refused)
 
     def _wait(self, attempt: int, retry_after: str | None, why: str) -> None:
         """Sleep before the next try: the server's Retry-After if it gave one, else backoff."""
@@ -170,6 +197,18 @@ def iter_body(response: requests.Response, chunk: int = 1 << 16) -> Iterator[byt
         yield from response.iter_content(chunk_size=chunk)
     except (requests.ConnectionError, requests.exceptions.ChunkedEncodingError, requests.Timeout) as exc:
         raise TransientError(f"connection lost while reading {_show(response.url)}: {_brief(exc)}") from exc
+
+
+def _locked(response: requests.Response) -> bool:
+    """A 500 that is Nextcloud's ``OCP\\Lock\\LockedException`` (a MOVE of a file another client
+    writes): not a server failure to retry at once, but a busy file (the caller's item error)."""
+    if response.status_code != 500:
+        return False
+    try:
+        body = response.content[:4096]
+    except (requests.RequestException, RuntimeError):
+        return False
+    return sabre_message(body)[0].endswith("LockedException")
 
 
 def _retry_after_seconds(value: str | None) -> float | None:
