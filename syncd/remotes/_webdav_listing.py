@@ -157,8 +157,11 @@ class DavLister:
             if known.get("") == root.etag:
                 tree.unchanged.append("")
                 _carry_known(known, "", tree.folder_etags)
-                return
-        yield from self._walk("", known, tree)
+        if "" not in tree.unchanged:
+            yield from self._walk("", known, tree)
+        # Folders below an unchanged one are as they were: they exist (no MKCOL to write there).
+        for folder in tree.folder_etags:
+            self._s.folders.saw(folder)
 
     def _full_listing_as_tree(self, tree: TreeListing) -> Iterator[Entry]:
         yield from self.list()

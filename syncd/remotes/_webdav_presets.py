@@ -7,6 +7,7 @@ A preset never changes behaviour by class: the remote asks its fields (``direct_
 from __future__ import annotations
 
 import posixpath
+import unicodedata
 from dataclasses import dataclass
 
 from syncd.remotes._webdav_xml import GENERIC_PROPS, NEXTCLOUD_PROPS
@@ -14,7 +15,8 @@ from syncd.remotes.base import TRASH_PREFIX
 
 TMP_PREFIX = ".syncd-tmp-"  # temp uploads on generic servers, hidden from listings
 META_VERSION = "syncd1"  # the version of our dead property's text
-NEXTCLOUD_MAX_NAME = 250
+MAX_NAME_BYTES = 250  # Nextcloud: "Filename is too long" (400) above this
+PART_NAME_LIMIT = 228  # longest file name whose upload's .part name fits ext4 (see file_name_problem)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,19 +78,72 @@ PRESETS: dict[str, Preset] = {
 }
 
 
-def nextcloud_name_problem(name: str) -> str | None:
-    """Why Nextcloud 31 refuses ``name`` (one path segment), or None."""
-    if name.lower() == ".htaccess":
-        return '".htaccess" is a forbidden name'
-    if "\\" in name:
-        return 'a backslash "\\" is not allowed in names'
-    if name.lower().endswith((".part", ".filepart")):
-        return '".part" files are reserved for uploads in progress'
-    if len(name.encode()) > NEXTCLOUD_MAX_NAME:
-        return f"a name is longer than {NEXTCLOUD_MAX_NAME} bytes"
-    if name != name.strip():
-        return "leading or trailing spaces"
+@dataclass(frozen=True, slots=True)
+class NameRules:
+    """The names a Nextcloud server refuses: the configurable part as its capabilities publish
+    it (``files.forbidden_filename*``; these defaults are Nextcloud's own when it publishes
+    none), compared case-insensitively as Nextcloud compares them, plus what it refuses
+    although no capability lists it (control characters, names over 250 bytes, and file
+    names too long for the ``.part`` name its upload writes first).
+
+    Accepted on purpose (Nextcloud 31 stores them as given): leading/trailing spaces, a
+    trailing dot, ``con``, ``desktop.ini``, and ``: | * ? " < > # % + & = ; '``.
+    """
+
+    forbidden_names: frozenset[str] = frozenset({".htaccess"})
+    forbidden_basenames: frozenset[str] = frozenset()
+    forbidden_characters: frozenset[str] = frozenset({"\\", "/"})
+    forbidden_extensions: frozenset[str] = frozenset({".part", ".filepart"})
+
+    def path_problem(self, path: str) -> str | None:
+        """Why Nextcloud refuses to store a file at ``path`` (any of its segments), or None."""
+        segments = path.split("/")
+        for segment in segments:
+            problem = self.name_problem(segment)
+            if problem is not None:
+                return problem
+        return file_name_problem(segments[-1])
+
+    def name_problem(self, name: str) -> str | None:
+        """Why Nextcloud refuses ``name`` for a file or a folder, or None."""
+        lowered = name.lower()
+        if name.strip() in ("", ".", ".."):
+            return f"the name {name!r} is refused by Nextcloud"
+        if len(_stored(name)) > MAX_NAME_BYTES:
+            return f"a name of {len(_stored(name))} bytes is over Nextcloud's limit of {MAX_NAME_BYTES} bytes"
+        if lowered in self.forbidden_names:
+            return f'"{name}" is a reserved name on this Nextcloud'
+        basename = lowered[: lowered.find(".", 1)] if lowered.find(".", 1) > 0 else lowered
+        if basename in self.forbidden_basenames:
+            return f'"{basename}" is a reserved name on this Nextcloud'
+        if any(ord(char) < 32 for char in name):
+            return "a name holding a newline, tab or other control character is refused by Nextcloud"
+        for char in sorted(self.forbidden_characters):
+            if char in name:
+                return f"the character {char!r} is not allowed in names on this Nextcloud"
+        for extension in sorted(self.forbidden_extensions):
+            if lowered.endswith(extension):
+                return f'names ending in "{extension}" are refused by this Nextcloud'
+        return None
+
+
+def file_name_problem(name: str) -> str | None:
+    """Nextcloud writes a file as ``<name>.ocTransferId<random>.part`` first, then renames it:
+    on ext4 (255 bytes a name) a name over 228 bytes makes that temporary name too long, and
+    the upload fails with a 500 (plain PUT and chunked MOVE alike)."""
+    length = len(_stored(name))
+    if length > PART_NAME_LIMIT:
+        return (
+            f"a file name of {length} bytes cannot be stored by Nextcloud (at most {PART_NAME_LIMIT}): "
+            "its upload writes a temporary '<name>.ocTransferId<n>.part' that is over its disk's "
+            "255-byte limit (HTTP 500)"
+        )
     return None
+
+
+def _stored(name: str) -> bytes:
+    """A name as Nextcloud stores it: NFC, UTF-8."""
+    return unicodedata.normalize("NFC", name).encode()
 
 
 def is_internal(key: str) -> bool:

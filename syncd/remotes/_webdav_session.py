@@ -23,7 +23,7 @@ from syncd.remotes._webdav_capabilities import ServerCapabilities
 from syncd.remotes._webdav_errors import http_error
 from syncd.remotes._webdav_folders import FolderCache
 from syncd.remotes._webdav_http import RetryPolicy, Transport, iter_body
-from syncd.remotes._webdav_presets import META_VERSION, PRESETS, Preset, nextcloud_name_problem
+from syncd.remotes._webdav_presets import META_VERSION, PRESETS, Preset
 from syncd.remotes._webdav_xml import DavResource, IncompleteMultistatus, parse_multistatus, propfind_body
 from syncd.remotes.settings import OpenContext
 
@@ -111,14 +111,23 @@ class DavSession:
 
     def check_name(self, path: str) -> None:
         """:raises UnsafePath: a key that is unsafe, or that this server refuses."""
-        check_key(path)
+        problem = self.name_problem(path)
+        if problem is not None:
+            raise UnsafePath(path, problem)
+
+    def name_problem(self, path: str) -> str | None:
+        """Why this server cannot store a file at ``path`` (one line), or None. Pure: the
+        rules were read when the remote connected."""
+        try:
+            check_key(path)
+        except UnsafePath as exc:
+            return exc.message
         if self.no_question_mark and "?" in path:
-            raise UnsafePath(path, "this server (WsgiDAV) cannot rename files to names holding '?'")
+            return "this server (WsgiDAV) cannot rename files to names holding '?'"
         if self.preset.nextcloud_names:
-            for segment in path.split("/"):
-                problem = nextcloud_name_problem(segment)
-                if problem:
-                    raise UnsafePath(path, f"Nextcloud refuses this name: {problem}")
+            problem = self.server.name_rules.path_problem(path)
+            return None if problem is None else f"Nextcloud refuses this name: {problem}"
+        return None
 
     # -- PROPFIND ------------------------------------------------------------------------
 
@@ -254,6 +263,19 @@ class DavSession:
         if response.status_code == 409:
             self.folders.forget("")  # a parent we believed in is gone
         raise http_error(response, path, what, label=self.label, listing=listing)
+
+
+def write_answer(
+    session: DavSession, path: str, response: requests.Response, *, size: int, mtime_ns: int, sha256: str
+) -> Entry | None:
+    """The entry of a file just written, from Nextcloud's answer to its PUT or final MOVE
+    (``ETag``, ``OC-FileId``, ``X-OC-MTime: accepted``), or None when the answer lacks any of
+    them (the caller then asks with a PROPFIND)."""
+    etag = response.headers.get("ETag") or response.headers.get("OC-ETag")
+    fileid = response.headers.get("OC-FileId")
+    if not etag or not fileid or response.headers.get("X-OC-MTime") != "accepted":
+        return None
+    return session.entry_from_write(path, size=size, mtime_ns=mtime_ns, etag=etag, fileid=fileid, sha256=sha256)
 
 
 def nextcloud_user_root(base_path: str) -> UserRoot | None:

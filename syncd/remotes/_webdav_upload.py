@@ -9,12 +9,12 @@ from typing import BinaryIO
 
 import requests
 
-from syncd.errors import ChangedWhileReading, PreconditionFailed
+from syncd.errors import ChangedWhileReading, ItemError, PreconditionFailed
 from syncd.models import Entry
 from syncd.remotes._webdav_body import SizedBody
 from syncd.remotes._webdav_http import Body
 from syncd.remotes._webdav_presets import META_VERSION, TMP_PREFIX, join_key, parent_of
-from syncd.remotes._webdav_session import DavSession
+from syncd.remotes._webdav_session import DavSession, write_answer
 from syncd.remotes._webdav_xml import DavResource, parse_multistatus_errors, proppatch_body
 
 log = logging.getLogger("syncd.remotes.webdav")
@@ -28,8 +28,10 @@ class PlainUploader:
         self._dead_props_ok = True  # cleared when the server refuses our dead property
 
     def upload_headers(self, mtime_ns: int, content_hash: str | None) -> dict[str, str]:
-        """X-OC-MTime (whole seconds), and Nextcloud's OC-Checksum when the hash is known."""
-        headers = {"X-OC-MTime": str(mtime_ns // 1_000_000_000)}
+        """X-OC-MTime (whole seconds), and Nextcloud's OC-Checksum when the hash is known.
+        Nextcloud refuses an X-OC-MTime before 1970-01-01T00:00:01 (500): such a file gets
+        the server's time (the listing then says so; times are only compared per side)."""
+        headers = {"X-OC-MTime": str(mtime_ns // 1_000_000_000)} if mtime_ns >= 1_000_000_000 else {}
         if content_hash and self._s.preset.name == "nextcloud":
             headers["OC-Checksum"] = f"SHA256:{content_hash.lower()}"
         return headers
@@ -61,13 +63,30 @@ class PlainUploader:
         mtime_ns: int,
         content_hash: str | None,
         conditions: dict[str, str],
-    ) -> None:
-        """Nextcloud: its PUT writes a .part and renames it, and honours If-Match."""
+    ) -> Entry | None:
+        """Nextcloud: its PUT writes a .part and renames it, and honours If-Match. One request
+        when the folder is known; a folder that vanished (404, or 409 elsewhere) is created
+        again and the PUT sent once more, when ``data`` can be rewound.
+
+        :returns: the new entry from the answer, or None when the answer did not tell it all.
+        """
         headers = {**self.upload_headers(mtime_ns, content_hash), **conditions}
-        response, _ = self.put(self._s.url(path), data, size, headers, content_hash)
-        if response.status_code not in (200, 201, 204):
-            self._s.raise_for(response, path, "write")
-        response.close()
+        start = data.tell() if data.seekable() else None
+        folder = parent_of(path)
+        for attempt in range(2):
+            response, digest = self.put(self._s.url(path), data, size, headers, content_hash)
+            if response.status_code in (200, 201, 204):
+                response.close()
+                return write_answer(self._s, path, response, size=size, mtime_ns=mtime_ns, sha256=digest)
+            if response.status_code not in (404, 409):
+                self._s.raise_for(response, path, "write")
+            response.close()
+            self._s.folders.forget(folder)
+            if attempt == 1 or start is None:
+                break
+            self._s.folders.ensure(folder)
+            data.seek(start)
+        raise ItemError(path, f"its folder {folder or '/'!r} is missing on the server; will retry")
 
     def write_via_temp(
         self,

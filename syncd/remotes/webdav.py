@@ -29,7 +29,7 @@ import builtins
 import contextlib
 import io
 import logging
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, BinaryIO, Literal
@@ -37,14 +37,16 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from syncd.errors import ChangedWhileReading, ItemError, TransientError
+from syncd.errors import ChangedWhileReading, FatalError, ItemError, TransientError
 from syncd.models import Entry
 from syncd.remotes import _webdav_bulk
 from syncd.remotes._webdav_body import HashMismatch, ResponseReader, ShortData
+from syncd.remotes._webdav_capabilities import read_capabilities
 from syncd.remotes._webdav_chunked import ChunkedUploader
 from syncd.remotes._webdav_listing import DavLister
 from syncd.remotes._webdav_presets import PRESETS, Preset, parent_of
 from syncd.remotes._webdav_session import DavSession
+from syncd.remotes._webdav_state import RefusedCredentials
 from syncd.remotes._webdav_trash import DavTrash
 from syncd.remotes._webdav_upload import PlainUploader, conditions
 from syncd.remotes.base import BatchLimits, Capabilities, NewFile, TreeListing, known_or_read_hash
@@ -124,6 +126,8 @@ class WebDavRemote:
             kind = "nextcloud" if root.fileid is not None or self._status_php_says_nextcloud() else "generic"
             self.session.preset = PRESETS[kind]
             self.capabilities = self._capabilities()
+        if self.preset.name == "nextcloud":
+            self.session.server = read_capabilities(self.session)
         log.info("%s: WebDAV preset %s", self.name, self.preset.name)
 
     def _status_php_says_nextcloud(self) -> bool:
@@ -214,18 +218,25 @@ class WebDavRemote:
         """
         self.session.check_name(path)
         self.session.folders.ensure(parent_of(path))
-        threshold = self.settings.chunked_threshold
-        threshold = self.settings.chunk_size if threshold is None else threshold
         try:
-            if self.preset.chunked_v2 and self.session.user_root is not None and size > threshold:
-                self._chunked.write(path, data, size, mtime_ns, content_hash, if_match, create_only)
+            if self._chunks(size):
+                entry = self._chunked.write(path, data, size, mtime_ns, content_hash, if_match, create_only)
             elif self.preset.direct_put:
-                self._plain.write_direct(path, data, size, mtime_ns, content_hash, conditions(if_match, create_only))
+                entry = self._plain.write_direct(
+                    path, data, size, mtime_ns, content_hash, conditions(if_match, create_only)
+                )
             else:
                 return self._plain.write_via_temp(path, data, size, mtime_ns, content_hash, if_match, create_only)
         except (ShortData, HashMismatch) as exc:
             raise ChangedWhileReading(path, str(exc)) from exc
-        return self.stat(path)
+        return entry if entry is not None else self.stat(path)
+
+    def _chunks(self, size: int) -> bool:
+        """Whether a file of ``size`` bytes goes up by chunked upload."""
+        threshold = self.settings.chunked_threshold
+        threshold = self.settings.chunk_size if threshold is None else threshold
+        chunked = self.preset.chunked_v2 and self.session.server.chunking and self.session.user_root is not None
+        return chunked and size > threshold
 
     # -- delete, trash, move -------------------------------------------------------------
 
@@ -249,8 +260,25 @@ class WebDavRemote:
 
     def purge_trash(self, older_than: datetime) -> int:
         """Delete versions syncd trashed before ``older_than``. On Nextcloud only trash bin items
-        syncd itself put there are touched (by file id), never the user's own deletions."""
-        return self._trash.purge(older_than)
+        syncd itself put there are touched (by file id), never the user's own deletions.
+        Chunked uploads of ours left unfinished for a day are removed too."""
+        purged = self._trash.purge(older_than)
+        if self.preset.chunked_v2 and self.session.user_root is not None:
+            self._chunked.sweep()
+        return purged
+
+    def name_problem(self, path: str) -> str | None:
+        """Why this server cannot store a file at ``path`` (one line), or None. Pure: on
+        Nextcloud the rules are the ones its capabilities published when the remote connected."""
+        return self.session.name_problem(path)
+
+    def prepare_folders(self, folders: Collection[str]) -> None:
+        """Create each of ``folders`` and its missing parents, parents first, one MKCOL each,
+        before the parallel writes into them start (see :meth:`FolderCache.prepare`).
+
+        :raises FatalError: credentials refused. :raises TransientError: the server is gone.
+        """
+        self.session.folders.prepare(folders)
 
     def move(self, src: str, dst: str, *, if_match: str | None = None) -> Entry:
         """Rename on the server (no data moves). :raises NotFound: :raises PreconditionFailed:"""
@@ -278,9 +306,23 @@ class WebDavRemote:
 
 
 def open_remote(settings: Settings, ctx: OpenContext) -> WebDavRemote:
-    """Open (and check) a WebDAV remote. :raises FatalError: bad credentials or missing root."""
+    """Open (and check) a WebDAV remote.
+
+    :raises FatalError: bad credentials (also, without sending anything, credentials this
+        server refused before: see :class:`RefusedCredentials`) or a missing root.
+    :raises TransientError: the server is unreachable, or throttles this host (429).
+    """
     password = read_secret(file=settings.password_file, env=settings.password_env, what=f"{ctx.label} WebDAV password")
+    refused = RefusedCredentials(ctx.state_dir, settings.url, settings.username)
+    when = refused.refused_at(password)
+    if when is not None:
+        raise FatalError(
+            f"{ctx.label}: the WebDAV server refused the credentials of user {settings.username!r} at "
+            f"{when:%Y-%m-%d %H:%M:%S}; not retried until the password changes (each try counts toward "
+            "Nextcloud's lockout of this host's address); set a new password or app password"
+        )
     remote = WebDavRemote(settings, password, ctx)
+    remote.session.transport.on_refused = lambda: refused.record(password)
     try:
         remote.connect()
     except BaseException:
