@@ -10,7 +10,13 @@ dead property where the server stores them, and trash into ``.syncd-trash/``.
 This module is the facade; the work is done by one module per responsibility::
 
     _webdav_session.py   transport + preset + folder cache + PROPFIND + error mapping (shared)
-    _webdav_presets.py   what each kind of server does, as data
+    _webdav_http.py      the transport: retries, 401 stops, 429 closes the host's gate
+    _webdav_throttle.py  the per-origin gate a 429 closes, shared by every remote of the process
+    _webdav_errors.py    what an error answer means (item, transient, fatal), decided once
+    _webdav_presets.py   what each kind of server does, as data, and Nextcloud's name rules
+    _webdav_capabilities.py  Nextcloud's OCS capabilities (name rules, chunking, bulk upload)
+    _webdav_folders.py   folders known to exist; MKCOL once, parents first, race-tolerant
+    _webdav_state.py     small files in the pair's state folder; the refused-credentials marker
     _webdav_listing.py   list() and list_changed()
     _webdav_upload.py    one PUT (Nextcloud), or temp name + MOVE (generic servers)
     _webdav_chunked.py   Nextcloud chunked upload v2 and its resume ledger
