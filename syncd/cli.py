@@ -39,7 +39,11 @@ EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in syncd
 INTERRUPTED = "interrupted; finished actions are recorded, the next run goes on from there"
 PLAIN_PROGRESS_EVERY_S = 2.0
 OUTCOME_EXIT = {
-    "ok": EXIT_OK, "item-errors": EXIT_ITEMS, "aborted": EXIT_ABORTED, "fatal": EXIT_FATAL, "retry": EXIT_RETRY,
+    "ok": EXIT_OK,
+    "item-errors": EXIT_ITEMS,
+    "aborted": EXIT_ABORTED,
+    "fatal": EXIT_FATAL,
+    "retry": EXIT_RETRY,
 }
 
 
@@ -69,8 +73,9 @@ def build_parser() -> argparse.ArgumentParser:
         if name in ("log", "conflicts"):
             cmd.add_argument("-n", "--limit", type=int, default=50, help="how many lines (default 50)")
         if name == "status":
-            cmd.add_argument("-v", "--verbose", action="store_true",
-                             help="list every item error and every skipped name")
+            cmd.add_argument(
+                "-v", "--verbose", action="store_true", help="list every item error and every skipped name"
+            )
         cmd.set_defaults(handler=handler)
     from syncd.cli_daemon import add_commands
 
@@ -212,7 +217,10 @@ class _Progress:
 
             self.bar = Progress(
                 TextColumn(f"[bold]{self.pair.key}[/] {{task.description}}"),
-                BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True,
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                transient=True,
             )
             self.bar.start()
             self.task = self.bar.add_task("listing", total=None)
@@ -265,12 +273,24 @@ def _render_report(
     names (only the new ones unless ``verbose``) and the message on stderr."""
     plan = report.plan
     if as_json:
-        print(json.dumps({
-            "event": "report", "pair": pair.key, "outcome": report.outcome.value, "message": report.message,
-            "done": dict(report.done), "errors": report.errors, "skipped": report.skipped,
-            "skipped_new": newly_skipped, "bytes": report.bytes_moved, "seconds": round(seconds, 3),
-            "plan": [a.describe() for a in plan.actions] if dry_run and plan else None,
-        }), flush=True)
+        print(
+            json.dumps(
+                {
+                    "event": "report",
+                    "pair": pair.key,
+                    "outcome": report.outcome.value,
+                    "message": report.message,
+                    "done": dict(report.done),
+                    "errors": report.errors,
+                    "skipped": report.skipped,
+                    "skipped_new": newly_skipped,
+                    "bytes": report.bytes_moved,
+                    "seconds": round(seconds, 3),
+                    "plan": [a.describe() for a in plan.actions] if dry_run and plan else None,
+                }
+            ),
+            flush=True,
+        )
         if report.message:  # for the human reading the logs; scripts read the JSON
             _say(f"{pair.key}: {report.message}")
         return
@@ -337,8 +357,12 @@ def _status_row(pair: PairConfig, *, verbose: bool) -> dict[str, Any]:
         skipped = len(names) if names is not None else store.count_skipped()
     finally:
         store.close()
-    row: dict[str, Any] = {"pair": pair.key, "files": files, "errors": [(e.path, e.error) for e in errors],
-                           "skipped": skipped}
+    row: dict[str, Any] = {
+        "pair": pair.key,
+        "files": files,
+        "errors": [(e.path, e.error) for e in errors],
+        "skipped": skipped,
+    }
     if names is not None:
         row["skipped_names"] = names
     if runs:
@@ -361,8 +385,10 @@ def run_state(run: RunInfo) -> tuple[str, str]:
     if alive:
         return "running", f"pid {run.pid}"
     if alive is False:
-        return "died", (f"its process (pid {run.pid}) ended without finishing the run (killed?); "
-                        "finished actions are recorded, the next run goes on from there")
+        return "died", (
+            f"its process (pid {run.pid}) ended without finishing the run (killed?); "
+            "finished actions are recorded, the next run goes on from there"
+        )
     if run.pid is None:
         return "unknown", "recorded as running by an older syncd, which did not record its process"
     return "running", f"on host {run.host} (pid {run.pid}): not checked from this host"
@@ -375,9 +401,11 @@ def _print_status(row: dict[str, Any], *, verbose: bool) -> None:
     counts_by_kind: dict[str, int] = row.get("counts", {})
     counts = ", ".join(f"{n} {k}" for k, n in sorted(counts_by_kind.items())) or "no changes"
     item_errors: list[tuple[str, str]] = row["errors"]
-    lines = [f"{row['pair']}: {row.get('state', 'never synced')}, last run {row.get('last_run', '-')} "
-             f"({counts}); {row['files']} files in sync; {len(item_errors)} item error(s); "
-             f"{row['skipped']} skipped name(s)"]
+    lines = [
+        f"{row['pair']}: {row.get('state', 'never synced')}, last run {row.get('last_run', '-')} "
+        f"({counts}); {row['files']} files in sync; {len(item_errors)} item error(s); "
+        f"{row['skipped']} skipped name(s)"
+    ]
     if row.get("message"):
         lines.append(f"  {row['message']}")
     lines += [f"  error {path}: {error}" for path, error in (item_errors if verbose else item_errors[:10])]
@@ -406,8 +434,18 @@ def _history(args: argparse.Namespace, action: str | None) -> int:
     out.sort(key=lambda row: row[1].at, reverse=True)
     for key, item in out[: args.limit]:
         if args.json:
-            print(json.dumps({"pair": key, "at": item.at, "action": item.action, "path": item.path,
-                              "side": item.side, "detail": item.detail}))
+            print(
+                json.dumps(
+                    {
+                        "pair": key,
+                        "at": item.at,
+                        "action": item.action,
+                        "path": item.path,
+                        "side": item.side,
+                        "detail": item.detail,
+                    }
+                )
+            )
         elif action == "conflict":
             print(printable(f"{_when(item.at)} {key}: {item.path}: the {item.side} version is now '{item.detail}'"))
         else:

@@ -27,18 +27,38 @@ PLAIN_PROGRESS_EVERY_S = 2.0
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     run = sub.add_parser("run", help="run the service: schedule, watch, serve the control socket")
     run.add_argument("--only", metavar="USER[/PAIR]", help="serve only this user (one systemd instance per user)")
-    run.add_argument("--socket", type=Path, metavar="PATH",
-                     help="control socket (default: [daemon] socket; with --only, USER.sock next to it)")
+    run.add_argument(
+        "--socket",
+        type=Path,
+        metavar="PATH",
+        help="control socket (default: [daemon] socket; with --only, USER.sock next to it)",
+    )
     run.add_argument("--log-format", choices=("plain", "json"), default="plain", help="stderr log lines")
-    run.add_argument("--quiet-period", type=float, default=2.0, metavar="SECONDS",
-                     help="wait this long after the last local change before syncing (default 2)")
-    run.add_argument("--max-parallel", type=int, default=2, metavar="N",
-                     help="pairs that may run at the same time (default 2)")
+    run.add_argument(
+        "--quiet-period",
+        type=float,
+        default=2.0,
+        metavar="SECONDS",
+        help="wait this long after the last local change before syncing (default 2)",
+    )
+    run.add_argument(
+        "--max-parallel", type=int, default=2, metavar="N", help="pairs that may run at the same time (default 2)"
+    )
     run.add_argument("--metrics", metavar="[HOST:]PORT", help="serve Prometheus metrics on the loopback")
-    run.add_argument("--stop-timeout", type=float, default=30.0, metavar="SECONDS",
-                     help="on SIGTERM, wait this long for runs to stop between two actions (default 30)")
-    run.add_argument("--first-run-within", type=float, default=15.0, metavar="SECONDS",
-                     help="first full run of each pair after start, spread over this long (default 15)")
+    run.add_argument(
+        "--stop-timeout",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="on SIGTERM, wait this long for runs to stop between two actions (default 30)",
+    )
+    run.add_argument(
+        "--first-run-within",
+        type=float,
+        default=15.0,
+        metavar="SECONDS",
+        help="first full run of each pair after start, spread over this long (default 15)",
+    )
     run.set_defaults(handler=cmd_run)
     for name, help_text in (
         ("pause", "stop scheduled and watcher runs of USER[/PAIR] (all by default)"),
@@ -49,8 +69,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         if name != "reload":
             cmd.add_argument("target", nargs="?", metavar="USER[/PAIR]")
         cmd.add_argument("--json", action="store_true", help="print the daemon's reply as JSON")
-        cmd.add_argument("--socket", type=Path, metavar="PATH",
-                         help="the daemon's socket (default: from the config; needed when the config is broken)")
+        cmd.add_argument(
+            "--socket",
+            type=Path,
+            metavar="PATH",
+            help="the daemon's socket (default: from the config; needed when the config is broken)",
+        )
         cmd.set_defaults(handler=cmd_control)
 
 
@@ -61,11 +85,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.max_parallel < 1 or args.quiet_period < 0 or args.stop_timeout < 0:
         print("syncd: error: --max-parallel must be >= 1, durations >= 0", file=sys.stderr)
         return 2
-    return run_daemon(DaemonOptions(
-        config_path=config_path(args.config), only=args.only, socket=args.socket, log_format=args.log_format,
-        quiet_s=args.quiet_period, max_parallel=args.max_parallel, metrics=args.metrics,
-        stop_timeout_s=args.stop_timeout, first_run_within_s=args.first_run_within,
-    ))
+    return run_daemon(
+        DaemonOptions(
+            config_path=config_path(args.config),
+            only=args.only,
+            socket=args.socket,
+            log_format=args.log_format,
+            quiet_s=args.quiet_period,
+            max_parallel=args.max_parallel,
+            metrics=args.metrics,
+            stop_timeout_s=args.stop_timeout,
+            first_run_within_s=args.first_run_within,
+        )
+    )
 
 
 def cmd_control(args: argparse.Namespace) -> int:
@@ -87,8 +119,9 @@ def cmd_control(args: argparse.Namespace) -> int:
         except (ProtocolError, OSError, ValueError) as exc:
             return _fail(f"{path}: {exc}")
         return _print_result(result, as_json=args.json)
-    return _fail(f"no daemon answers (tried {', '.join(map(str, sockets))}); "
-                 "is `syncd run` (systemctl start syncd) running?")
+    return _fail(
+        f"no daemon answers (tried {', '.join(map(str, sockets))}); is `syncd run` (systemctl start syncd) running?"
+    )
 
 
 def _print_result(result: dict[str, Any], *, as_json: bool) -> int:

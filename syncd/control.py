@@ -81,8 +81,13 @@ class Request:
     force: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        return {"v": PROTOCOL_VERSION, "op": self.op, "target": self.target, "dry_run": self.dry_run,
-                "force": self.force}
+        return {
+            "v": PROTOCOL_VERSION,
+            "op": self.op,
+            "target": self.target,
+            "dry_run": self.dry_run,
+            "force": self.force,
+        }
 
 
 def parse_request(line: bytes) -> Request:
@@ -123,9 +128,9 @@ def error_reply(message: str, exit_code: int = EXIT_USAGE) -> dict[str, Any]:
 # -- client ----------------------------------------------------------------------------------
 
 
-def send(socket_path: Path | str, request: Request | dict[str, Any], *, timeout: float | None = None) -> Iterator[
-    dict[str, Any]
-]:
+def send(
+    socket_path: Path | str, request: Request | dict[str, Any], *, timeout: float | None = None
+) -> Iterator[dict[str, Any]]:
     """Send one request and yield every reply line as a dict, the result line last.
 
     ``timeout`` bounds each wait for a line (None: wait as long as the run takes).
@@ -205,8 +210,10 @@ def check_peer(peer: Peer, socket_gid: int) -> str | None:
         group = grp.getgrgid(socket_gid).gr_name
     except KeyError:
         group = str(socket_gid)
-    return (f"permission denied: uid {peer.uid} is not root, not the daemon's user and not in group {group!r} "
-            f"(add the user to that group, or run as root)")
+    return (
+        f"permission denied: uid {peer.uid} is not root, not the daemon's user and not in group {group!r} "
+        f"(add the user to that group, or run as root)"
+    )
 
 
 # -- server ----------------------------------------------------------------------------------

@@ -168,8 +168,11 @@ class _JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         pair = str(getattr(record, "pair", "-"))
         line: dict[str, Any] = {
-            "ts": round(record.created, 3), "level": record.levelname.lower(), "logger": record.name,
-            "user": pair.partition("/")[0] if pair != "-" else None, "pair": pair if pair != "-" else None,
+            "ts": round(record.created, 3),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "user": pair.partition("/")[0] if pair != "-" else None,
+            "pair": pair if pair != "-" else None,
             "msg": record.getMessage(),
         }
         if record.exc_info:
@@ -207,10 +210,12 @@ class Daemon:
         self.metrics = Metrics(options.metrics)
         self.coordinator = RunCoordinator(self._run_pair, options.max_parallel)
         self.coordinator.on_result = self._on_result
-        self.scheduler = PairScheduler(self._on_due, workers=options.max_parallel + 2,
-                                      first_spread_s=options.first_run_within_s)
-        self.watcher = Watcher(self._on_dirty, quiet_s=options.quiet_s, ignored=[config.daemon.state_dir],
-                               counter=self.metrics.watch_event)
+        self.scheduler = PairScheduler(
+            self._on_due, workers=options.max_parallel + 2, first_spread_s=options.first_run_within_s
+        )
+        self.watcher = Watcher(
+            self._on_dirty, quiet_s=options.quiet_s, ignored=[config.daemon.state_dir], counter=self.metrics.watch_event
+        )
         self.socket = socket_path(config, options)
         self.server = ControlServer(self.socket, self._handle)
 
@@ -254,12 +259,16 @@ class Daemon:
         self.coordinator.stop()
         busy = self.coordinator.busy()
         if busy:
-            log.info("waiting up to %.0fs for %s to stop between two actions", self.options.stop_timeout_s,
-                     ", ".join(busy))
+            log.info(
+                "waiting up to %.0fs for %s to stop between two actions", self.options.stop_timeout_s, ", ".join(busy)
+            )
         if not self.coordinator.wait_idle(self.options.stop_timeout_s):
-            log.error("still running after %.0fs: %s; exiting anyway (their item in flight was going to a "
-                      "temp name and is redone by the next run)", self.options.stop_timeout_s,
-                      ", ".join(self.coordinator.busy()))
+            log.error(
+                "still running after %.0fs: %s; exiting anyway (their item in flight was going to a "
+                "temp name and is redone by the next run)",
+                self.options.stop_timeout_s,
+                ", ".join(self.coordinator.busy()),
+            )
             self._exit_now()
         self.server.wait_connections(2.0)  # let `now` clients read their result line
         self.metrics.close()
@@ -316,21 +325,27 @@ class Daemon:
             return
         reason = "watch" if hints is not None else "fallback"
         if self.coordinator.request(pair, RunRequest(reason, hints=hints)) is not None:
-            log.info("changes seen (%s): %s run requested", why, "hinted" if hints is not None else "full",
-                     extra=_pair_log(key))
+            log.info(
+                "changes seen (%s): %s run requested",
+                why,
+                "hinted" if hints is not None else "full",
+                extra=_pair_log(key),
+            )
 
     def _checkpoint(self, stage: str) -> None:
         # only between two actions: inside one (a conflict's steps) stopping would leave more to redo
         if stage == "action-done" and self.stopping.is_set():
             raise Stopping()
 
-    def _run_pair(self, pair: PairConfig, request: RunRequest, emit: Callable[[str, dict[str, object]], None]) -> dict[
-        str, Any
-    ]:
+    def _run_pair(
+        self, pair: PairConfig, request: RunRequest, emit: Callable[[str, dict[str, object]], None]
+    ) -> dict[str, Any]:
         from syncd.engine.sync import RunOptions, sync_pair
 
         options = RunOptions(
-            dry_run=request.dry_run, force=request.force, hints=request.hints,
+            dry_run=request.dry_run,
+            force=request.force,
+            hints=request.hints,
             respect_backoff=request.reason != "now",  # someone asking now wants every item tried
             checkpoint=self._checkpoint,
         )
@@ -362,8 +377,12 @@ class Daemon:
         for path, reason in newly[:MAX_ERRORS_IN_RESULT]:
             log.warning("skipped %s: %s", path, reason, extra=_pair_log(pair.key))
         if len(newly) > MAX_ERRORS_IN_RESULT:
-            log.warning("skipped %d more name(s); `syncd status -v %s` lists them",
-                        len(newly) - MAX_ERRORS_IN_RESULT, pair.key, extra=_pair_log(pair.key))
+            log.warning(
+                "skipped %d more name(s); `syncd status -v %s` lists them",
+                len(newly) - MAX_ERRORS_IN_RESULT,
+                pair.key,
+                extra=_pair_log(pair.key),
+            )
 
     def _prepare_index(self, pair: PairConfig) -> None:
         """Open (and so create or migrate) the pair's index once, one pair at a time: Alembic's
@@ -382,9 +401,13 @@ class Daemon:
     ) -> dict[str, Any]:
         result = self._result(pair, report.outcome.value, report.message, started)
         result.update(
-            done=dict(report.done), bytes=report.bytes_moved, error_count=len(report.errors),
-            errors=report.errors[:MAX_ERRORS_IN_RESULT], skipped=len(report.skipped),
-            skipped_new=newly[:MAX_ERRORS_IN_RESULT], skipped_names=sorted(report.skipped)[:MAX_PLAN_IN_RESULT],
+            done=dict(report.done),
+            bytes=report.bytes_moved,
+            error_count=len(report.errors),
+            errors=report.errors[:MAX_ERRORS_IN_RESULT],
+            skipped=len(report.skipped),
+            skipped_new=newly[:MAX_ERRORS_IN_RESULT],
+            skipped_names=sorted(report.skipped)[:MAX_PLAN_IN_RESULT],
         )
         if request.dry_run and report.plan is not None:
             result["plan"] = [a.describe() for a in report.plan.actions[:MAX_PLAN_IN_RESULT]]
@@ -392,15 +415,23 @@ class Daemon:
 
     @staticmethod
     def _result(pair: PairConfig, outcome: str, message: str, started: float) -> dict[str, Any]:
-        return {"pair": pair.key, "outcome": outcome, "message": message,
-                "seconds": round(time.monotonic() - started, 3), "done": {}, "bytes": 0, "errors": []}
+        return {
+            "pair": pair.key,
+            "outcome": outcome,
+            "message": message,
+            "seconds": round(time.monotonic() - started, 3),
+            "done": {},
+            "bytes": 0,
+            "errors": [],
+        }
 
     def _on_result(self, pair: PairConfig, result: dict[str, Any]) -> None:
         done = ", ".join(f"{n} {k}" for k, n in sorted(dict(result.get("done") or {}).items())) or "nothing to do"
         line = f"{result['outcome']}: {done}; {result.get('bytes', 0)} bytes in {result.get('seconds', 0)}s"
         level = logging.INFO if result["outcome"] in ("ok", "interrupted") else logging.WARNING
-        log.log(level, "%s%s", line, f"; {result['message']}" if result.get("message") else "",
-                extra=_pair_log(pair.key))
+        log.log(
+            level, "%s%s", line, f"; {result['message']}" if result.get("message") else "", extra=_pair_log(pair.key)
+        )
         reason = self.coordinator.last.get(pair.key, {}).get("reason", "?")
         self.metrics.run_finished(result, str(reason))
 
@@ -418,8 +449,11 @@ class Daemon:
 
     def _handle(self, request: Request, emit: Emit) -> dict[str, Any]:
         handlers: dict[str, Callable[[Request, Emit], dict[str, Any]]] = {
-            "now": self._op_now, "status": self._op_status, "pause": self._op_pause,
-            "resume": self._op_resume, "reload": self._op_reload,
+            "now": self._op_now,
+            "status": self._op_status,
+            "pause": self._op_pause,
+            "resume": self._op_resume,
+            "reload": self._op_reload,
         }
         return {"ok": True, "op": request.op, **handlers[request.op](request, emit)}
 
@@ -430,8 +464,9 @@ class Daemon:
         results, runs = [], []
         for pair in pairs:
             if pair.key in self.coordinator.paused:
-                results.append({"pair": pair.key, "outcome": "paused",
-                                "message": f"paused; `syncd resume {pair.key}` first"})
+                results.append(
+                    {"pair": pair.key, "outcome": "paused", "message": f"paused; `syncd resume {pair.key}` first"}
+                )
                 continue
             run = self.coordinator.request(pair, RunRequest("now", request.dry_run, request.force), listener=emit)
             if run is None:
@@ -446,15 +481,25 @@ class Daemon:
         pairs = self._select(request.target)
         rows = []
         for pair in pairs:
-            rows.append({
-                "pair": pair.key, **self.coordinator.describe(pair.key),
-                "watch": self.watcher.state.get(pair.key, "not watched"),
-                "dirty": self.watcher.debouncer.pending(pair.key),
-                "next_run": self.scheduler.next_run(pair.key), "interval_s": pair.interval_s,
-            })
-        daemon = {"pid": os.getpid(), "version": __version__, "config": str(self.config.path),
-                  "socket": str(self.socket), "uptime_s": round(time.time() - self.started, 1),
-                  "max_parallel": self.options.max_parallel, "running": self.coordinator.busy()}
+            rows.append(
+                {
+                    "pair": pair.key,
+                    **self.coordinator.describe(pair.key),
+                    "watch": self.watcher.state.get(pair.key, "not watched"),
+                    "dirty": self.watcher.debouncer.pending(pair.key),
+                    "next_run": self.scheduler.next_run(pair.key),
+                    "interval_s": pair.interval_s,
+                }
+            )
+        daemon = {
+            "pid": os.getpid(),
+            "version": __version__,
+            "config": str(self.config.path),
+            "socket": str(self.socket),
+            "uptime_s": round(time.time() - self.started, 1),
+            "max_parallel": self.options.max_parallel,
+            "running": self.coordinator.busy(),
+        }
         return {"daemon": daemon, "pairs": rows}
 
     def _op_pause(self, request: Request, _emit: Emit) -> dict[str, Any]:

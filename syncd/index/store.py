@@ -30,7 +30,15 @@ from syncd.models import Base
 HEAD_REVISION = "0003"  # tests check this equals the newest revision in migrations/
 
 BASE_COLUMNS = (
-    "path", "size", "content_hash", "a_etag", "b_etag", "a_mtime_ns", "b_mtime_ns", "a_inode", "b_remote_id",
+    "path",
+    "size",
+    "content_hash",
+    "a_etag",
+    "b_etag",
+    "a_mtime_ns",
+    "b_mtime_ns",
+    "a_inode",
+    "b_remote_id",
 )
 BACKOFF_FIRST_S = 60.0
 BACKOFF_MAX_S = 6 * 3600.0
@@ -309,10 +317,7 @@ class Store:
                 [{c: getattr(b, c) for c in BASE_COLUMNS} for b in bases],
             )
         now = time.time()
-        rows = [
-            {"run_id": run_id, "at": now, "action": a, "path": p, "side": s, "detail": d}
-            for a, p, s, d in history
-        ]
+        rows = [{"run_id": run_id, "at": now, "action": a, "path": p, "side": s, "detail": d} for a, p, s, d in history]
         if rows:
             self.db.run_many(
                 "INSERT INTO history (run_id, at, action, path, side, detail) "
@@ -387,8 +392,15 @@ class Store:
         self.db.run(
             "UPDATE runs SET ended_at = :ended, outcome = :outcome, counts = :counts, errors = :errors, "
             "bytes_moved = :bytes, message = :message WHERE id = :id",
-            {"ended": time.time(), "outcome": outcome, "counts": json.dumps(counts), "errors": errors,
-             "bytes": bytes_moved, "message": message, "id": run_id},
+            {
+                "ended": time.time(),
+                "outcome": outcome,
+                "counts": json.dumps(counts),
+                "errors": errors,
+                "bytes": bytes_moved,
+                "message": message,
+                "id": run_id,
+            },
         )
         self.db.commit()
 
@@ -466,10 +478,13 @@ class Store:
             return [(r[0], r[1]) for r in self.db.rows("SELECT path, reason FROM skipped")]
         rows: list[tuple[str, str]] = []
         for path in sorted(set(under)):
-            rows += [(r[0], r[1]) for r in self.db.rows(  # the bounds as in load_bases
-                "SELECT path, reason FROM skipped WHERE path = :p OR (path >= :low AND path < :high)",
-                {"p": path, "low": path + "/", "high": path + "0"},
-            )]
+            rows += [
+                (r[0], r[1])
+                for r in self.db.rows(  # the bounds as in load_bases
+                    "SELECT path, reason FROM skipped WHERE path = :p OR (path >= :low AND path < :high)",
+                    {"p": path, "low": path + "/", "high": path + "0"},
+                )
+            ]
         return rows
 
     def history(self, limit: int = 50, action: str | None = None) -> Iterator[HistoryItem]:

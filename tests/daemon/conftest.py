@@ -35,8 +35,12 @@ def syncd_cmd() -> list[str]:
 
     from syncd.cli import build_parser
 
-    commands = {name for action in build_parser()._actions if isinstance(action, argparse._SubParsersAction)
-                for name in action.choices}
+    commands = {
+        name
+        for action in build_parser()._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for name in action.choices
+    }
     return [sys.executable, "-m", "syncd" if "run" in commands else "syncd.cli_daemon"]
 
 
@@ -71,8 +75,9 @@ def put_object(root: Path, key: str, data: bytes | None = None) -> None:
     import io
 
     body = key.encode() if data is None else data
-    DirBucket(root).write(key, io.BytesIO(body), size=len(body), mtime_ns=1_700_000_000_000_000_000,
-                          content_hash=sha(body))
+    DirBucket(root).write(
+        key, io.BytesIO(body), size=len(body), mtime_ns=1_700_000_000_000_000_000, content_hash=sha(body)
+    )
 
 
 def tree_files(root: Path) -> dict[str, str]:
@@ -114,8 +119,14 @@ bucket = {{ type = "dir",   path = "bucket-bob" }}
         return daemon
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run([*syncd_cmd(), "--config", str(self.config), *args], capture_output=True,
-                              text=True, timeout=timeout, cwd=REPO, check=False)
+        return subprocess.run(
+            [*syncd_cmd(), "--config", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+            cwd=REPO,
+            check=False,
+        )
 
     def request(self, op: str, target: str | None = None, **flags: bool) -> list[dict[str, Any]]:
         return list(send(self.socket, Request(op, target, **flags), timeout=60))
@@ -132,8 +143,9 @@ class Daemon:
     def start(self) -> None:
         cmd = [*syncd_cmd(), "--config", str(self.world.config), "run", "--quiet-period", "0.5", *self.args]
         with open(self.log_path, "wb") as log:
-            self.proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO,
-                                         env={**os.environ, **self.env})
+            self.proc = subprocess.Popen(
+                cmd, stdout=log, stderr=subprocess.STDOUT, cwd=REPO, env={**os.environ, **self.env}
+            )
         wait_for(self._answers, START_TIMEOUT_S, f"the daemon to answer on {self.world.socket}\n{self.log()}")
 
     def _answers(self) -> bool:
@@ -175,6 +187,7 @@ class Daemon:
 
     def wait_idle(self, timeout: float = 30) -> dict[str, Any]:
         """Until every pair has finished a run and none runs: returns the status result."""
+
         def idle() -> dict[str, Any] | None:
             status = self.world.request("status")[-1]
             pairs = status["pairs"]
@@ -193,8 +206,14 @@ def world() -> Iterator[World]:
     (alice / "docs").mkdir(parents=True)
     (alice / "readme.txt").write_text("hello alice\n")
     (alice / "docs" / "notes.md").write_text("# notes\n")
-    w = World(base=base, config=base / "syncd.toml", socket=base / "run" / "control.sock", alice=alice,
-              alice_bucket=base / "bucket-alice", bob_bucket=base / "bucket-bob")
+    w = World(
+        base=base,
+        config=base / "syncd.toml",
+        socket=base / "run" / "control.sock",
+        alice=alice,
+        alice_bucket=base / "bucket-alice",
+        bob_bucket=base / "bucket-bob",
+    )
     w.write_config()
     try:
         yield w

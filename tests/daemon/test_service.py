@@ -79,17 +79,24 @@ def test_local_edit_reaches_the_bucket_without_now_and_does_not_loop(world: Worl
     daemon.wait_idle()
     started = time.monotonic()
     (world.alice / "docs" / "new.txt").write_text("fresh\n")
-    wait_for(lambda: bucket_files(world.alice_bucket).get("docs/new.txt") == sha(b"fresh\n"), WATCH_TIMEOUT_S,
-             "the watcher to sync docs/new.txt")
+    wait_for(
+        lambda: bucket_files(world.alice_bucket).get("docs/new.txt") == sha(b"fresh\n"),
+        WATCH_TIMEOUT_S,
+        "the watcher to sync docs/new.txt",
+    )
     latency = time.monotonic() - started
     assert latency < WATCH_TIMEOUT_S
 
     (world.alice / "readme.txt").write_text("edited\n")
-    wait_for(lambda: bucket_files(world.alice_bucket).get("readme.txt") == sha(b"edited\n"), WATCH_TIMEOUT_S,
-             "the watcher to sync an edit")
+    wait_for(
+        lambda: bucket_files(world.alice_bucket).get("readme.txt") == sha(b"edited\n"),
+        WATCH_TIMEOUT_S,
+        "the watcher to sync an edit",
+    )
     (world.alice / "docs" / "new.txt").unlink()
-    wait_for(lambda: "docs/new.txt" not in bucket_files(world.alice_bucket), WATCH_TIMEOUT_S,
-             "the watcher to sync a delete")
+    wait_for(
+        lambda: "docs/new.txt" not in bucket_files(world.alice_bucket), WATCH_TIMEOUT_S, "the watcher to sync a delete"
+    )
 
     daemon.wait_idle()
     runs_before = len(daemon.lines("alice/default: run started"))
@@ -221,8 +228,9 @@ def test_reload_with_a_broken_config_keeps_the_old_one(world: World) -> None:
     assert world.request("now", "alice")[-1]["exit"] == 0  # the old config still syncs
 
     (world.base / "carol").mkdir()
-    world.write_config('[users.carol]\nfiles = { type = "local", path = "carol" }\n'
-                       'bucket = { type = "dir", path = "bucket-carol" }\n')
+    world.write_config(
+        '[users.carol]\nfiles = { type = "local", path = "carol" }\nbucket = { type = "dir", path = "bucket-carol" }\n'
+    )
     daemon.signal(signal.SIGHUP)
     wait_for(lambda: daemon.lines("reloaded"), 10, "the SIGHUP reload to succeed")
     pairs = {p["pair"] for p in world.request("status")[-1]["pairs"]}
@@ -234,7 +242,7 @@ def _big_tree(root: Path, files: int, size: int) -> None:
     for i in range(files):
         folder = root / f"batch{i // 200:02d}"
         folder.mkdir(exist_ok=True)
-        (folder / f"file{i:05d}.bin").write_bytes(block[i % 64:] + i.to_bytes(4, "big"))
+        (folder / f"file{i:05d}.bin").write_bytes(block[i % 64 :] + i.to_bytes(4, "big"))
 
 
 def _assert_bucket_consistent(world: World) -> None:
@@ -248,8 +256,9 @@ def _assert_bucket_consistent(world: World) -> None:
 def test_sigterm_between_items_then_restart_converges(world: World) -> None:
     _big_tree(world.alice, 3000, 16 * 1024)
     daemon = world.daemon("--first-run-within", "3600", "--stop-timeout", "20")
-    client = subprocess.Popen([*syncd_cmd(), "--config", str(world.config), "now", "alice", "--json"],
-                              stdout=subprocess.PIPE, text=True)
+    client = subprocess.Popen(
+        [*syncd_cmd(), "--config", str(world.config), "now", "alice", "--json"], stdout=subprocess.PIPE, text=True
+    )
     try:
         assert client.stdout is not None
         done = 0
@@ -290,14 +299,21 @@ def test_sigterm_during_one_huge_file_abandons_it_cleanly(world: World) -> None:
             out.write(os.urandom(4096))
         out.truncate(300 << 20)
     daemon = world.daemon("--first-run-within", "3600", "--stop-timeout", "0.2")
-    client = subprocess.Popen([*syncd_cmd(), "--config", str(world.config), "now", "alice", "--json"],
-                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    client = subprocess.Popen(
+        [*syncd_cmd(), "--config", str(world.config), "now", "alice", "--json"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
     try:
         shards = world.alice_bucket / "objects"
 
         def data_growing() -> bool:
-            return any(p.stat().st_size > 1 << 20 for p in shards.rglob("*") if p.is_file()
-                       and not p.name.endswith(".json") and p.name != ".lock")
+            return any(
+                p.stat().st_size > 1 << 20
+                for p in shards.rglob("*")
+                if p.is_file() and not p.name.endswith(".json") and p.name != ".lock"
+            )
 
         wait_for(data_growing, 30, "the huge file to be in flight", every=0.01)
         started = time.monotonic()
@@ -335,8 +351,7 @@ def test_systemd_notify_ready_watchdog_stopping(world: World) -> None:
 
     reader = threading.Thread(target=collect, daemon=True)
     reader.start()
-    daemon = world.daemon("--first-run-within", "3600",
-                          env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"})
+    daemon = world.daemon("--first-run-within", "3600", env={"NOTIFY_SOCKET": str(path), "WATCHDOG_USEC": "400000"})
     wait_for(lambda: any("WATCHDOG=1" in m for m in messages), 10, "a watchdog ping")
     assert any(m.startswith("READY=1") and "STATUS=2 pair(s)" in m for m in messages), messages
     assert daemon.stop() == 0
@@ -358,8 +373,13 @@ def test_metrics_on_the_loopback(world: World) -> None:
         text = page.read().decode()
     assert 'syncd_runs_total{outcome="ok",pair="alice/default",reason="now"} 1.0' in text, text[:2000]
     assert 'syncd_actions_total{kind="copy",pair="alice/default"} 2.0' in text
-    refused = subprocess.run([*syncd_cmd(), "--config", str(world.config), "run", "--metrics", "0.0.0.0:9999"],
-                             capture_output=True, text=True, timeout=30, check=False)
+    refused = subprocess.run(
+        [*syncd_cmd(), "--config", str(world.config), "run", "--metrics", "0.0.0.0:9999"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
     assert refused.returncode == 4 and "loopback address only" in refused.stderr
 
 
@@ -368,8 +388,14 @@ def test_the_socket_folder_is_made_only_where_its_parent_exists(world: World) ->
     missing = world.base / "nonexistent"
     text = world.config.read_text().replace('socket = "run/control.sock"', f'socket = "{missing}/dir/control.sock"')
     world.config.write_text(text)
-    done = subprocess.run([*syncd_cmd(), "--config", str(world.config), "run"], capture_output=True, text=True,
-                          timeout=60, check=False, stdin=subprocess.DEVNULL)
+    done = subprocess.run(
+        [*syncd_cmd(), "--config", str(world.config), "run"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
     assert done.returncode == 4, done.stderr
     lines = done.stderr.splitlines()
     assert len(lines) == 1 and "ERROR" in lines[0], lines

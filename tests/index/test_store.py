@@ -60,9 +60,7 @@ def test_an_older_revision_database_upgrades_and_keeps_its_data(tmp_path: Path) 
     engine = create_engine(f"sqlite:///{db}")
     with engine.begin() as conn:
         upgrade(conn, "0001")
-        conn.execute(text(
-            "INSERT INTO entries VALUES ('kept.txt', 3, NULL, 'a', 'b', 1, 2, NULL, NULL)"
-        ))
+        conn.execute(text("INSERT INTO entries VALUES ('kept.txt', 3, NULL, 'a', 'b', 1, 2, NULL, NULL)"))
     engine.dispose()
     store = Store.open(db)
     try:
@@ -77,8 +75,11 @@ def test_an_older_revision_database_upgrades_and_keeps_its_data(tmp_path: Path) 
 def exercise(store: Store) -> None:
     """The store's whole surface, as the engine and the CLI use it."""
     run = store.start_run()
-    store.commit_actions(run, put=[sample("a.txt"), sample("b/c.txt")],
-                         history=[("copy", "a.txt", "bucket", "new"), ("conflict", "b/c.txt", "files", "c (x).txt")])
+    store.commit_actions(
+        run,
+        put=[sample("a.txt"), sample("b/c.txt")],
+        history=[("copy", "a.txt", "bucket", "new"), ("conflict", "b/c.txt", "files", "c (x).txt")],
+    )
     store.commit_actions(run, put=[sample("a.txt")], drop=["b/c.txt"])
     assert store.load_bases() == {"a.txt": sample("a.txt")}
     assert store.count_bases() == 1
@@ -156,14 +157,20 @@ def test_the_same_models_run_on_postgresql(postgres_url: str) -> None:
 def test_migrations_ship_inside_the_wheel(tmp_path: Path) -> None:
     """Build the wheel, install it in a fresh venv, upgrade an empty and an old database there."""
     dist = tmp_path / "dist"
-    subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q",
-                    "-w", str(dist), str(REPO)], check=True, timeout=300)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(dist), str(REPO)],
+        check=True,
+        timeout=300,
+    )
     wheel = next(dist.glob("syncd-*.whl"))
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)], check=True, timeout=120)
     python = venv / "bin" / "python"
-    subprocess.run([str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)],
-                   check=True, timeout=300)
+    subprocess.run(
+        [str(python), "-m", "pip", "install", "-q", "--no-deps", "--force-reinstall", str(wheel)],
+        check=True,
+        timeout=300,
+    )
     old_db = tmp_path / "old.db"
     script = f"""
 import sys, syncd, sqlalchemy
@@ -171,7 +178,7 @@ from pathlib import Path
 assert "site-packages" in syncd.__file__, syncd.__file__
 from syncd.index.store import Store, upgrade, migrations_dir
 assert "site-packages" in migrations_dir(), migrations_dir()
-Store.open(Path({str(tmp_path / 'empty.db')!r})).close()
+Store.open(Path({str(tmp_path / "empty.db")!r})).close()
 engine = sqlalchemy.create_engine("sqlite:///{old_db}")
 with engine.begin() as conn:
     upgrade(conn, "0001")
@@ -250,7 +257,10 @@ def test_a_migration_killed_halfway_leaves_no_half_schema(tmp_path: Path) -> Non
     index = tmp_path / "index.db"
     done = subprocess.run(
         [sys.executable, "-c", DIE_AFTER_FIRST_CREATE, str(index)],
-        capture_output=True, text=True, timeout=120, check=False,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert done.returncode == -9, done.stderr
     with sqlite3.connect(index) as conn:
@@ -270,7 +280,9 @@ def test_two_processes_migrating_one_index_take_turns(tmp_path: Path) -> None:
     children = [
         subprocess.Popen(
             [sys.executable, "-m", "syncd.index.migrate", str(index)],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
         )
         for _ in range(4)
     ]
@@ -285,8 +297,12 @@ def test_an_index_of_revision_0002_upgrades_keeping_its_runs(tmp_path: Path) -> 
     engine = create_engine(f"sqlite:///{db}")
     with engine.begin() as conn:
         upgrade(conn, "0002")
-        conn.execute(text("INSERT INTO runs (started_at, ended_at, outcome, counts, errors, bytes_moved, message) "
-                          "VALUES (1, 2, 'ok', '{}', 0, 0, '')"))
+        conn.execute(
+            text(
+                "INSERT INTO runs (started_at, ended_at, outcome, counts, errors, bytes_moved, message) "
+                "VALUES (1, 2, 'ok', '{}', 0, 0, '')"
+            )
+        )
     engine.dispose()
     store = Store.open(db)
     try:

@@ -67,22 +67,38 @@ def test_select_by_user_and_pair(tmp_path: Path) -> None:
     ("text", "expected"),
     [
         ("[users.a\nfiles = 1", "not valid TOML"),
-        ("[users.a]\nfiles = { type = 'local', path = 'x' }\nbucket = { type = 'dir', path = 'y' }\ncolour = 1",
-         "users.a.colour: unknown key"),
-        ("[users.a]\nfiles = { type = 'ftp', path = 'x' }\nbucket = { type = 'dir', path = 'y' }",
-         "users.a.files.type: 'ftp' is not a remote type"),
-        ("[users.a]\nfiles = { type = 'local' }\nbucket = { type = 'dir', path = 'y' }",
-         "users.a.files.path: missing (required)"),
-        ("[users.a]\nfiles = { type = 'local', path = 'x', speed = 3 }\nbucket = { type = 'dir', path = 'y' }",
-         "users.a.files.speed: unknown key"),
+        (
+            "[users.a]\nfiles = { type = 'local', path = 'x' }\nbucket = { type = 'dir', path = 'y' }\ncolour = 1",
+            "users.a.colour: unknown key",
+        ),
+        (
+            "[users.a]\nfiles = { type = 'ftp', path = 'x' }\nbucket = { type = 'dir', path = 'y' }",
+            "users.a.files.type: 'ftp' is not a remote type",
+        ),
+        (
+            "[users.a]\nfiles = { type = 'local' }\nbucket = { type = 'dir', path = 'y' }",
+            "users.a.files.path: missing (required)",
+        ),
+        (
+            "[users.a]\nfiles = { type = 'local', path = 'x', speed = 3 }\nbucket = { type = 'dir', path = 'y' }",
+            "users.a.files.speed: unknown key",
+        ),
         ("[users.a]\nfiles = { type = 'local', path = 'x' }", "users.a.bucket: missing"),
-        ("[users.a]\nfiles = { type = 'local', path = 'x' }\nbucket = { type = 'dir', path = 'y' }\nconflict = 'coin'",
-         "users.a.conflict"),
+        (
+            "[users.a]\nfiles = { type = 'local', path = 'x' }\nbucket = { type = 'dir', path = 'y' }\n"
+            "conflict = 'coin'",
+            "users.a.conflict",
+        ),
         ("[daemon]\ninterval = 'soon'", "daemon.interval"),
-        ("[users.'../etc']\nfiles = { type = 'local', path = 'x' }\nbucket = { type = 'dir', path = 'y' }",
-         "not a valid name"),
-        ("[users.a]\nfiles = { type = 'local', path = 'x' }\nbucket = { type = 'dir', path = 'y' }\n"
-         "max_delete_ratio = 3", "users.a.max_delete_ratio"),
+        (
+            "[users.'../etc']\nfiles = { type = 'local', path = 'x' }\nbucket = { type = 'dir', path = 'y' }",
+            "not a valid name",
+        ),
+        (
+            "[users.a]\nfiles = { type = 'local', path = 'x' }\nbucket = { type = 'dir', path = 'y' }\n"
+            "max_delete_ratio = 3",
+            "users.a.max_delete_ratio",
+        ),
     ],
 )
 def test_bad_config_names_file_key_and_problem(tmp_path: Path, text: str, expected: str) -> None:
@@ -185,16 +201,20 @@ WEBDAV = '{{ type = "webdav", url = "{url}", username = "{user}", password_env =
 def two_users(alice_bucket: str, bob_bucket: str, *, alice_files: str = "", bob_files: str = "") -> str:
     alice_files = alice_files or '{ type = "local", path = "alice" }'
     bob_files = bob_files or '{ type = "local", path = "bob" }'
-    return (f'[daemon]\nstate_dir = "state"\n[users.alice]\nfiles = {alice_files}\nbucket = {alice_bucket}\n'
-            f'[users.bob]\nfiles = {bob_files}\nbucket = {bob_bucket}\n')
+    return (
+        f'[daemon]\nstate_dir = "state"\n[users.alice]\nfiles = {alice_files}\nbucket = {alice_bucket}\n'
+        f"[users.bob]\nfiles = {bob_files}\nbucket = {bob_bucket}\n"
+    )
 
 
 def storj(bucket: str, prefix: str) -> str:
     return STORJ.format(bucket=bucket, prefix=prefix)
 
 
-@pytest.mark.parametrize(("alice", "bob"), [("", ""), ("", "bob/"), ("bob", ""), ("alice/", "alice/"),
-                                            ("team/", "team/bob/"), ("team/bob", "team")])
+@pytest.mark.parametrize(
+    ("alice", "bob"),
+    [("", ""), ("", "bob/"), ("bob", ""), ("alice/", "alice/"), ("team/", "team/bob/"), ("team/bob", "team")],
+)
 def test_overlapping_bucket_prefixes_of_two_users_are_refused_both_ways(tmp_path: Path, alice: str, bob: str) -> None:
     with pytest.raises(ConfigError) as caught:
         load_config(write(tmp_path, two_users(storj("shared", alice), storj("shared", bob))))
@@ -204,9 +224,14 @@ def test_overlapping_bucket_prefixes_of_two_users_are_refused_both_ways(tmp_path
     assert "\n" not in message
 
 
-@pytest.mark.parametrize(("alice", "bob"), [(storj("shared", "alice/"), storj("shared", "bob/")),
-                                            (storj("shared", "alice/"), storj("shared", "alice2/")),
-                                            (storj("one", ""), storj("two", ""))])
+@pytest.mark.parametrize(
+    ("alice", "bob"),
+    [
+        (storj("shared", "alice/"), storj("shared", "bob/")),
+        (storj("shared", "alice/"), storj("shared", "alice2/")),
+        (storj("one", ""), storj("two", "")),
+    ],
+)
 def test_distinct_buckets_or_prefixes_are_fine(tmp_path: Path, alice: str, bob: str) -> None:
     assert len(load_config(write(tmp_path, two_users(alice, bob))).pairs) == 2
 
@@ -217,9 +242,12 @@ def test_same_dir_bucket_or_nested_files_roots_are_refused(tmp_path: Path) -> No
         load_config(write(tmp_path, two_users(dir_bucket, dir_bucket)))
     (tmp_path / "real").mkdir()
     (tmp_path / "alias").symlink_to(tmp_path / "real")  # one folder under two names
-    nested = two_users('{ type = "dir", path = "b1" }', '{ type = "dir", path = "b2" }',
-                       alice_files='{ type = "local", path = "real" }',
-                       bob_files='{ type = "local", path = "alias/bob" }')
+    nested = two_users(
+        '{ type = "dir", path = "b1" }',
+        '{ type = "dir", path = "b2" }',
+        alice_files='{ type = "local", path = "real" }',
+        bob_files='{ type = "local", path = "alias/bob" }',
+    )
     with pytest.raises(ConfigError, match=r"alice/default files .* and bob/default files"):
         load_config(write(tmp_path, nested))
 
@@ -228,17 +256,26 @@ def test_webdav_trees_overlap_by_url_and_user(tmp_path: Path) -> None:
     base = "https://cloud.example.com/remote.php/dav/files/"
     bucket = ('{ type = "dir", path = "b1" }', '{ type = "dir", path = "b2" }')
     alias = "https://CLOUD.example.com:443/remote.php/dav/files/alice"  # the same folder, written otherwise
-    same = two_users(*bucket, alice_files=WEBDAV.format(url=base + "alice/", user="alice"),
-                     bob_files=WEBDAV.format(url=alias, user="alice"))
+    same = two_users(
+        *bucket,
+        alice_files=WEBDAV.format(url=base + "alice/", user="alice"),
+        bob_files=WEBDAV.format(url=alias, user="alice"),
+    )
     with pytest.raises(ConfigError, match="webdav"):
         load_config(write(tmp_path, same))
-    nested = two_users(*bucket, alice_files=WEBDAV.format(url=base + "alice/", user="alice"),
-                       bob_files=WEBDAV.format(url=base + "alice/Shared/", user="bob"))
+    nested = two_users(
+        *bucket,
+        alice_files=WEBDAV.format(url=base + "alice/", user="alice"),
+        bob_files=WEBDAV.format(url=base + "alice/Shared/", user="bob"),
+    )
     with pytest.raises(ConfigError, match="webdav"):
         load_config(write(tmp_path, nested))
     # Pydio Cells serves each user their own tree at one URL: the username tells them apart
-    cells = two_users(*bucket, alice_files=WEBDAV.format(url="https://cells.example.com/dav/", user="alice"),
-                      bob_files=WEBDAV.format(url="https://cells.example.com/dav/", user="bob"))
+    cells = two_users(
+        *bucket,
+        alice_files=WEBDAV.format(url="https://cells.example.com/dav/", user="alice"),
+        bob_files=WEBDAV.format(url="https://cells.example.com/dav/", user="bob"),
+    )
     assert len(load_config(write(tmp_path, cells)).pairs) == 2
 
 
@@ -246,8 +283,10 @@ def test_a_pair_never_syncs_into_itself_nor_into_the_state_folder(tmp_path: Path
     inside = '[users.a]\nfiles = { type = "local", path = "tree" }\nbucket = { type = "dir", path = "tree/bucket" }\n'
     with pytest.raises(ConfigError, match=r"a/default files .* and a/default bucket .* would sync into itself"):
         load_config(write(tmp_path, inside))
-    holds_state = ('[daemon]\nstate_dir = "tree/state"\n[users.a]\nfiles = { type = "local", path = "tree" }\n'
-                   'bucket = { type = "dir", path = "bucket" }\n')
+    holds_state = (
+        '[daemon]\nstate_dir = "tree/state"\n[users.a]\nfiles = { type = "local", path = "tree" }\n'
+        'bucket = { type = "dir", path = "bucket" }\n'
+    )
     with pytest.raises(ConfigError, match=r"a/default files .* and the state folder .* overlap: syncd's indexes"):
         load_config(write(tmp_path, holds_state))
 
@@ -265,8 +304,10 @@ bucket = { type = "storj", access_grant_env = "G", bucket = "mirror" }
     assert len(load_config(write(tmp_path, own)).pairs) == 2
     with pytest.raises(ConfigError, match="set allow_overlap = true on both pairs"):
         load_config(write(tmp_path, own.replace("allow_overlap = true", "")))
-    across = two_users(storj("shared", ""), storj("shared", "")).replace(
-        "[users.bob]", "allow_overlap = true\n[users.bob]") + "allow_overlap = true\n"
+    across = (
+        two_users(storj("shared", ""), storj("shared", "")).replace("[users.bob]", "allow_overlap = true\n[users.bob]")
+        + "allow_overlap = true\n"
+    )
     with pytest.raises(ConfigError, match="one user's files would reach another user"):
         load_config(write(tmp_path, across))
 
