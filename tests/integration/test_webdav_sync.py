@@ -7,14 +7,17 @@ import io
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 import requests
 
 from syncd.remotes.dirbucket import DirBucket
+from tests.webdav.nextcloud import bulk as nc_bulk
 from tests.webdav.nextcloud_server import NextcloudServer
 
 USER, PASSWORD = "alice", "alice-app-password"
@@ -186,3 +189,124 @@ def test_a_failed_item_is_not_hidden_behind_an_unchanged_folder_etag(pair: Pair)
     pair.server.faults.clear()
     assert pair.sync()["done"] == {"copy": 1}  # folder etags were not kept after the failed run
     assert pair.bucket_files()["keep/f1.txt"] == b"v2 that fails to download once"
+
+
+# -- small new files go up in bulk (Nextcloud's dav.bulkupload) ---------------------------------
+
+FILES_PATH = f"/remote.php/dav/files/{USER}/"
+
+
+def with_transfers(pair: Pair, transfers: int) -> None:
+    """Give the pair ``transfers`` (the config's last section is the pair's user)."""
+    pair.config.write_text(pair.config.read_text() + f"transfers = {transfers}\n")
+
+
+def record_requests(pair: Pair, monkeypatch: pytest.MonkeyPatch, header: str) -> list[tuple[str, str, str | None]]:
+    """From now on, (method, decoded path, value of ``header``) of each request the server gets."""
+    seen: list[tuple[str, str, str | None]] = []
+    handle = pair.server.handle
+
+    def recording(request: Any) -> Any:
+        seen.append((request.method, unquote(request.raw_path), request.header(header)))
+        return handle(request)
+
+    monkeypatch.setattr(pair.server, "handle", recording)
+    return seen
+
+
+def bucket_tree(pair: Pair, paths: list[str]) -> dict[str, bytes]:
+    """Small files of 100 B to 8 KB in the bucket only, with mtimes that have nanoseconds."""
+    bucket, tree = pair.bucket(), {}
+    for n, path in enumerate(paths):
+        data = f"{path} #{n}\n".encode() * (4 + n * 37 % 300)
+        tree[path] = data
+        bucket.write(path, io.BytesIO(data), size=len(data), mtime_ns=1_700_000_000_123_456_789 + n * 10**9)
+    return tree
+
+
+def test_first_sync_of_1000_small_files_in_100_new_folders_is_one_run_in_bulk(pair: Pair) -> None:
+    """The issue's initial sync: one run, no item error, 8 transfers, fewer requests than the
+    desktop client (215): the folders once each, the files 100 to a POST, nothing per file."""
+    with_transfers(pair, 8)
+    tree = bucket_tree(pair, [f"dir{n // 10:03d}/file{n % 10}.txt" for n in range(1000)])
+    pair.server.reset_counts()
+    started = time.monotonic()
+    report = pair.sync()
+    seconds = time.monotonic() - started
+    counts = dict(pair.server.counts)
+    print(f"\n1,000 small files in 100 new folders up to Nextcloud: {seconds:.2f} s, {sum(counts.values())} requests")
+    print(f"requests by method: {sorted(counts.items())}")
+    assert report["outcome"] == "ok" and report["errors"] == [], report
+    assert report["done"] == {"copy": 1000}
+    assert pair.nc_files() == tree
+    assert counts["MKCOL"] == 100
+    assert counts["POST"] == 10
+    assert counts.get("PUT", 0) == 0 and counts.get("PROPFIND", 0) <= 2
+    assert sum(counts.values()) <= 200
+    # Each entry built from the bulk answer is what a listing shows: nothing to do after it,
+    second = pair.sync()
+    assert second["outcome"] == "ok" and second["done"] == {}
+    pair.server.reset_counts()  # and once the settled folder etags are kept, one request
+    assert pair.sync()["done"] == {} and dict(pair.server.counts) == {"PROPFIND": 1}
+
+
+def test_a_file_the_bulk_upload_refused_is_retried_alone(pair: Pair, monkeypatch: pytest.MonkeyPatch) -> None:
+    tree = bucket_tree(pair, [f"new/f{n}.txt" for n in range(5)])
+    real_store = nc_bulk._store
+    refused: list[str] = []
+
+    def refuse_once(server: Any, user: str, path: str, part: Any) -> Any:
+        if path == "/new/f2.txt" and not refused:
+            refused.append(path)
+            return {"error": True, "message": "injected: refused once"}
+        return real_store(server, user, path, part)
+
+    monkeypatch.setattr(nc_bulk, "_store", refuse_once)
+    seen = record_requests(pair, monkeypatch, "If-None-Match")
+    report = pair.sync()
+    assert report["outcome"] == "ok" and report["done"] == {"copy": 5}, report
+    assert pair.nc_files() == tree and refused == ["/new/f2.txt"]
+    writes = [(method, path, value) for method, path, value in seen if method in ("POST", "PUT")]
+    assert writes == [("POST", "/remote.php/dav/bulk", None), ("PUT", f"{FILES_PATH}new/f2.txt", "*")]
+
+
+def test_a_bulk_upload_that_failed_as_a_whole_is_retried_file_by_file(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    tree = bucket_tree(pair, [f"new/f{n}.txt" for n in range(5)])
+    pair.server.inject("POST", path_contains="/bulk", status=503)
+    seen = record_requests(pair, monkeypatch, "If-None-Match")
+    report = pair.sync()
+    assert report["outcome"] == "ok" and report["done"] == {"copy": 5}, report
+    assert pair.nc_files() == tree
+    assert [m for m, _, _ in seen].count("POST") == 1  # sent once: a resend could overwrite
+    puts = sorted((path, value) for method, path, value in seen if method == "PUT")
+    assert puts == [(f"{FILES_PATH}new/f{n}.txt", "*") for n in range(5)]
+
+
+def test_a_new_file_in_a_folder_that_existed_goes_alone_and_create_only(
+    pair: Pair, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bulk endpoint overwrites: only folders this run created (where no other client can
+    have put a file since the listing) are written in bulk."""
+    pair.nc_put("old/kept.txt", b"there before")
+    pair.sync()
+    tree = bucket_tree(pair, [f"{folder}/{name}.txt" for folder in ("old", "fresh") for name in "abc"])
+    seen = record_requests(pair, monkeypatch, "If-None-Match")
+    report = pair.sync()
+    assert report["outcome"] == "ok" and report["done"] == {"copy": 6}, report
+    assert pair.nc_files() == {**tree, "old/kept.txt": b"there before"}
+    puts = sorted((path, value) for method, path, value in seen if method == "PUT")
+    assert puts == [(f"{FILES_PATH}old/{name}.txt", "*") for name in "abc"]
+    posts = [(method, path) for method, path, _ in seen if method == "POST"]
+    assert posts == [("POST", "/remote.php/dav/bulk")]
+    assert ("MKCOL", f"{FILES_PATH}fresh/", None) in seen
+
+
+def test_no_bulk_upload_where_the_capabilities_do_not_announce_it(pair: Pair) -> None:
+    pair.server.capabilities.bulkupload = None
+    tree = bucket_tree(pair, [f"new/f{n}.txt" for n in range(3)])
+    pair.server.reset_counts()
+    assert pair.sync()["done"] == {"copy": 3}
+    assert pair.nc_files() == tree
+    assert pair.server.counts.get("POST", 0) == 0 and pair.server.counts["PUT"] == 3

@@ -13,13 +13,18 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import requests
 
+from syncd.errors import FatalError, ItemError, TransientError
+from syncd.models import Entry
 from syncd.remotes import _webdav_bulk
 from syncd.remotes._webdav_bulk import MultipartBody, Written, read_answer, x_file_path
 from syncd.remotes._webdav_session import DavSession
 from syncd.remotes.base import NewFile
 from syncd.remotes.settings import OpenContext
-from syncd.remotes.webdav import Settings
+from syncd.remotes.webdav import Settings, WebDavRemote, open_remote
+from tests.webdav.nextcloud_server import NextcloudServer
+from tests.webdav.servers import PASSWORD, USER
 
 CORPUS = Path("/work/shared/nextcloud-wire/exchanges.jsonl")
 CORPUS_BOUNDARY = "boundary_corpus_0123456789abcdef"
@@ -183,3 +188,127 @@ def test_an_entry_that_does_not_say_it_was_written_is_an_error(item: object) -> 
 def test_an_xml_error_is_no_answer_per_file(step: int) -> None:
     _, body, sent = corpus_answer(step)
     assert read_answer(body, sent or ["/x"], missing="stopped") is None
+
+
+# -- the remote against the Nextcloud-protocol test server ----------------------------------
+
+
+@pytest.fixture
+def server() -> Iterator[NextcloudServer]:
+    srv = NextcloudServer({USER: PASSWORD})
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def connect(server: NextcloudServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **options: Any) -> WebDavRemote:
+    monkeypatch.setenv("SYNCD_TEST_NC_PASSWORD", PASSWORD)
+    settings = Settings(
+        type="webdav",
+        url=server.files_url(USER),
+        username=USER,
+        password_env="SYNCD_TEST_NC_PASSWORD",
+        retries=2,
+        max_retry_wait=0.0,
+        **options,
+    )
+    return open_remote(settings, OpenContext(label="alice/default files", state_dir=tmp_path / "state"))
+
+
+@pytest.fixture
+def remote(server: NextcloudServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDavRemote]:
+    rem = connect(server, tmp_path, monkeypatch)
+    yield rem
+    rem.close()
+
+
+def test_only_folders_this_run_created_take_files_in_bulk(remote: WebDavRemote, server: NextcloudServer) -> None:
+    assert remote.batch_limits() == _webdav_bulk.BULK_LIMITS
+    requests.request("MKCOL", server.files_url(USER) + "theirs/", auth=(USER, PASSWORD), timeout=10)
+    remote.prepare_folders(["mine/deep", "theirs"])
+    assert remote.accepts_in_batch("mine/deep/a.txt", 10)
+    assert remote.accepts_in_batch("mine/b.txt", 10)  # created as the parent of mine/deep
+    assert not remote.accepts_in_batch("theirs/a.txt", 10)  # it existed: a file may be there
+    assert not remote.accepts_in_batch("top.txt", 10)  # the root always exists
+    assert not remote.accepts_in_batch("mine/big.bin", _webdav_bulk.BULK_LIMITS.max_file_bytes + 1)
+    assert not remote.accepts_in_batch("mine/.htaccess", 10)  # refused alone, with its reason
+    assert not remote.accepts_in_batch("mine/line\nbreak.txt", 10)
+
+
+def test_created_files_are_what_a_listing_shows(remote: WebDavRemote, server: NextcloudServer) -> None:
+    remote.prepare_folders(["new"])
+    files = [new_file(f"new/{n}.txt", f"content {n}".encode() * n, 1_600_000_000 + n) for n in range(4)]
+    server.reset_counts()
+    entries = remote.create_batch(files)
+    assert dict(server.counts) == {"POST": 1}
+    listed = {entry.path: entry for entry in remote.list()}
+    for new, entry in zip(files, entries, strict=True):
+        assert isinstance(entry, Entry)
+        assert entry == listed[new.path]  # no checksum either: a bulk upload stores none
+        node = server.node(USER, new.path)
+        assert node is not None and node.data == new.data and node.mtime == new.mtime_ns // 10**9
+
+
+def test_a_file_the_server_refuses_is_an_error_of_its_own(remote: WebDavRemote, server: NextcloudServer) -> None:
+    remote.prepare_folders(["new"])
+    good, missing_folder = new_file("new/ok.txt", b"fine"), new_file("gone/x.txt", b"no folder")
+    entries = remote.create_batch([missing_folder, good])
+    assert isinstance(entries[0], ItemError) and "Could not create path" in entries[0].message
+    assert isinstance(entries[1], Entry) and entries[1].path == "new/ok.txt"
+
+
+def test_after_a_400_only_the_parts_written_before_it_count(
+    remote: WebDavRemote, server: NextcloudServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A wrong X-File-MD5 (a part damaged in transit) stops the server there."""
+    remote.prepare_folders(["new"])
+    real_headers = _webdav_bulk.part_headers
+
+    def damaged_second_part(new: NewFile, path: str) -> bytes:
+        headers = real_headers(new, path)
+        return headers.replace(hashlib.md5(new.data).hexdigest().encode(), b"0" * 32) if path == "/new/2" else headers
+
+    monkeypatch.setattr(_webdav_bulk, "part_headers", damaged_second_part)
+    first, second, third = remote.create_batch([new_file(f"new/{n}", f"file {n}".encode()) for n in (1, 2, 3)])
+    assert isinstance(first, Entry) and server.node(USER, "new/1") is not None
+    for refused, path in ((second, "new/2"), (third, "new/3")):
+        assert isinstance(refused, ItemError) and "stopped the bulk upload" in refused.message
+        assert server.node(USER, path) is None
+
+
+def test_a_request_failing_as_a_whole_is_transient_and_sent_once(remote: WebDavRemote, server: NextcloudServer) -> None:
+    remote.prepare_folders(["new"])
+    server.inject("POST", status=503, count=5)
+    server.reset_counts()
+    with pytest.raises(TransientError):
+        remote.create_batch([new_file("new/a", b"a"), new_file("new/b", b"b")])
+    assert server.counts["POST"] == 1
+
+
+def test_an_endpoint_that_is_gone_fails_each_file(remote: WebDavRemote, server: NextcloudServer) -> None:
+    """The capabilities said bulk upload, the server no longer serves it (404): each file is
+    an item error, which the engine retries alone."""
+    remote.prepare_folders(["new"])
+    server.capabilities.bulkupload = None
+    entries = remote.create_batch([new_file("new/a", b"a"), new_file("new/b", b"b")])
+    assert all(isinstance(e, ItemError) and "bulk upload failed" in e.message for e in entries)
+
+
+def test_refused_credentials_are_fatal(remote: WebDavRemote, server: NextcloudServer) -> None:
+    remote.prepare_folders(["new"])
+    server.inject("POST", status=401)
+    with pytest.raises(FatalError):
+        remote.create_batch([new_file("new/a", b"a"), new_file("new/b", b"b")])
+
+
+def test_no_batches_without_the_capability_or_off_nextcloud(
+    server: NextcloudServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server.capabilities.bulkupload = None
+    without = connect(server, tmp_path, monkeypatch)
+    generic = connect(server, tmp_path, monkeypatch, preset="generic")
+    try:
+        assert without.batch_limits() is None and generic.batch_limits() is None
+    finally:
+        without.close()
+        generic.close()
