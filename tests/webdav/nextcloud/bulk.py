@@ -17,8 +17,8 @@ from dataclasses import dataclass
 from email.message import Message
 from typing import TYPE_CHECKING, Any
 
+from .dav import parse_unix_time
 from .errors import BAD_REQUEST, HttpError
-from .files import parse_unix_time
 from .names import name_error, nfc
 from .store import FileWrite
 from .transport import HTML_CONTENT_TYPE, Request, Response

@@ -4,23 +4,33 @@ from __future__ import annotations
 
 import hashlib
 import io
-import math
-import mimetypes
 import tarfile
 import xml.etree.ElementTree as ET
 import zipfile
 from collections.abc import Callable
 from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import TYPE_CHECKING
-from urllib.parse import quote, unquote, urlsplit
+from urllib.parse import unquote
 
+from .dav import (
+    ALLOW_COLLECTION,
+    ALLOW_FILE,
+    DAV_HEADER,
+    LEGACY_DAV_HEADER,
+    LEGACY_PREFIX,
+    check_conditions,
+    content_disposition,
+    content_type_header,
+    mimetype,
+    multistatus_answer,
+    parse_destination,
+    parse_unix_time,
+)
 from .errors import (
     BAD_REQUEST,
     CONFLICT,
     FORBIDDEN,
     INSUFFICIENT_STORAGE,
-    INVALID_ARGUMENT,
     LOCKED_EXCEPTION,
     METHOD_NOT_ALLOWED,
     NOT_IMPLEMENTED,
@@ -53,13 +63,6 @@ from .tree import Node, oc_id
 if TYPE_CHECKING:
     from .server import NextcloudServer
 
-DAV_HEADER = (
-    "1, 3, extended-mkcol, access-control, calendarserver-principal-property-search, nc-paginate, "
-    "nextcloud-checksum-update, nc-calendar-search, nc-enable-birthday-calendar"
-)
-LEGACY_DAV_HEADER = "1, 3, extended-mkcol, nextcloud-checksum-update"
-ALLOW_COLLECTION = "OPTIONS, GET, HEAD, DELETE, PROPFIND, PUT, PROPPATCH, COPY, MOVE, REPORT"
-ALLOW_FILE = ALLOW_COLLECTION + ", PATCH"
 WEBDAV_PAGE = (
     b"This is the WebDAV interface. It can only be accessed by WebDAV clients such as the Nextcloud desktop sync "
     b"client."
@@ -88,10 +91,7 @@ PROTECTED_PROPS = frozenset(
         oc("permissions"),
     }
 )
-MIMETYPES = {"txt": "text/plain", "bin": "application/x-bin", "md": "text/markdown", "ini": "text/plain"}
 EXISTS = "The resource you tried to create already exists"
-FILES_PREFIX = "/remote.php/dav/files/"
-LEGACY_PREFIX = "/remote.php/webdav/"
 
 
 def handle(server: NextcloudServer, request: Request, owner: str, rest: str, *, href_root: str) -> Response:
@@ -106,95 +106,6 @@ def handle(server: NextcloudServer, request: Request, owner: str, rest: str, *, 
             NOT_IMPLEMENTED,
         )
     return method()
-
-
-def mimetype(name: str) -> str:
-    extension = name.rsplit(".", 1)[-1].lower() if "." in name.strip(".") else ""
-    return MIMETYPES.get(extension) or mimetypes.guess_type(name)[0] or "application/octet-stream"
-
-
-def content_type_header(mime: str) -> tuple[str, str]:
-    """Nextcloud sends text types as ``Content-type: text/plain;charset=UTF-8``, others as ``Content-Type``."""
-    if mime.startswith("text/"):
-        return "Content-type", f"{mime};charset=UTF-8"
-    return "Content-Type", mime
-
-
-def content_disposition(name: str) -> str:
-    encoded = quote(name, safe="")
-    return f"attachment; filename*=UTF-8''{encoded}; filename=\"{encoded}\""
-
-
-def multistatus_answer(answers: list[ET.Element], *, dav: str = DAV_HEADER) -> Response:
-    body = multistatus(answers)
-    return Response(207, body, [("Content-Type", XML_CONTENT_TYPE), ("DAV", dav)], gzip=True)
-
-
-def parse_unix_time(value: str | None, header: str) -> tuple[int | None, HttpError | None]:
-    """X-OC-MTime / X-OC-CTime: (seconds, None), (None, the 500 Nextcloud answers) or (None, None)."""
-    if value is None:
-        return None, None
-    try:
-        number = float(value.strip())
-    except ValueError:
-        return None, HttpError(500, f"{header} header must be an integer (unix timestamp).", INVALID_ARGUMENT)
-    if not math.isfinite(number) or int(number) <= 0:
-        return None, HttpError(500, f"{header} header must be a valid positive integer", INVALID_ARGUMENT)
-    return int(number), None
-
-
-def check_conditions(request: Request, etag: str | None, *, reading: bool = False, mtime: int = 0) -> Response | None:
-    """Sabre's If-Match / If-None-Match / If-Modified-Since on the resource (``etag`` None: missing).
-
-    :returns: a 304 answer for a read whose copy is current, else None.
-    :raises HttpError: 412 when a condition fails.
-    """
-    quoted = None if etag is None else f'"{etag}"'
-    if_match = request.header("If-Match")
-    if if_match is not None:
-        if quoted is None:
-            raise precondition_failed("An If-Match header was specified and the resource did not exist", "If-Match")
-        tags = [tag.strip() for tag in if_match.split(",")]
-        if "*" not in tags and quoted not in tags:
-            raise precondition_failed(
-                "An If-Match header was specified, but none of the specified ETags matched.", "If-Match", etag
-            )
-    if_none = request.header("If-None-Match")
-    if if_none is not None and quoted is not None:
-        tags = [tag.strip() for tag in if_none.split(",")]
-        message = "An If-None-Match header was specified, but the ETag matched (or * was specified)."
-        if "*" in tags:
-            raise precondition_failed(message, "If-None-Match")
-        if quoted in tags:
-            if reading:
-                return Response(304, b"", [("ETag", quoted)])
-            raise precondition_failed(message, "If-None-Match", etag)
-    since = request.header("If-Modified-Since")
-    if reading and since is not None and if_none is None and quoted is not None:
-        try:
-            limit = parsedate_to_datetime(since).timestamp()
-        except (TypeError, ValueError):
-            return None
-        if mtime <= limit:
-            return Response(304, b"", [("Last-Modified", http_date(mtime))])
-    return None
-
-
-def parse_destination(request: Request) -> tuple[str | None, list[str]]:
-    """The Destination header as (owner, parts from the owner's root); owner None: not a files URL.
-
-    :raises HttpError: 400 without a Destination header.
-    """
-    destination = request.header("Destination")
-    if not destination:
-        raise HttpError(400, "The destination header was not supplied", BAD_REQUEST)
-    path = unquote(urlsplit(destination).path)
-    if path.startswith(LEGACY_PREFIX):
-        return request.user, [p for p in path[len(LEGACY_PREFIX) :].split("/") if p]
-    if not path.startswith(FILES_PREFIX):
-        return None, []
-    owner, _, rest = path[len(FILES_PREFIX) :].partition("/")
-    return owner, [p for p in rest.split("/") if p]
 
 
 class FilesRequest:

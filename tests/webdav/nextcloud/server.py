@@ -14,9 +14,10 @@ from urllib.parse import unquote
 
 from . import bulk, files, ocs, trashbin, uploads, versions
 from .capabilities import STATUS, Capabilities
+from .dav import multistatus_answer
 from .errors import NOT_AUTHENTICATED, NOT_FOUND, TOO_MANY_REQUESTS, HttpError
 from .names import nfc
-from .props import collection, d, href_value, requested_props, response
+from .props import collection, d, encode_path, href_value, requested_props, response
 from .store import Store
 from .throttle import LoginThrottle
 from .transport import HTML_CONTENT_TYPE, Handler, QuietServer, Request, Response, error_answer
@@ -271,7 +272,8 @@ class NextcloudServer(Store):
             return self._dav_root(request)
         if top == "files":
             owner, _, inner = sub.partition("/")
-            return files.handle(self, request, unquote(owner), inner, href_root=f"{FILES}{owner}/")
+            owner = unquote(owner)
+            return files.handle(self, request, owner, inner, href_root=f"{FILES}{encode_path(owner)}/")
         if top == "uploads":
             return uploads.handle(self, request, sub)
         if top == "trashbin":
@@ -291,7 +293,7 @@ class NextcloudServer(Store):
         if (request.header("Depth") or "1") != "0":
             for name in DAV_COLLECTIONS:
                 answers.append(response(f"{DAV_ROOT}{name}/", {d("resourcetype"): collection()}, [d("resourcetype")]))
-        return files.multistatus_answer(answers)
+        return multistatus_answer(answers)
 
     def authenticate(self, request: Request) -> str:
         """The user named by HTTP Basic auth (user names are case-insensitive).

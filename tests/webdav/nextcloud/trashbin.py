@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+from .dav import content_type_header, mimetype, multistatus_answer
 from .errors import METHOD_NOT_ALLOWED, HttpError, not_found
-from .files import content_type_header, mimetype, multistatus_answer
 from .names import nfc
 from .props import PropValue, collection, d, encode_path, http_date, nc, oc, requested_props, response
 from .transport import Request, Response, empty_answer

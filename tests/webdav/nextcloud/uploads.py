@@ -12,6 +12,16 @@ import re
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
+from .dav import (
+    ALLOW_COLLECTION,
+    DAV_HEADER,
+    FILES_PREFIX,
+    check_conditions,
+    content_disposition,
+    multistatus_answer,
+    parse_destination,
+    parse_unix_time,
+)
 from .errors import (
     BAD_REQUEST,
     CONFLICT,
@@ -22,14 +32,6 @@ from .errors import (
     file_locked,
     not_found,
     precondition_failed,
-)
-from .files import (
-    FILES_PREFIX,
-    check_conditions,
-    content_disposition,
-    multistatus_answer,
-    parse_destination,
-    parse_unix_time,
 )
 from .names import copy_error, name_error, nfc, part_file_too_long
 from .props import PropValue, collection, d, encode_path, http_date, requested_props, response
@@ -247,21 +249,11 @@ class UploadsRequest:
     def assemble(self, upload_id: str) -> Response:
         with self.server.lock:
             upload = self.upload(upload_id)
-            owner, dest = parse_destination(self.request)
-            check_conditions(self.request, upload.etag)
-            if owner != self.user or not dest:
-                raise HttpError(
-                    403, f"Permission denied to create file (filename {dest[-1] if dest else ''})", FORBIDDEN
-                )
-            self.check_if_header(dest)
-            existing = self.check_destination(dest)
+            dest = self.checked_destination(upload)
             data = upload.assembled()
             self.check_total_length(len(data))
             if part_file_too_long(nfc(dest[-1])):
                 raise copy_error(-1)
-            dest_path = "/".join(nfc(part) for part in dest)
-            if self.server.file_locks.is_locked(self.user, dest_path):
-                raise file_locked(dest_path)
             mtime, mtime_error = parse_unix_time(self.request.header("X-OC-MTime"), "X-OC-MTime")
             if mtime_error is not None:
                 raise mtime_error
@@ -270,11 +262,26 @@ class UploadsRequest:
             del self.server.uploads[(self.user, upload_id)]
         headers = [("X-OC-MTime", "accepted")] if self.request.header("X-OC-MTime") is not None else []
         headers += [("OC-ETag", f'"{node.etag}"'), ("ETag", f'"{node.etag}"'), ("OC-FileId", oc_id(node.fileid))]
-        del existing
         return empty_answer(201 if created else 204, headers)
 
-    def check_if_header(self, dest: list[str]) -> None:
-        """``If: <destination URL> (["etag"])``: the tagged resource must exist and have that ETag."""
+    def checked_destination(self, upload: Upload) -> list[str]:
+        """The destination of the final MOVE, after every check Sabre and the ChunkingPlugin make,
+        in their order: the conditional headers (on ``.file``), the ``If:`` header, then the
+        destination itself."""
+        owner, dest = parse_destination(self.request)
+        check_conditions(self.request, upload.etag)
+        if owner != self.user or not dest:
+            name = dest[-1] if dest else ""
+            raise HttpError(403, f"Permission denied to create file (filename {name})", FORBIDDEN)
+        self.check_if_header()
+        self.check_destination(dest)
+        dest_path = "/".join(nfc(part) for part in dest)
+        if self.server.file_locks.is_locked(self.user, dest_path):
+            raise file_locked(dest_path)
+        return dest
+
+    def check_if_header(self) -> None:
+        """``If: <URL> (["etag"])`` (a full or path-only URL): the tagged file must exist and have that ETag."""
         header = self.request.header("If")
         if header is None:
             return
@@ -291,10 +298,8 @@ class UploadsRequest:
                 raise precondition_failed(
                     f"Failed to find a valid token/etag combination for files/{owner}/{'/'.join(parts)}", "If"
                 )
-        del dest
 
-    def check_destination(self, dest: list[str]) -> bool:
-        """Sabre's and the ChunkingPlugin's checks of the destination. :returns: whether it exists."""
+    def check_destination(self, dest: list[str]) -> None:
         parent = self.server.find(self.user, dest[:-1])
         if parent is None or not parent.is_dir:
             raise HttpError(409, "The destination node is not found", CONFLICT)
@@ -310,7 +315,6 @@ class UploadsRequest:
         error = name_error(nfc(dest[-1]), self.server.capabilities)
         if error is not None:
             raise error
-        return existing is not None
 
     def check_total_length(self, size: int) -> None:
         total = self.request.header("OC-Total-Length")
@@ -326,7 +330,5 @@ def parse_destination_or_none(request: Request) -> tuple[str | None, list[str]]:
 
 
 def _options() -> Response:
-    from .files import ALLOW_COLLECTION, DAV_HEADER
-
     headers = [("Allow", ALLOW_COLLECTION), ("DAV", DAV_HEADER), ("MS-Author-Via", "DAV"), ("Accept-Ranges", "bytes")]
     return empty_answer(200, headers)

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
+from .dav import content_disposition, content_type_header, mimetype, multistatus_answer
 from .errors import METHOD_NOT_ALLOWED, XML_CONTENT_TYPE, HttpError, not_found
-from .files import content_disposition, content_type_header, mimetype, multistatus_answer
 from .props import (
     PropValue,
     collection,
