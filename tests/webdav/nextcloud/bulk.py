@@ -126,7 +126,11 @@ def _store(server: NextcloudServer, user: str, path: str, part: Part) -> dict[st
         return {"error": True, "message": mtime_error.message}
     with server.lock:
         parent = server.find(user, parts[:-1])
-        if parent is None or not parent.is_dir:
+        existing = parent.children.get(nfc(parts[-1])) if parent is not None and parent.is_dir else None
+        if parent is None or not parent.is_dir or (existing is not None and existing.is_dir):
             return {"error": True, "message": f'Could not create path "/{user}/files/{relative}"'}
+        path = "/".join(nfc(part) for part in parts)
+        if server.file_locks.is_locked(user, path):
+            return {"error": True, "message": f'"/{path}" is locked'}
         node, _ = server.write_file(user, parts, FileWrite(part.data, mtime))
     return {"error": False, "etag": node.etag, "fileid": oc_id(node.fileid), "permissions": "RGDNVW"}

@@ -355,9 +355,9 @@ class FilesRequest:
             existing = parent.children.get(name)
             if existing is not None and existing.is_dir:
                 raise HttpError(409, "PUT is not allowed on non-files.", CONFLICT)
+            check_conditions(self.request, None if existing is None else existing.etag)
             if existing is None:
                 self.refuse_bad_name(name)
-            check_conditions(self.request, None if existing is None else existing.etag)
             self.check_quota(self.path, self.declared_size())
             if part_file_too_long(name):
                 raise copy_error(self.declared_size() or 0)

@@ -13,6 +13,8 @@ import json
 import xml.etree.ElementTree as ET
 from typing import TYPE_CHECKING, Any
 
+from .auth import Unauthenticated
+from .capabilities import VERSION
 from .transport import Request, Response
 
 if TYPE_CHECKING:
@@ -100,8 +102,6 @@ class OcsRequest:
 
     def login(self) -> Response | None:
         """None when the caller is logged in, else the 401 OCS answers (counted as a failed login)."""
-        from .server import Unauthenticated
-
         try:
             self.request.user = self.server.authenticate(self.request)
         except Unauthenticated as exc:
@@ -121,8 +121,6 @@ class OcsRequest:
                 return failure
             authenticated = True
         caps = self.server.capabilities.to_json(self.server.base_url, authenticated=authenticated)
-        from .capabilities import VERSION
-
         return self.answer({"version": VERSION, "capabilities": caps}, etag=True)
 
     def current_user(self) -> Response:

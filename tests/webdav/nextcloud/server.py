@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import json
 import threading
 import time
@@ -13,10 +12,10 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import unquote
 
 from . import bulk, files, ocs, trashbin, uploads, versions
+from .auth import NO_CREDENTIALS, WRONG_CREDENTIALS, Unauthenticated, basic_login
 from .capabilities import STATUS, Capabilities
 from .dav import multistatus_answer
 from .errors import NOT_AUTHENTICATED, NOT_FOUND, TOO_MANY_REQUESTS, HttpError
-from .names import nfc
 from .props import collection, d, encode_path, href_value, requested_props, response
 from .store import Store
 from .throttle import LoginThrottle
@@ -49,16 +48,6 @@ DAV_COLLECTIONS = (
     "trashbin",
     "versions",
 )
-NO_CREDENTIALS = (
-    "No public access to this resource., No 'Authorization: Basic' header found. Either the client didn't send "
-    "one, or the server is misconfigured, No 'Authorization: Bearer' header found. Either the client didn't send "
-    "one, or the server is mis-configured, No 'Authorization: Basic' header found. Either the client didn't send "
-    "one, or the server is misconfigured"
-)
-WRONG_CREDENTIALS = (
-    "No public access to this resource., Username or password was incorrect, No 'Authorization: Bearer' header "
-    "found. Either the client didn't send one, or the server is mis-configured, Username or password was incorrect"
-)
 NOT_FOUND_PAGE = b"<!DOCTYPE html>\n<html><head><title>Nextcloud</title></head><body>Page not found</body></html>\n"
 
 
@@ -70,14 +59,6 @@ class Fault:
     status: int = 500
     retry_after: str | None = None
     drop: bool = False  # send the headers and half the body, then close the connection
-
-
-class Unauthenticated(Exception):
-    """No usable credentials: ``wrong`` tells a wrong password from no Authorization header."""
-
-    def __init__(self, *, wrong: bool) -> None:
-        super().__init__("wrong credentials" if wrong else "no credentials")
-        self.wrong = wrong
 
 
 class NextcloudServer(Store):
@@ -296,21 +277,5 @@ class NextcloudServer(Store):
         return multistatus_answer(answers)
 
     def authenticate(self, request: Request) -> str:
-        """The user named by HTTP Basic auth (user names are case-insensitive).
-
-        :raises Unauthenticated: without credentials, or with wrong ones (then counted as a failed login).
-        """
-        header = request.header("Authorization") or ""
-        if not header.startswith("Basic "):
-            raise Unauthenticated(wrong=False)
-        try:
-            login, _, password = base64.b64decode(header[6:]).decode().partition(":")
-        except (ValueError, UnicodeDecodeError):
-            login, password = "", ""
-        with self.lock:
-            user = next((u for u in self.passwords if u.lower() == nfc(login).lower()), None)
-            valid = user is not None and password in self.passwords[user]
-        if user is None or not valid:
-            self.throttle.record_failure(request.client_ip)
-            raise Unauthenticated(wrong=True)
-        return user
+        """The user named by HTTP Basic auth. :raises Unauthenticated: see :func:`.auth.basic_login`."""
+        return basic_login(self, request)

@@ -92,9 +92,10 @@ class Store:
         assert parent is not None and parent.is_dir
         name = nfc(parts[-1])
         existing = parent.children.get(name)
+        assert existing is None or not existing.is_dir, "callers refuse to write a file over a folder"
         now = self.now()
         mtime = write.mtime if write.mtime is not None else now
-        if existing is None or existing.is_dir:
+        if existing is None:
             node = Node(fileid=self.ids.fileid(), is_dir=False, etag=self.ids.file_etag(), mtime=mtime)
         else:
             node = existing
