@@ -97,13 +97,14 @@ def _pair(side: Side, mine: Entry, theirs: Entry) -> tuple[Entry, Entry]:
     return (mine, theirs) if side is Side.A else (theirs, mine)
 
 
-def _copied(done: Done, src: Entry, new: Entry) -> Done:
+def _copied(done: Done, src: Entry, new: Entry, sent_hash: str | None = None) -> Done:
     """Record a finished COPY of ``src`` that became ``new`` on the action's side: the one
-    way both the single-file path and a batch record it (same base, history, bytes)."""
+    way both the single-file path and a batch record it (same base, history, bytes).
+    ``sent_hash``: the SHA-256 of the bytes sent, when the target's entry carries none."""
     action = done.action
     assert action.side is not None
     a, b = _pair(action.side.other, src, new)
-    done.put.append(make_base(action.path, a, b, new.content_hash))
+    done.put.append(make_base(action.path, a, b, new.content_hash or sent_hash))
     done.history.append(("copy", action.path, action.side.value, action.reason))
     done.bytes_moved = src.size
     return done
@@ -290,12 +291,12 @@ class Applier:
             log.warning("a batch of %d new files got %d answers; each is tried alone", len(members), len(answers))
             outcome.retry.extend(action for action, _, _ in members)
             return
-        for (action, src, _), answer in zip(members, answers, strict=True):
+        for (action, src, new_file), answer in zip(members, answers, strict=True):
             if isinstance(answer, ItemError):
                 log.info("%s: not created by its batch (%s); it is tried alone", action.path, answer.message)
                 outcome.retry.append(action)
-            else:
-                outcome.done.append(_copied(Done(action), src, answer))
+            else:  # the hash read here: a single write's entry carries the one it sent
+                outcome.done.append(_copied(Done(action), src, answer, new_file.content_hash))
 
     def _record(self, action: Action) -> Done:
         a, b = self.listings[Side.A][action.path], self.listings[Side.B][action.path]

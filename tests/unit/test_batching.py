@@ -210,12 +210,14 @@ class BatchingRemote:
         refuse: frozenset[str] = frozenset(),
         fail_batches: int = 0,
         batch_error: Exception | None = None,
+        hashless: bool = False,
     ) -> None:
         self.inner = inner
         self.limits = limits
         self.refuse = refuse  # paths a batch answers with an item error
         self.fail_batches = fail_batches  # how many batches fail as a whole first
         self.batch_error = batch_error or TransientError("injected: the batch request failed")
+        self.hashless = hashless  # entries without a hash, as Nextcloud's bulk upload lists them
         self.prepared: list[list[str]] = []
         self.batches: list[list[str]] = []
         self.single_writes: list[str] = []
@@ -244,16 +246,15 @@ class BatchingRemote:
                 answers.append(ItemError(f.path, "refused by the test's batch"))
                 continue
             assert hashlib.sha256(f.data).hexdigest() == f.content_hash
-            answers.append(
-                self.inner.write(
-                    f.path,
-                    io.BytesIO(f.data),
-                    size=len(f.data),
-                    mtime_ns=f.mtime_ns,
-                    content_hash=f.content_hash,
-                    create_only=True,
-                )
+            written = self.inner.write(
+                f.path,
+                io.BytesIO(f.data),
+                size=len(f.data),
+                mtime_ns=f.mtime_ns,
+                content_hash=f.content_hash,
+                create_only=True,
             )
+            answers.append(written._replace(content_hash=None) if self.hashless else written)
         return answers
 
     def write(self, path: str, data: BinaryIO, **kwargs: Any) -> Entry:
@@ -423,6 +424,20 @@ def test_a_local_file_rewritten_while_read_fails_alone(env: PairEnv, monkeypatch
     monkeypatch.undo()
     env.sync()
     assert env.read_b("new/2.txt") == b"LOCAL FILE 2"
+
+
+def test_a_batch_records_the_hash_of_the_bytes_it_read(env: PairEnv, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new local file's listing has no hash, and Nextcloud's bulk upload stores none; the
+    index still gets the SHA-256 of the bytes sent, as from a single write's entry."""
+    files = {f"new/{n}.txt": f"local file {n}".encode() for n in range(3)}
+    for path, data in files.items():
+        env.write_a(path, data)
+    made = batching(monkeypatch, Side.B, hashless=True)
+    assert env.sync().done == {"copy": 3}
+    assert made[0].batches == [sorted(files)]
+    assert {path: base.content_hash for path, base in env.bases().items()} == {
+        path: hashlib.sha256(data).hexdigest() for path, data in files.items()
+    }
 
 
 def test_a_server_gone_during_a_batch_stops_the_run_as_a_retry(env: PairEnv, monkeypatch: pytest.MonkeyPatch) -> None:
