@@ -58,13 +58,8 @@ def accepts_in_batch(session: DavSession, path: str, size: int) -> bool:
     in a folder this remote created in this run (so no other client's file can be there)."""
     if size > BULK_LIMITS.max_file_bytes or not session.created_this_run(parent_of(path)):
         return False
-    if not _fits_a_header(path):
-        return False
-    try:
-        session.check_name(path)
-    except ItemError:
-        return False  # the single path reports the name
-    return True
+    # A name the server refuses goes alone: the single path reports it with its reason.
+    return _fits_a_header(path) and session.name_problem(path) is None
 
 
 def create_batch(session: DavSession, files: Sequence[NewFile]) -> list[Entry | ItemError]:
