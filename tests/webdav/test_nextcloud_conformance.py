@@ -930,9 +930,18 @@ def test_mkcol_race_answers_can_be_produced_on_purpose(server: NextcloudServer) 
     assert dav(server, "MKCOL", "race").status_code == 405
 
 
-def test_a_put_being_received_holds_its_path_locked(server: NextcloudServer) -> None:
+def test_a_put_being_received_holds_its_path_locked(server: NextcloudServer, monkeypatch: pytest.MonkeyPatch) -> None:
     assert dav(server, "PUT", "big.bin", data=b"old").status_code == 201
-    release = threading.Event()
+    locked, release = threading.Event(), threading.Event()
+    try_acquire = server.file_locks.try_acquire
+
+    def note_the_lock(user: str, path: str) -> bool:
+        taken = try_acquire(user, path)
+        if taken and path == "big.bin":
+            locked.set()
+        return taken
+
+    monkeypatch.setattr(server.file_locks, "try_acquire", note_the_lock)
 
     def slow_body() -> Iterator[bytes]:
         yield b"first half, "
@@ -941,10 +950,7 @@ def test_a_put_being_received_holds_its_path_locked(server: NextcloudServer) -> 
 
     with ThreadPoolExecutor(1) as pool:
         upload = pool.submit(dav, server, "PUT", "big.bin", data=slow_body())
-        for _ in range(1000):  # until the server has taken the lock (bounded: 10 s)
-            if server.file_locks.is_locked("corpus1", "big.bin") or upload.done():
-                break
-            threading.Event().wait(0.01)
+        assert locked.wait(timeout=10)
         statuses = {method: dav(server, method, "big.bin").status_code for method in ("GET", "PUT", "DELETE")}
         moving = dav(server, "MOVE", "big.bin", headers={"Destination": server.files_url("corpus1") + "moved.bin"})
         listing = dav(server, "PROPFIND", "", headers={"Depth": "1"})

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import io
 import tarfile
@@ -256,13 +257,17 @@ class FilesRequest:
             nc("hidden"): "false",
         }
         if node.is_dir:
-            free = self.server.free_bytes(self.owner)
-            values[d("quota-used-bytes")] = str(node.total_size())
-            values[d("quota-available-bytes")] = str(-3 if free is None else free)
+            values[d("quota-used-bytes")] = values[oc("size")]
+            values[d("quota-available-bytes")] = str(-3 if self.free_bytes is None else self.free_bytes)
             values[nc("has-preview")] = "false"
         else:
             self.file_values(node, name, values)
         return values
+
+    @functools.cached_property
+    def free_bytes(self) -> int | None:
+        """The owner's free space, once per request (it walks the whole tree when a quota is set)."""
+        return self.server.free_bytes(self.owner)
 
     def file_values(self, node: Node, name: str, values: dict[str, PropValue]) -> None:
         mime = mimetype(name)
