@@ -8,7 +8,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from syncd.config import PairConfig
@@ -37,7 +37,13 @@ from syncd.index.store import Store
 from syncd.lock import pair_lock
 from syncd.models import Action, ActionKind, Base, Entry, Outcome, Plan, Report, Side
 from syncd.remotes import remote_module
-from syncd.remotes.base import Remote, SupportsAfterChanges, SupportsNameRules, SupportsTreeListing
+from syncd.remotes.base import (
+    Remote,
+    SupportsAfterChanges,
+    SupportsFolderTotals,
+    SupportsNameRules,
+    SupportsTreeListing,
+)
 from syncd.remotes.settings import OpenContext
 
 ProgressFn = Callable[[str, dict[str, object]], None]
@@ -114,8 +120,9 @@ def _run(
         if not options.dry_run:
             listings = {side: snaps[side].entries for side in Side}
             applier = Applier(remotes, listings, bases, options.checkpoint)
-            deferred = _apply(pair, options, store, applier, planned, report, notify, run_id)
-            _keep_folder_etags(store, snaps, unsettled={path for path, _ in report.errors} | deferred)
+            applied = _apply(pair, options, store, applier, planned, report, notify, run_id)
+            unsettled = {path for path, _ in report.errors} | applied.deferred
+            _keep_folder_etags(store, remotes, snaps, applied, unsettled=unsettled)
             _purge_trash(pair, remotes, now)
     except GuardError as exc:
         report.outcome, report.message = Outcome.ABORTED, str(exc)
@@ -234,21 +241,19 @@ def _apply(
     report: Report,
     notify: ProgressFn,
     run_id: int,
-) -> set[str]:
+) -> Applied:
     """Run the plan's actions: create the folders they write into first (remotes that can),
     then run them, small new files in batches where a remote can batch.
 
-    :returns: the paths of actions deferred by their backoff.
+    :returns: what the run changed, and the paths of actions deferred by their backoff.
     :raises FatalError: e.g. credentials refused. :raises TransientError: the run stops
         to be retried (a server gone while folders were created, or too many failures in a row).
     """
     actions = [a for a in planned.actions if a.kind is not ActionKind.SKIP]
-    deferred: set[str] = set()
-    if options.respect_backoff:
-        waiting = {e.path for e in store.item_errors() if e.next_retry > time.time()}
-        deferred = {a.path for a in actions if a.path in waiting}
+    deferred = _waiting_paths(store, actions) if options.respect_backoff else set()
+    if deferred:
         report.deferred = len(deferred)
-        actions = [a for a in actions if a.path not in waiting]
+        actions = [a for a in actions if a.path not in deferred]
     total = len(actions)
     notify("applying", {"actions": total, "bytes": _planned_bytes(actions, applier.listings)})
     checkpoint = options.checkpoint or (lambda _stage: None)
@@ -257,7 +262,8 @@ def _apply(
     # Asked only now: a remote may accept only files in the folders this run created.
     chosen = choose_batches(actions, applier.listings, *batch_settings(applier.remotes))
 
-    touched: dict[Side, set[str]] = {Side.A: set(), Side.B: set()}
+    applied = Applied(deferred)
+    touched = applied.touched
     streak = 0  # transient failures in a row, with no success between them
     transient_failures: list[str] = []
 
@@ -267,6 +273,7 @@ def _apply(
         batch.add(done)
         for side, path in changed_paths(done.action):
             touched[side].add(path)
+        applied.note(done)
         report.done[done.action.kind.value] += 1
         report.bytes_moved += done.bytes_moved
         notify("done", {"action": done.action.describe(), "bytes": done.bytes_moved, "total": total})
@@ -300,18 +307,82 @@ def _apply(
     if report.errors:
         report.outcome = Outcome.ITEM_ERRORS
         report.message = f"{len(report.errors)} item(s) failed; they are retried on the next runs"
-    return deferred
+    return applied
 
 
-def _keep_folder_etags(store: Store, snaps: dict[Side, Snapshot], *, unsettled: set[str]) -> None:
+def _waiting_paths(store: Store, actions: list[Action]) -> set[str]:
+    """Paths of ``actions`` whose retry time (backoff after an item error) has not come."""
+    waiting = {e.path for e in store.item_errors() if e.next_retry > time.time()}
+    return {a.path for a in actions if a.path in waiting}
+
+
+@dataclass(slots=True)
+class Applied:
+    """What a run's actions changed: the paths they wrote or removed on each side, and the
+    size each path has on both sides now (None: gone from both)."""
+
+    deferred: set[str]
+    touched: dict[Side, set[str]] = field(default_factory=lambda: {Side.A: set(), Side.B: set()})
+    sizes: dict[str, int | None] = field(default_factory=dict)
+
+    def note(self, done: Done) -> None:
+        for path in done.drop:
+            self.sizes[path] = None
+        for base in done.put:
+            self.sizes[base.path] = base.size
+
+
+def _keep_folder_etags(
+    store: Store, remotes: Mapping[Side, Remote], snaps: dict[Side, Snapshot], applied: Applied, *, unsettled: set[str]
+) -> None:
     """Keep the folder etags of a tree listing once every action was tried, except those of
     the folders holding an ``unsettled`` path (failed or deferred): a folder skipped next time
-    must not hide such an item, while every other unchanged folder is still skipped."""
+    must not hide such an item, while every other unchanged folder is still skipped. The
+    etags of the folders the run wrote into changed with its writes: they are read again and
+    kept where the folder holds exactly the bytes the run expects (see :func:`_settled`)."""
     holders = folders_holding(unsettled)
     for side, snap in snaps.items():
-        if snap.folder_etags is not None:
-            kept = {folder: etag for folder, etag in snap.folder_etags.items() if folder not in holders}
-            store.save_folder_etags(side.value, kept)
+        if snap.folder_etags is None:
+            continue
+        written = folders_holding(applied.touched[side]) - holders
+        kept = {folder: etag for folder, etag in snap.folder_etags.items() if folder not in holders | written}
+        kept.update(_settled(remotes[side], written, snap, applied.sizes))
+        store.save_folder_etags(side.value, kept)
+
+
+def _settled(remote: Remote, folders: set[str], snap: Snapshot, sizes: Mapping[str, int | None]) -> dict[str, str]:
+    """The new etags of ``folders`` whose bytes below are what the listing and the run's own
+    changes add up to. Another client's change there since would show as another total (or
+    as another etag on the next run); a folder that does not add up is listed again next run."""
+    if not folders or not isinstance(remote, SupportsFolderTotals):
+        return {}
+    try:
+        totals = remote.folder_totals(folders)
+    except SyncdError:
+        return {}  # not worth failing a finished run for: the next run lists those folders
+    expected = expected_totals(snap.entries, sizes, set(totals))
+    return {folder: etag for folder, (etag, size) in totals.items() if expected.get(folder) == size}
+
+
+def expected_totals(entries: Mapping[str, Entry], sizes: Mapping[str, int | None], folders: set[str]) -> dict[str, int]:
+    """The bytes below each of ``folders`` once ``sizes`` (path -> size, None for gone)
+    replaced what ``entries`` listed."""
+    totals = dict.fromkeys(folders, 0)
+
+    def add(path: str, size: int) -> None:
+        folder = path
+        while folder:
+            folder = folder.rpartition("/")[0]
+            if folder in totals:
+                totals[folder] += size
+
+    for path, entry in entries.items():
+        if path not in sizes:
+            add(path, entry.size)
+    for path, size in sizes.items():
+        if size is not None:
+            add(path, size)
+    return totals
 
 
 def folders_holding(paths: set[str]) -> set[str]:

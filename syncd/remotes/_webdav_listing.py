@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import posixpath
 import time
-from collections.abc import Generator, Iterator, Mapping
+from collections.abc import Collection, Generator, Iterator, Mapping
 
 from syncd.errors import FatalError, TransientError
 from syncd.models import Entry
@@ -17,6 +17,7 @@ from syncd.remotes.base import TreeListing
 # A sync lists right after it connects: the root read to connect serves the listing if it is
 # this fresh. Were it stale, the etag kept is the older one and the next sync re-lists.
 ROOT_REUSE_S = 2.0
+FOLDER_TOTAL_PROPS = ("d:resourcetype", "d:getetag", "oc:size")
 
 
 class DavLister:
@@ -166,6 +167,22 @@ class DavLister:
     def _full_listing_as_tree(self, tree: TreeListing) -> Iterator[Entry]:
         yield from self.list()
         tree.listed.append("")
+
+    def folder_totals(self, folders: Collection[str]) -> dict[str, tuple[str, int]]:
+        """The etag and the bytes below (Nextcloud's ``oc:size``) of each of ``folders`` that
+        exists, read with one Depth 1 PROPFIND per parent folder (the root's own answer
+        covers the root). :raises TransientError: :raises FatalError:"""
+        wanted = set(folders)
+        parents = {posixpath.dirname(folder) for folder in wanted if folder} | ({""} & wanted)
+        found: dict[str, tuple[str, int]] = {}
+        for parent in sorted(parents):
+            response = self._s.propfind_request(parent, "1", FOLDER_TOTAL_PROPS, folder=True)
+            if response is None:
+                continue  # gone since: its folders are simply not settled
+            for key, resource in self._s.resources(response, parent):
+                if key in wanted and resource.is_dir and resource.etag is not None and resource.tree_size is not None:
+                    found[key] = (resource.etag, resource.tree_size)
+        return found
 
     # -- syncd's own folders -------------------------------------------------------------
 

@@ -49,6 +49,7 @@ class DavResource:
     meta: str | None = None  # syncd:meta dead property (generic servers)
     original_location: str | None = None  # trash bin items
     deletion_time: int | None = None
+    tree_size: int | None = None  # oc:size: a folder's bytes below it, at any depth (Nextcloud)
 
 
 def propfind_body(props: Iterable[str]) -> bytes:
@@ -156,6 +157,7 @@ def _resource(elem: ET.Element) -> DavResource | None:
         meta=_text(props, f"{_S}meta"),
         original_location=_text(props, f"{_NC}trashbin-original-location"),
         deletion_time=_int(_text(props, f"{_NC}trashbin-deletion-time")),
+        tree_size=_int(_text(props, f"{_OC}size")),
     )
 
 

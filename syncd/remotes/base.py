@@ -156,6 +156,22 @@ class SupportsTreeListing(Protocol):
 
 
 @runtime_checkable
+class SupportsFolderTotals(Protocol):
+    """Optional, with tree etags: read folders' etags after a run's own writes changed them,
+    with the bytes below each, so the engine can check that a folder holds exactly what it
+    expects before it keeps the etag (the next run then skips it: no re-listing of what the
+    run itself wrote)."""
+
+    def folder_totals(self, folders: Collection[str]) -> dict[str, tuple[str, int]]:
+        """``{folder: (etag, bytes of every file below it)}`` for each of ``folders`` that
+        exists (the root is ""), in as few requests as the server allows.
+
+        :raises TransientError: :raises FatalError:
+        """
+        ...
+
+
+@runtime_checkable
 class SupportsAfterChanges(Protocol):
     """Optional: told which paths a run changed on this remote, once the run's actions are
     done (e.g. a Nextcloud data dir runs ``occ files:scan`` for them).

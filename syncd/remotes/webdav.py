@@ -176,6 +176,10 @@ class WebDavRemote:
 
     # -- one file ------------------------------------------------------------------------
 
+    def folder_totals(self, folders: Collection[str]) -> dict[str, tuple[str, int]]:
+        """See :class:`syncd.remotes.base.SupportsFolderTotals` (Nextcloud's ``oc:size``)."""
+        return self._lister.folder_totals(folders)
+
     def stat(self, path: str) -> Entry:
         """:raises NotFound: no file at ``path``."""
         return self.session.stat(path)

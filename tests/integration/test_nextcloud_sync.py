@@ -10,7 +10,7 @@ import json
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from syncd.config import load_config
 from syncd.engine.sync import RunOptions, sync_pair
 from syncd.models import Outcome, Report
 from syncd.remotes.dirbucket import DirBucket
+from syncd.remotes.webdav import WebDavRemote
 from tests.webdav.nextcloud_server import NextcloudServer
 
 USER, PASSWORD = "alice", "alice-app-password"
@@ -226,3 +227,29 @@ def test_a_1_gib_file_goes_up_and_down_through_chunked_upload_in_bounded_memory(
         while chunk := stream.read(MiB):
             digest.update(chunk)
     assert digest.hexdigest() == down_hash
+
+
+def test_an_edit_by_another_client_as_the_run_ends_is_not_hidden_by_the_kept_folder_etags(
+    tmp_path: Path, server: NextcloudServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The folders a run wrote into are read again at its end so the next run can skip them;
+    a folder that holds other bytes than the run expects (another client wrote there in the
+    meantime) keeps no etag, and the next run lists it and brings the edit."""
+    pair = NextcloudPair(tmp_path, server)
+    pair.bucket_put("d/a.txt", b"one")
+    pair.bucket_put("d/b.txt", b"two")
+    real = WebDavRemote.folder_totals
+
+    def another_client_first(remote: WebDavRemote, folders: Collection[str]) -> dict[str, tuple[str, int]]:
+        pair.nc_put("d/c.txt", b"written by another client as the run ends")
+        return real(remote, folders)
+
+    monkeypatch.setattr(WebDavRemote, "folder_totals", another_client_first)
+    first = pair.sync()
+    assert first.outcome is Outcome.OK and first.done == {"copy": 2}, (first.message, first.done)
+    monkeypatch.undo()
+    second = pair.sync()
+    assert second.done == {"copy": 1}, "the other client's file was hidden behind a kept folder etag"
+    assert pair.bucket_get("d/c.txt") == b"written by another client as the run ends"
+    server.reset_counts()
+    assert not pair.sync().done and dict(server.counts) == {"PROPFIND": 1}
