@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
+from . import checksums
 from .dav import (
     ALLOW_COLLECTION,
     ALLOW_FILE,
@@ -101,12 +102,15 @@ def handle(server: NextcloudServer, request: Request, owner: str, rest: str, *, 
     tree = FilesRequest(server, request, owner, parts, href_root)
     method = tree.methods().get(request.method)
     if method is None:
-        raise HttpError(
-            501,
-            f"There was no plugin in the system that was willing to handle this {request.method} method.",
-            NOT_IMPLEMENTED,
-        )
+        raise no_plugin(request.method)
     return method()
+
+
+def no_plugin(method: str) -> HttpError:
+    """Sabre's answer to a method no plugin handled."""
+    return HttpError(
+        501, f"There was no plugin in the system that was willing to handle this {method} method.", NOT_IMPLEMENTED
+    )
 
 
 class FilesRequest:
@@ -528,17 +532,22 @@ class FilesRequest:
     def lock(self) -> Response:
         if "Microsoft-WebDAV-MiniRedir" in (self.request.header("User-Agent") or ""):
             return Response(200, _fake_lock(self.owner, self.path), [("Content-type", HTML_CONTENT_TYPE)])
-        raise HttpError(
-            501, "There was no plugin in the system that was willing to handle this LOCK method.", NOT_IMPLEMENTED
-        )
+        raise no_plugin("LOCK")
 
     def unlock(self) -> Response:
-        raise HttpError(
-            501, "There was no plugin in the system that was willing to handle this UNLOCK method.", NOT_IMPLEMENTED
-        )
+        raise no_plugin("UNLOCK")
 
     def patch(self) -> Response:
-        raise HttpError(500, "hash_file(): Argument #1 ($algo) must be a valid hashing algorithm", "ValueError")
+        """``X-Recalculate-Hash``: store and answer the file's real checksum (see :mod:`.checksums`).
+
+        A folder is not a File to Nextcloud's plugin, and Sabre has no other PATCH: 501.
+        """
+        with self.server.lock:
+            node = self.locate()
+            if node.is_dir:
+                raise no_plugin("PATCH")
+            node.checksum = checksums.recalculated(node.data, self.request.header("X-Recalculate-Hash"))
+            return empty_answer(204, [("OC-Checksum", node.checksum)])
 
 
 def ranged_answer(request: Request, data: bytes, etag: str, headers: list[tuple[str, str]]) -> Response:
