@@ -10,10 +10,10 @@ import posixpath
 import unicodedata
 from dataclasses import dataclass
 
+from syncd.paths import TEMP_PREFIX
 from syncd.remotes._webdav_xml import GENERIC_PROPS, NEXTCLOUD_PROPS
 from syncd.remotes.base import TRASH_PREFIX
 
-TMP_PREFIX = ".syncd-tmp-"  # temp uploads on generic servers, hidden from listings
 META_VERSION = "syncd1"  # the version of our dead property's text
 MAX_NAME_BYTES = 250  # Nextcloud: "Filename is too long" (400) above this
 PART_NAME_LIMIT = 228  # longest file name whose upload's .part name fits ext4 (see file_name_problem)
@@ -151,7 +151,7 @@ def is_internal(key: str) -> bool:
     return (
         key == TRASH_PREFIX.rstrip("/")
         or key.startswith(TRASH_PREFIX)
-        or posixpath.basename(key).startswith(TMP_PREFIX)
+        or posixpath.basename(key).startswith(TEMP_PREFIX)
     )
 
 

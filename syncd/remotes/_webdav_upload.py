@@ -11,9 +11,10 @@ import requests
 
 from syncd.errors import ChangedWhileReading, ItemError, PreconditionFailed
 from syncd.models import Entry
+from syncd.paths import TEMP_PREFIX
 from syncd.remotes._webdav_body import SizedBody
 from syncd.remotes._webdav_http import Body
-from syncd.remotes._webdav_presets import META_VERSION, TMP_PREFIX, join_key, parent_of
+from syncd.remotes._webdav_presets import META_VERSION, join_key, parent_of
 from syncd.remotes._webdav_session import DavSession, write_answer
 from syncd.remotes._webdav_xml import DavResource, parse_multistatus_errors, proppatch_body
 
@@ -99,7 +100,7 @@ class PlainUploader:
         create_only: bool,
     ) -> Entry:
         """Generic servers: PUT a temp name in the same folder, check its size, MOVE it in place."""
-        temp = join_key(parent_of(path), f"{TMP_PREFIX}{uuid.uuid4().hex[:12]}")
+        temp = join_key(parent_of(path), f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}")
         try:
             response, digest = self.put(
                 self._s.url(temp), data, size, {"X-OC-MTime": str(mtime_ns // 10**9)}, content_hash
