@@ -2,9 +2,11 @@
 
 The values are Nextcloud 31.0.2's defaults (from /work/shared/nextcloud-wire/capabilities.json, typed
 in here: the server must work without the corpus). Only the sections a sync client reads are kept:
-``core``, ``bruteforce``, ``files`` (the name rules), ``dav`` (chunking, bulk upload) and
-``notifications``. The name rules the server enforces are read from the same object, so a test that
-changes :attr:`Capabilities.forbidden_filenames` changes what PUT refuses.
+``core``, ``bruteforce``, ``files`` (the name rules), ``dav`` (chunking, bulk upload),
+``notifications`` and ``user_status`` (announced, it makes the desktop client ask for the user's
+status on every run, as it does on the real server: nextcloudcmd's other requests were the same with
+every section of the real capabilities). The name rules the server enforces are read from the same
+object, so a test that changes :attr:`Capabilities.forbidden_filenames` changes what PUT refuses.
 """
 
 from __future__ import annotations
@@ -62,6 +64,7 @@ class Capabilities:
             "push": ["devices", "object-data", "delete"],
             "admin-notifications": ["ocs", "cli"],
         }
+        caps["user_status"] = {"enabled": True, "restore": True, "supports_emoji": True}
         return caps
 
     def _core(self) -> dict[str, Any]:
