@@ -21,6 +21,7 @@ from syncd.engine.sync import RunOptions, sync_pair
 from syncd.models import Outcome, Report
 from syncd.remotes.dirbucket import DirBucket
 from syncd.remotes.webdav import WebDavRemote
+from tests.webdav.nextcloud.clock import ManualClock
 from tests.webdav.nextcloud_server import NextcloudServer
 
 USER, PASSWORD = "alice", "alice-app-password"
@@ -253,3 +254,25 @@ def test_an_edit_by_another_client_as_the_run_ends_is_not_hidden_by_the_kept_fol
     assert pair.bucket_get("d/c.txt") == b"written by another client as the run ends"
     server.reset_counts()
     assert not pair.sync().done and dict(server.counts) == {"PROPFIND": 1}
+
+
+def test_an_edit_that_keeps_the_etag_is_still_seen(tmp_path: Path) -> None:
+    """Nextcloud keeps a file's ETag when another client overwrites it within the same second
+    with the same X-OC-MTime, even with another size: the fingerprint has the size too."""
+    clock = ManualClock()
+    server = NextcloudServer({USER: PASSWORD}, clock=clock)
+    server.start()
+    try:
+        pair = NextcloudPair(tmp_path, server)
+        mtime = {"X-OC-MTime": "1600000000"}
+        pair.http.put(pair.url + "notes.txt", data=b"first", headers=mtime, timeout=30).raise_for_status()
+        assert pair.sync().done == {"copy": 1}
+        before = pair.http.request("PROPFIND", pair.url + "notes.txt", headers={"Depth": "0"}, timeout=30)
+        put = pair.http.put(pair.url + "notes.txt", data=b"second, longer", headers=mtime, timeout=30)
+        put.raise_for_status()
+        assert put.headers["ETag"] in before.text, "the server gave the overwrite a new ETag: not the case tested"
+        edited = pair.sync()
+        assert edited.done == {"copy": 1}, "an edit that kept the ETag was missed"
+        assert pair.bucket_get("notes.txt") == b"second, longer"
+    finally:
+        server.stop()
