@@ -43,11 +43,13 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote
 
 import pytest
 import requests
 
 from tests.webdav.nextcloud import FILES, UPLOADS, NextcloudServer, Node
+from tests.webdav.nextcloud.store import FileWrite
 from tests.webdav.nextcloud.transport import Request, Response
 
 USER = "witness"
@@ -62,7 +64,8 @@ BULK_BELOW = 1_000_000  # nextcloudcmd bulk-uploads files smaller than its minim
 CHUNK_ABOVE = 10_000_000  # ...and uploads files larger than its first chunk in chunks
 BULK_BATCH = 100  # files per bulk request at most
 EPOCH = 1_600_000_000  # test files get whole-second mtimes in the past, distinct per file
-CONFLICTED_COPY = re.compile(r"^report \(conflicted copy \d{4}-\d{2}-\d{2} \d{6}\)\.txt$")
+# "<stem> (conflicted copy <date> <time>)<ext>", dated by the local file's mtime.
+CONFLICTED_COPY = re.compile(r"^(?P<stem>.+) \(conflicted copy \d{4}-\d{2}-\d{2} \d{6}\)(?P<ext>\.[^.]*)?$")
 # Environment that changes what nextcloudcmd does (chunk sizes, parallelism, proxies), upper-cased.
 FOREIGN_ENV = ("OWNCLOUD_", "NEXTCLOUD_", "QT_", "HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY", "NO_PROXY")
 
@@ -83,31 +86,49 @@ class BulkRequest:
         return tuple(self.answer)
 
 
+Answered = tuple[str, str, int | None]  # (method, decoded path, status; None: no answer sent)
+
+
 class WitnessServer(NextcloudServer):
-    """The test server, also keeping each bulk request's parts and answer (``bulk``), and calling
-    ``on_bulk_answered`` once a bulk answer is made (before it is sent)."""
+    """The test server, also keeping the status of each answer (``answered``, in the order they were
+    made) and each bulk answer (``bulk``). Hooks: ``before_request(method, path)`` runs before a
+    request is handled (another client's write can land there), ``on_bulk_answered()`` once a bulk
+    answer is made (before it is sent)."""
 
     def __init__(self, users: Mapping[str, str]) -> None:
         super().__init__(users)
+        self.answered: list[Answered] = []
         self.bulk: list[BulkRequest] = []
+        self.before_request: Callable[[str, str], None] | None = None
         self.on_bulk_answered: Callable[[], None] | None = None
 
     def reset_counts(self) -> None:
-        """Forget the requests seen so far, bulk requests included."""
+        """Forget the requests seen so far, answers and bulk requests included."""
         super().reset_counts()
         with self.lock:
+            self.answered = []
             self.bulk = []
 
     def handle(self, request: Request) -> Response | None:
-        """Answer as the Nextcloud test server does; note what a bulk request carried."""
+        """Answer as the Nextcloud test server does; note the status and what a bulk request carried."""
+        path = unquote(request.raw_path)
+        if self.before_request is not None:
+            self.before_request(request.method, path)
         answer = super().handle(request)
-        if request.method == "POST" and request.raw_path == BULK and answer is not None:
+        with self.lock:
+            self.answered.append((request.method, path, None if answer is None else answer.status))
+        if request.method == "POST" and path == BULK and answer is not None:
             decoded = json.loads(answer.body) if answer.body.startswith(b"{") else {}  # "[]": no part
             with self.lock:
                 self.bulk.append(BulkRequest(decoded))
             if self.on_bulk_answered is not None:
                 self.on_bulk_answered()
         return answer
+
+    def write_as_another_client(self, path: str, data: bytes, mtime: int) -> None:
+        """Another client's upload of ``path`` landing now (its parent exists), as a PUT stores it."""
+        with self.lock:
+            self.write_file(USER, path.split("/"), FileWrite(data, mtime))
 
 
 # -- one run of nextcloudcmd ---------------------------------------------------------------------
@@ -123,6 +144,7 @@ class Run:
     seconds: float
     files: int  # synced files in the local folder afterwards
     requests: tuple[tuple[str, str], ...]  # (method, decoded path) in arrival order
+    answered: tuple[Answered, ...]
     bulk: tuple[BulkRequest, ...]
 
     def counts(self) -> Counter[str]:
@@ -136,6 +158,10 @@ class Run:
     def under(self, method: str, root: str) -> list[str]:
         """The paths below ``root`` (relative to it) of the requests with ``method``, in order."""
         return [path[len(root) :] for verb, path in self.requests if verb == method and path.startswith(root)]
+
+    def statuses(self, method: str, path: str) -> list[int | None]:
+        """The statuses answered to ``method`` on ``path``, in the order they were made."""
+        return [status for verb, where, status in self.answered if verb == method and where == path]
 
     def bulk_paths(self) -> list[str]:
         """Every part of every bulk request, as paths from the user's root without the leading slash."""
@@ -188,9 +214,9 @@ class Witness:
             )
         seconds = time.monotonic() - started
         with self.server.lock:
-            seen, bulk = tuple(self.server.log), tuple(self.server.bulk)
+            seen, answered, bulk = tuple(self.server.log), tuple(self.server.answered), tuple(self.server.bulk)
         output = done.stdout + done.stderr
-        run = Run(scenario, done.returncode, output, seconds, len(local_files(local)), seen, bulk)
+        run = Run(scenario, done.returncode, output, seconds, len(local_files(local)), seen, answered, bulk)
         print(run.summary())
         return run
 
@@ -324,6 +350,16 @@ def small_tree(count: int, rng: random.Random) -> dict[str, bytes]:
     files["docs/ünïcödé ✓ name.txt"] = "an NFC name, ünïcödé content\n".encode()
     files["docs/spaces #hash %25 & plus+.txt"] = b"characters a URL must escape\n"
     return files
+
+
+def conflicted_copies(folder: Path) -> dict[str, bytes]:
+    """The conflicted copies in ``folder``: the name each is a copy of, and its bytes."""
+    copies = {}
+    for path in folder.iterdir():
+        match = CONFLICTED_COPY.match(path.name)
+        if match is not None:
+            copies[match["stem"] + (match["ext"] or "")] = path.read_bytes()
+    return copies
 
 
 def sha1(data: bytes) -> str:
@@ -503,10 +539,8 @@ def test_an_edit_on_both_sides_keeps_both_versions(witness: Witness, tmp_path: P
     run = witness.sync(local, "conflict")
 
     assert run.returncode == 0, run.explain()
-    names = sorted(path.name for path in (local / "c").iterdir())
-    [conflicted] = [name for name in names if CONFLICTED_COPY.match(name)]
-    assert names == sorted([conflicted, "report.txt"])
-    assert (local / "c" / conflicted).read_bytes() == b"the local side's edit\n"
+    assert len(list((local / "c").iterdir())) == 2
+    assert conflicted_copies(local / "c") == {"report.txt": b"the local side's edit\n"}
     assert (local / "c/report.txt").read_bytes() == b"the server side's edit, longer\n"
     assert run.writes() == []
     after = witness.sync(local, "conflict: next run")
@@ -514,6 +548,44 @@ def test_an_edit_on_both_sides_keeps_both_versions(witness: Witness, tmp_path: P
     assert sorted(server_nodes(witness.server)) == ["c", "c/report.txt"]
     node = witness.server.node(USER, "c/report.txt")
     assert node is not None and node.data == b"the server side's edit, longer\n"
+
+
+def test_an_overwrite_racing_another_clients_edit_keeps_both_versions(witness: Witness, tmp_path: Path) -> None:
+    """nextcloudcmd's overwrites are conditional on the ETag it listed: a PUT carries If-Match, the
+    final MOVE of a chunked upload ``If: <destination> (["etag"])`` (an If-Match there would be
+    checked against ``.file`` [05c:6]). Another client's writes land as both uploads start: the
+    server answers 412 [03:6, 05e:6], nextcloudcmd deletes the upload folder, and its restart finds
+    both sides changed and keeps both versions. No version is lost."""
+    rng = random.Random(6)
+    local = tmp_path / "race"
+    write_tree(local, {"r/medium.bin": rng.randbytes(2_000_000), "r/big.bin": rng.randbytes(12_000_000)})
+    assert witness.sync(local, "race: first run").returncode == 0
+    mine = {"r/medium.bin": b"m" * 2_100_000, "r/big.bin": b"b" * 13_000_000}
+    theirs = {path: f"another client's {path}\n".encode() for path in mine}
+    write_tree(local, mine, EPOCH + 1000)
+    # The first PUT of each upload (the file itself, or its first chunk) lets the other write land.
+    pending = {f"{FILES_ROOT}r/medium.bin": "r/medium.bin", UPLOADS_ROOT: "r/big.bin"}
+
+    def another_client_writes(method: str, path: str) -> None:
+        for prefix, target in list(pending.items()):
+            if method == "PUT" and path.startswith(prefix):
+                del pending[prefix]
+                witness.server.write_as_another_client(target, theirs[target], EPOCH + 2000)
+
+    witness.server.before_request = another_client_writes
+    run = witness.sync(local, "overwrite race", retries=2)
+
+    assert run.returncode == 0, run.explain()
+    assert pending == {}
+    assert run.statuses("PUT", f"{FILES_ROOT}r/medium.bin") == [412]
+    [upload_id] = run.under("MKCOL", UPLOADS_ROOT)
+    assert run.statuses("MOVE", f"{UPLOADS_ROOT}{upload_id}/.file") == [412]
+    assert run.statuses("DELETE", f"{UPLOADS_ROOT}{upload_id}") == [204]
+    assert conflicted_copies(local / "r") == {"medium.bin": mine["r/medium.bin"], "big.bin": mine["r/big.bin"]}
+    for path, data in theirs.items():
+        node = witness.server.node(USER, path)
+        assert node is not None and node.data == data == (local / path).read_bytes()
+    assert not witness.server.uploads
 
 
 # -- 6. the server's quirks -------------------------------------------------------------------------
