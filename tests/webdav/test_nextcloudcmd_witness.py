@@ -17,6 +17,9 @@ What nextcloudcmd 3.7.3 sends, as these tests saw it (they rely on it):
   by a ``PUT`` (``X-OC-Mtime``, ``OC-Checksum: SHA1:…``); a larger one by chunked upload v2:
   ``MKCOL uploads/<user>/<id>`` (``OC-Total-Length``), ``PUT`` chunks (the first of 10,000,000
   bytes), ``MOVE .file`` (``Destination``, ``X-OC-Mtime``, ``OC-Checksum``);
+* an overwrite is conditional on the listed ETag: ``If-Match`` on a PUT, ``If: <destination>
+  (["etag"])`` on the final MOVE; after a 412 the upload folder is deleted and the restart finds a
+  conflict;
 * a download whose bytes do not match the stored ``OC-Checksum`` makes it ask the server to hash
   the file again (``PATCH`` with ``X-Recalculate-Hash: SHA1``);
 * a name in the capabilities' ``blacklisted_files`` is never sent; a file the bulk answer refuses is
@@ -486,23 +489,30 @@ EDIT_BASE = {
     "w/server-rename.txt": b"renamed on the server\n",
     "w/local-rename.txt": b"renamed locally\n",
     "w/folder/inside.txt": b"in a folder renamed on the server\n",
+    "w/local-gone/a.txt": b"in a folder deleted locally\n",
+    "w/server-gone/b.txt": b"in a folder deleted on the server\n",
 }
 
 
 def test_edits_deletions_and_renames_go_both_ways(witness: Witness, tmp_path: Path) -> None:
-    """A local edit goes up and a server edit comes down; a local deletion becomes a DELETE (kept in
-    Nextcloud's trash bin) and a server deletion removes the local file (nextcloudcmd has no local
-    trash); renames on the server (a file, a folder) are local renames, a local rename is a MOVE."""
+    """A local edit goes up (a big one as a chunked overwrite keeping the fileid [05c:1,25]) and a
+    server edit comes down; local deletions (a file, a folder) become DELETEs, kept in Nextcloud's
+    trash bin, and server deletions remove the local ones (nextcloudcmd has no local trash); renames
+    on the server (a file, a folder) are local renames, a local rename is a MOVE."""
+    rng = random.Random(4)
     local = tmp_path / "edits"
-    write_tree(local, EDIT_BASE)
+    write_tree(local, {**EDIT_BASE, "w/big.bin": rng.randbytes(CHUNK_ABOVE + 1)})
     assert witness.sync(local, "edits: first run").returncode == 0
     fileid = {path: node.fileid for path, node in server_nodes(witness.server).items()}
 
     write_file(local, "w/local-edit.txt", b"after the local edit, longer\n", EPOCH + 5000)
+    write_file(local, "w/big.bin", rng.randbytes(CHUNK_ABOVE + 2), EPOCH + 5001)
     (local / "w/local-delete.txt").unlink()
+    shutil.rmtree(local / "w/local-gone")
     (local / "w/local-rename.txt").rename(local / "w/local-renamed.txt")
     witness.put("w/server-edit.txt", b"after the server edit, longer\n", EPOCH + 6000)
     witness.delete("w/server-delete.txt")
+    witness.delete("w/server-gone")
     witness.move("w/server-rename.txt", "w/server-renamed.txt")
     witness.move("w/folder", "w/renamed-folder")
     run = witness.sync(local, "edits")
@@ -512,11 +522,12 @@ def test_edits_deletions_and_renames_go_both_ways(witness: Witness, tmp_path: Pa
     assert run.bulk_paths() == ["w/local-edit.txt"]
     assert (local / "w/server-edit.txt").read_bytes() == b"after the server edit, longer\n"
     assert run.under("GET", FILES_ROOT) == ["w/server-edit.txt"], "renames on the server are not downloads"
-    assert run.under("DELETE", FILES_ROOT) == ["w/local-delete.txt"]
-    assert [item.original_location for item in witness.server.trash[USER]] == [
-        "w/server-delete.txt",
-        "w/local-delete.txt",
-    ]
+    [upload_id] = run.under("MKCOL", UPLOADS_ROOT)
+    assert run.statuses("MOVE", f"{UPLOADS_ROOT}{upload_id}/.file") == [204]
+    assert server_nodes(witness.server)["w/big.bin"].fileid == fileid["w/big.bin"]
+    assert sorted(run.under("DELETE", FILES_ROOT)) == ["w/local-delete.txt", "w/local-gone"]
+    trashed = sorted(item.original_location for item in witness.server.trash[USER])
+    assert trashed == ["w/local-delete.txt", "w/local-gone", "w/server-delete.txt", "w/server-gone"]
     assert not (witness.home / ".local/share/Trash").exists(), "nextcloudcmd deletes, it does not trash"
     assert run.under("MOVE", FILES_ROOT) == ["w/local-rename.txt"]
     assert server_nodes(witness.server)["w/local-renamed.txt"].fileid == fileid["w/local-rename.txt"]
