@@ -478,6 +478,29 @@ def test_a_run_without_changes_sends_no_write(witness: Witness, tmp_path: Path) 
     assert_same_tree(local, witness.server)
 
 
+def test_the_first_sync_of_1000_files_in_100_folders_costs_what_it_cost_on_nextcloud_31(
+    witness: Witness, tmp_path: Path
+) -> None:
+    """Issue 10 measured nextcloudcmd 3.7.3 on a real Nextcloud 31 with 1,000 files of 100 B-8 KB in
+    100 folders: 215 requests (100 MKCOL, 101 PROPFIND, 10 bulk POSTs and 4 GETs), no-change runs of
+    5. The same client against the test server sends exactly those."""
+    rng = random.Random(5)
+    local = tmp_path / "thousand"
+    tree = {f"dir{index // 10:03d}/f{index % 10}.txt": rng.randbytes(rng.randint(100, 8192)) for index in range(1000)}
+    write_tree(local, tree)
+
+    first = witness.sync(local, "1,000 files: first run")
+    relisting = witness.sync(local, "1,000 files: no change, folders listed again")
+    settled = witness.sync(local, "1,000 files: no change")
+
+    assert first.returncode == 0, first.explain()
+    assert first.counts() == Counter({"MKCOL": 100, "PROPFIND": 101, "POST": 10, "GET": 4}), first.explain()
+    assert [len(request.paths) for request in first.bulk] == [BULK_BATCH] * 10
+    assert_same_tree(local, witness.server)
+    assert relisting.writes() == [], relisting.explain()
+    assert len(settled.requests) == 5, settled.explain()
+
+
 # -- 4. edits, deletions, renames -------------------------------------------------------------------
 
 
