@@ -14,6 +14,7 @@
           ├── NotFound
           ├── PreconditionFailed   the target changed under us (If-Match): re-scan the path
           ├── ChangedWhileReading  the source changed while it was copied
+          │    └── ContentMismatch     its bytes do not have the SHA-256 they were said to have
           └── UnsafePath           a name that cannot be stored safely on the other side
 
 Foreign errors (OSError, boto3, ctypes, HTTP) are mapped at the remote boundary and chained
@@ -76,6 +77,13 @@ class PreconditionFailed(ItemError):
 
 class ChangedWhileReading(ItemError):
     def __init__(self, path: str, message: str = "changed while it was being read") -> None:
+        super().__init__(path, message)
+
+
+class ContentMismatch(ChangedWhileReading):
+    """The bytes read do not have the SHA-256 given for them (the listing's, or metadata's)."""
+
+    def __init__(self, path: str, message: str = "content does not match its hash") -> None:
         super().__init__(path, message)
 
 

@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from syncd.errors import ChangedWhileReading, FatalError, ItemError
+from syncd.errors import ChangedWhileReading, ContentMismatch, FatalError, ItemError
 from syncd.models import Action, ActionKind, Base, Entry, Side
 from syncd.remotes.base import (
     CHUNK,
@@ -32,6 +32,7 @@ from syncd.remotes.base import (
     Remote,
     SupportsBatchCreate,
     SupportsPrepareFolders,
+    sha256_stream,
 )
 
 log = logging.getLogger("syncd.engine")
@@ -133,8 +134,30 @@ class Applier:
         target verifies size and hash before it commits; the source is checked not to have
         changed while it was read. :returns: the new entry on the other side."""
         source, target = self.remotes[src_side], self.remotes[src_side.other]
+        try:
+            written = self._write_from(source, target, path, src, dest_path, replaces)
+        except ContentMismatch:
+            if src.content_hash is None or not source.capabilities.hashes_are_claims:
+                raise
+            # The hash was metadata another writer set, and the bytes disagree with it: read
+            # them again; bytes that hash the same twice are the truth, and are copied as such.
+            with source.open_read(path) as stream:
+                actual = sha256_stream(stream)[0]
+            if actual == src.content_hash:
+                raise  # the claim holds: the first read was damaged; the next run tries again
+            log.warning(
+                "%r on %s does not have the SHA-256 its metadata claims: copied by its bytes", path, src_side.value
+            )
+            written = self._write_from(source, target, path, src._replace(content_hash=actual), dest_path, replaces)
+        _check_local_source(source, path, src)
+        return written
+
+    @staticmethod
+    def _write_from(
+        source: Remote, target: Remote, path: str, src: Entry, dest_path: str | None, replaces: str | None
+    ) -> Entry:
         with source.open_read(path) as stream:
-            written = target.write(
+            return target.write(
                 dest_path or path,
                 stream,
                 size=src.size,
@@ -143,8 +166,6 @@ class Applier:
                 if_match=replaces,
                 create_only=replaces is None,
             )
-        _check_local_source(source, path, src)
-        return written
 
     # -- actions ---------------------------------------------------------------------------
 
@@ -244,6 +265,8 @@ class Applier:
                 src, new_file = self._read_new_file(action)
             except FatalError:
                 raise
+            except ContentMismatch:  # not the hash listed: alone, the single path tells a lie from a change
+                outcome.retry.append(action)
             except ItemError as exc:  # the source is gone or changed: alone it would fail the same way
                 outcome.failed.append((action, exc))
             except Exception as exc:  # transient, or an OS error: the single path decides
@@ -271,7 +294,7 @@ class Applier:
             raise ChangedWhileReading(action.path, f"{got} bytes read where the listing said {src.size}")
         digest = hashlib.sha256(data).hexdigest()
         if src.content_hash is not None and digest != src.content_hash.lower():
-            raise ChangedWhileReading(action.path, "its bytes do not have the listed SHA-256")
+            raise ContentMismatch(action.path, "its bytes do not have the listed SHA-256")
         _check_local_source(source, action.path, src)
         return src, NewFile(path=action.path, data=data, mtime_ns=src.mtime_ns, content_hash=digest)
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from syncd.errors import ItemError, SyncdError, UnsafePath
 from syncd.models import Base, Entry, Side
 from syncd.paths import check_key
-from syncd.remotes.base import Remote, SupportsListingNotes, SupportsTreeListing
+from syncd.remotes.base import Remote, SupportsListingNotes, SupportsTreeListing, sha256_stream
 
 
 @dataclass(slots=True)
@@ -165,6 +165,55 @@ def paths_needing_hash(
         elif reading_is_cheap or _changed_too(other.entries.get(path), base, side_a):
             needed.append(path)
     return needed
+
+
+def claims_to_check(snap: Snapshot, other: Snapshot, bases: Mapping[str, Base]) -> list[str]:
+    """Paths of ``snap`` (a remote whose hashes are claims: metadata any writer can set) whose
+    claimed hash alone would let the sync skip moving bytes: it equals the hash of the other
+    side's file at that path, the base's (a change that looks like an mtime-only one), or that
+    of a vanished path (a rename). Such a claim is checked against the bytes once; an entry
+    whose etag is the base's was checked when the base was recorded."""
+    side_a = snap.side is Side.A
+    vanished = {b.content_hash for p, b in bases.items() if b.content_hash and p not in snap.entries}
+    checks = []
+    for path, entry in snap.entries.items():
+        claim = entry.content_hash
+        if claim is None:
+            continue
+        base = bases.get(path)
+        if base is not None and entry.etag == (base.a_etag if side_a else base.b_etag):
+            continue
+        theirs = other.entries.get(path)
+        if (
+            (theirs is not None and theirs.content_hash == claim)
+            or (base is not None and base.content_hash == claim)
+            or claim in vanished
+        ):
+            checks.append(path)
+    return checks
+
+
+def check_claims(remote: Remote, snap: Snapshot, paths: Iterable[str], workers: int) -> list[str]:
+    """Replace the claimed hashes of ``paths`` in ``snap`` with those of their bytes, read.
+    A file that cannot be read loses its claim (the planner then treats it as changed).
+    :returns: the paths whose bytes did not match their claim."""
+
+    def one(path: str) -> tuple[str, str | None]:
+        try:
+            with remote.open_read(path) as stream:
+                return path, sha256_stream(stream)[0]
+        except (ItemError, SyncdError):
+            return path, None
+
+    lies = []
+    with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        for path, digest in pool.map(one, list(paths)):
+            entry = snap.entries[path]
+            if digest != entry.content_hash:
+                snap.entries[path] = entry._replace(content_hash=digest)
+                if digest is not None:
+                    lies.append(path)
+    return lies
 
 
 def _changed_too(theirs: Entry | None, base: Base | None, side_a: bool) -> bool:

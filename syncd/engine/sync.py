@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -26,6 +27,8 @@ from syncd.engine.plan import Folding, PlanSettings, plan
 from syncd.engine.safety import check_mass_delete, check_side_not_empty
 from syncd.engine.scan import (
     Snapshot,
+    check_claims,
+    claims_to_check,
     fill_hashes,
     list_side,
     list_side_by_tree,
@@ -45,6 +48,8 @@ from syncd.remotes.base import (
     SupportsTreeListing,
 )
 from syncd.remotes.settings import OpenContext
+
+log = logging.getLogger("syncd.engine")
 
 ProgressFn = Callable[[str, dict[str, object]], None]
 PURGE_EVERY_S = 24 * 3600
@@ -230,6 +235,15 @@ def _hash(
         fresh = fill_hashes(remotes[side], snaps[side], needed, cache, pair.transfers)
         if side is Side.A:
             store.save_hashes(fresh)
+    for side in Side:
+        if remotes[side].capabilities.hashes_are_claims:
+            checks = claims_to_check(snaps[side], snaps[side.other], bases)
+            if checks:
+                notify("hashing", {"side": side.value, "files": len(checks)})
+                for path in check_claims(remotes[side], snaps[side], checks, pair.transfers):
+                    log.warning(
+                        "%s: %r on %s does not have the SHA-256 its metadata claims", pair.key, path, side.value
+                    )
 
 
 def _apply(

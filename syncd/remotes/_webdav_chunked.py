@@ -34,6 +34,7 @@ import requests
 
 from syncd.errors import (
     ChangedWhileReading,
+    ContentMismatch,
     FatalError,
     ItemError,
     PreconditionFailed,
@@ -139,7 +140,8 @@ class ChunkedUploader:
             response = self._finish(upload, size, mtime_ns, digest, if_match=if_match, create_only=create_only)
         except (ShortData, HashMismatch) as exc:
             self._abandon(upload)
-            raise ChangedWhileReading(path, str(exc)) from exc
+            mismatch = ContentMismatch if isinstance(exc, HashMismatch) else ChangedWhileReading
+            raise mismatch(path, str(exc)) from exc
         except BaseException as exc:
             self._after_failure(upload, exc)
             raise

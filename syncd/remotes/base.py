@@ -32,6 +32,9 @@ class Capabilities:
     """What a remote can do, as data. The engine asks these, never the remote's class."""
 
     hashes: bool = False  # list()/stat() return content_hash (SHA-256) without reading data
+    # ... from metadata any writer can set (not computed from the bytes): where such a hash
+    # alone would let a sync skip moving a file, the engine reads the bytes to check it
+    hashes_are_claims: bool = False
     mtime_precision_ns: int = 1  # mtimes written are kept to this precision
     case_insensitive: bool = False  # "A.txt" and "a.txt" are the same file
     unicode_normalizing: bool = False  # NFC and NFD spellings are the same file

@@ -24,7 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
-from syncd.errors import ChangedWhileReading, FatalError, NotFound, PreconditionFailed, TransientError
+from syncd.errors import ChangedWhileReading, ContentMismatch, FatalError, NotFound, PreconditionFailed, TransientError
 from syncd.models import Entry
 from syncd.remotes.base import CHUNK, TRASH_PREFIX, Capabilities, trash_date, trash_key
 from syncd.remotes.settings import OpenContext, RemoteSettings
@@ -49,6 +49,7 @@ class DirBucket:
         self.name = label
         self.capabilities = Capabilities(
             hashes=True,
+            hashes_are_claims=True,  # a stand-in for S3/Storj: its sidecars are metadata too
             mtime_precision_ns=1,
             conditional_writes=True,
             server_side_move=True,
@@ -195,7 +196,7 @@ class DirBucket:
         if written != size:
             raise ChangedWhileReading(path, f"expected {size} bytes, got {written}")
         if content_hash is not None and digest.hexdigest() != content_hash:
-            raise ChangedWhileReading(path, "content does not match its hash")
+            raise ContentMismatch(path)
         return digest.hexdigest()
 
     def _commit(

@@ -26,6 +26,7 @@ from typing import Any, BinaryIO, Literal
 
 from syncd.errors import (
     ChangedWhileReading,
+    ContentMismatch,
     FatalError,
     ItemError,
     NotFound,
@@ -353,7 +354,7 @@ class LocalRemote:
             raise ChangedWhileReading(path, f"expected {size} bytes, got {written}")
         hexdigest = digest.hexdigest()
         if content_hash is not None and hexdigest != content_hash:
-            raise ChangedWhileReading(path, "content does not match its hash")
+            raise ContentMismatch(path)
         return hexdigest
 
     def _commit(self, path: str, tmp: str, full: str, *, if_match: str | None, create_only: bool) -> None:

@@ -50,6 +50,7 @@ from botocore.config import Config
 from syncd import __version__
 from syncd.errors import (
     ChangedWhileReading,
+    ContentMismatch,
     FatalError,
     ItemError,
     NotFound,
@@ -318,8 +319,16 @@ class S3Remote:
         self.part_size = part_size
         self.concurrency = max(1, concurrency)
         self.copy_limit = COPY_LIMIT  # CopyObject up to this size, multipart copy above
-        self.capabilities = Capabilities(hashes=True, mtime_precision_ns=1, server_side_move=True)
+        # the SHA-256 is custom metadata: another writer of the bucket may set any value
+        self.capabilities = Capabilities(
+            hashes=True, hashes_are_claims=True, mtime_precision_ns=1, server_side_move=True
+        )
         self._where = endpoint or "AWS S3"
+        # Every request is bounded: connecting and each read of an answer wait at most
+        # `timeout`, and a request is tried `retries` times in all (botocore's standard
+        # mode: a short jittered backoff between attempts), so a server that accepts and
+        # never answers ends a call after about retries x timeout.
+        self._timeout, self._attempts = timeout, retries
         config = Config(
             user_agent_extra=USER_AGENT,
             region_name=region,
@@ -408,8 +417,14 @@ class S3Remote:
             raise FatalError(f"{self.name}: no S3 credentials") from exc
         if isinstance(exc, bexc.ParamValidationError):
             raise ItemError(path, str(exc)) from exc
+        if isinstance(exc, bexc.ConnectTimeoutError | bexc.ReadTimeoutError | TimeoutError):
+            # Silent, not refused: a hung server or a dropped route. Worth a retry later.
+            raise TransientError(
+                f"{self.name}: {self._where} did not answer within {self._timeout:g} s "
+                f"({self._attempts} attempt(s)): {type(exc).__name__}"
+            ) from exc
         if isinstance(exc, bexc.BotoCoreError | OSError):
-            # Connection refused/reset, timeouts, a body cut short: worth a retry.
+            # Connection refused/reset, a body cut short: worth a retry.
             raise TransientError(f"{self.name}: {self._where} unreachable: {type(exc).__name__}") from exc
         raise exc
 
@@ -530,7 +545,7 @@ class S3Remote:
             digest = hashlib.sha256()
             buffer, _ = _read_part(data, path, size, exact=True, digests=(digest,))
             if want is not None and digest.hexdigest() != want:
-                raise ChangedWhileReading(path, "content does not match its hash")
+                raise ContentMismatch(path)
             meta[SHA256_KEY] = digest.hexdigest()
             self._check_precondition(path, if_match=if_match, create_only=create_only)
             key = self._key(path)
@@ -589,7 +604,7 @@ class S3Remote:
                 parts.append({"PartNumber": done_number, "ETag": future.result()})
             in_flight = []
             if want is not None and digest.hexdigest() != want:
-                raise ChangedWhileReading(path, "content does not match its hash")
+                raise ContentMismatch(path)
             self._check_precondition(path, if_match=if_match, create_only=create_only)
             self._call(
                 path,

@@ -32,6 +32,7 @@ import msgspec
 from syncd import __version__
 from syncd.errors import (
     ChangedWhileReading,
+    ContentMismatch,
     FatalError,
     ItemError,
     NotFound,
@@ -238,7 +239,10 @@ class StorjRemote:
         self.name = label
         self.bucket = bucket
         self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
-        self.capabilities = Capabilities(hashes=True, mtime_precision_ns=1, server_side_move=True)
+        # the SHA-256 is custom metadata: another writer of the bucket may set any value
+        self.capabilities = Capabilities(
+            hashes=True, hashes_are_claims=True, mtime_precision_ns=1, server_side_move=True
+        )
         self._access: uplink.Access | None = None
         self._project: uplink.Project | None = None
         self._satellite = ""
@@ -366,7 +370,7 @@ class StorjRemote:
             with self.project.open_upload(self.bucket, self._key(path), if_absent=atomic_create) as upload:
                 digest = _send(upload, path, data, size)
                 if content_hash is not None and digest != content_hash.lower():
-                    raise ChangedWhileReading(path, "content does not match its hash")
+                    raise ContentMismatch(path)
                 upload.set_custom_metadata({MTIME_KEY: format_mtime(mtime_ns), SHA256_KEY: digest})
                 # Last check right before the object becomes visible (see module doc).
                 self._check_precondition(path, if_match=if_match, create_only=create_only and not atomic_create)

@@ -43,7 +43,7 @@ from urllib.parse import urlsplit
 
 import msgspec
 
-from syncd.errors import ChangedWhileReading, FatalError, ItemError, TransientError
+from syncd.errors import ChangedWhileReading, ContentMismatch, FatalError, ItemError, TransientError
 from syncd.models import Entry
 from syncd.remotes import _webdav_bulk
 from syncd.remotes._webdav_body import HashMismatch, ResponseReader, ShortData
@@ -151,6 +151,7 @@ class WebDavRemote:
     def _capabilities(self) -> Capabilities:
         return Capabilities(
             hashes=False,  # only files uploaded with a SHA-256 carry one
+            hashes_are_claims=True,  # oc:checksums is stored as the uploader sent it, never checked
             mtime_precision_ns=1_000_000_000,  # X-OC-MTime and getlastmodified are whole seconds
             case_insensitive=False,
             unicode_normalizing=self.preset.unicode_normalizing,
@@ -237,8 +238,10 @@ class WebDavRemote:
                 )
             else:
                 return self._plain.write_via_temp(path, data, size, mtime_ns, content_hash, if_match, create_only)
-        except (ShortData, HashMismatch) as exc:
+        except ShortData as exc:
             raise ChangedWhileReading(path, str(exc)) from exc
+        except HashMismatch as exc:
+            raise ContentMismatch(path, str(exc)) from exc
         return entry if entry is not None else self.stat(path)
 
     def _chunks(self, size: int) -> bool:

@@ -4,6 +4,7 @@ method that fails once, a file changed mid-read) by wrapping a real remote."""
 
 from __future__ import annotations
 
+import io
 import os
 import threading
 import time
@@ -284,16 +285,42 @@ def test_inv14_clock_skew_changes_nothing(env: PairEnv) -> None:
 
 # 15 --------------------------------------------------------------------------------------------
 
-def test_inv15_downloads_are_verified_before_they_replace_anything(env: PairEnv) -> None:
+def test_inv15_downloads_are_verified_before_they_replace_anything(
+    env: PairEnv, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Bytes that differ from one read to the next (a damaged transfer) never replace a file."""
     synced(env, {"v.txt": b"local good"})
     env.write_b("v.txt", b"remote version")
-    meta = env.bucket.stat("v.txt")
-    obj = env.bucket._id("v.txt")
-    obj.with_name(f"{obj.name}.{meta.etag}").write_bytes(b"remote versiXn")  # same size, bad bytes
+    reads = iter(range(1000))
+    real_open = dirbucket.DirBucket.open_read
+
+    @contextmanager
+    def damaged_reads(self: dirbucket.DirBucket, path: str) -> Iterator[BinaryIO]:
+        with real_open(self, path) as stream:
+            data = stream.read()
+        yield io.BytesIO(data[:-1] + bytes([next(reads) % 251]))  # same size, other bytes each time
+
+    monkeypatch.setattr(dirbucket.DirBucket, "open_read", damaged_reads)
     report = env.sync()
     assert report.outcome is Outcome.ITEM_ERRORS
     assert "hash" in report.errors[0][1]
     assert env.read_a("v.txt") == b"local good"
+
+
+def test_inv15_stable_bytes_against_a_claimed_hash_win_and_the_replaced_version_is_kept(env: PairEnv) -> None:
+    """A bucket's hash is metadata (a claim): bytes that read the same twice but contradict it
+    are the truth (another writer's metadata lied, or the store lost the bytes); they replace
+    the file, whose version goes to the trash as with any overwrite."""
+    synced(env, {"v.txt": b"local good"})
+    env.write_b("v.txt", b"remote version")
+    meta = env.bucket.stat("v.txt")
+    obj = env.bucket._id("v.txt")
+    obj.with_name(f"{obj.name}.{meta.etag}").write_bytes(b"remote versiXn")  # same size, other bytes
+    report = env.sync()
+    assert report.outcome is Outcome.OK, (report.message, report.errors)
+    assert env.read_a("v.txt") == b"remote versiXn"
+    assert b"local good" in env.trash_a()
+    assert not env.sync().done
 
 
 # 16 --------------------------------------------------------------------------------------------

@@ -4,6 +4,7 @@ local tree and `dir` bucket (tests/integration/helpers.py)."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 from collections.abc import Iterator
@@ -172,3 +173,47 @@ def test_a_foreign_sidecar_time_past_2262_is_clamped(tmp_path: Path) -> None:
     meta["mtime_ns"] = YEAR_9999_NS
     sidecars[0].write_text(json.dumps(meta))
     assert bucket.stat("x.txt").mtime_ns == NS_MAX
+
+
+def _plant_lying_object(env: PairEnv, key: str, data: bytes, claimed_sha256: str) -> None:
+    """An object put by another writer whose metadata claims a SHA-256 its bytes do not have."""
+    env.write_b(key, data)
+    for sidecar in env.bucket_dir.rglob("*.json"):
+        meta = json.loads(sidecar.read_text())
+        if meta.get("key") == key:
+            meta["sha256"] = claimed_sha256
+            sidecar.write_text(json.dumps(meta))
+            return
+    raise AssertionError(f"no sidecar for {key}")
+
+
+def test_a_foreign_object_of_the_same_size_whose_hash_lies_is_not_taken_as_in_sync(env: PairEnv) -> None:
+    local, foreign = b"the local version", b"another writer's!"
+    assert len(local) == len(foreign)
+    env.write_a("doc.txt", local)
+    _plant_lying_object(env, "doc.txt", foreign, hashlib.sha256(local).hexdigest())
+    report = env.sync()
+    assert report.outcome is Outcome.OK, (report.message, report.errors)
+    assert report.done == {"conflict": 1}, report.done  # both new, different bytes: keep both
+    files, bucket = env.tree_a(), env.tree_b()
+    assert files == bucket, "the two sides differ after the run"
+    assert sorted(files.values()) == sorted([local, foreign]), "a version was lost"
+    again = env.sync()
+    assert again.outcome is Outcome.OK and not again.done, again.done
+
+
+def test_a_foreign_object_whose_hash_lies_is_downloaded_by_its_bytes(env: PairEnv) -> None:
+    _plant_lying_object(env, "new.txt", b"bytes that are not what the metadata says", "0" * 64)
+    env.write_a("mine.txt", b"mine, longer than the other side's")
+    _plant_lying_object(env, "mine.txt", b"theirs", hashlib.sha256(b"something else").hexdigest())
+    report = env.sync()
+    assert report.outcome is Outcome.OK, (report.message, report.errors)
+    files = env.tree_a()
+    assert files["new.txt"] == b"bytes that are not what the metadata says"
+    assert sorted(v for k, v in files.items() if k.startswith("mine")) == [
+        b"mine, longer than the other side's",
+        b"theirs",
+    ]
+    assert env.tree_a() == env.tree_b()
+    again = env.sync()
+    assert again.outcome is Outcome.OK and not again.done, (again.done, again.errors)
