@@ -13,14 +13,16 @@ or a missing root/bucket, ``ItemError`` for a problem with one key.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 from collections.abc import Collection, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import BinaryIO, Protocol, runtime_checkable
 
-from syncd.errors import ItemError, NotFound, PreconditionFailed
+from syncd.errors import ItemError, NotFound, PreconditionFailed, SyncdError, TransientError, UnsafePath
 from syncd.models import Entry
 
 CHUNK = 1 << 20  # bytes read or written at a time: bounded memory for any file size
@@ -299,6 +301,17 @@ def check_precondition(remote: Remote, path: str, *, if_match: str | None, creat
     if if_match is not None and (current is None or current.etag != if_match):
         raise PreconditionFailed(path)
     return current
+
+
+def disk_write_error(label: str, folder: Path, path: str, exc: OSError) -> SyncdError:
+    """A write to a local disk that failed, mapped the same way for a tree and a bucket kept
+    in a folder: a full disk is one line naming the side (``label``) and the folder, worth a
+    retry once there is room; a name too long for the file system is an unsafe name."""
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return TransientError(f"{label}: the disk holding {folder} is full ({exc.strerror}); {path!r} not written")
+    if exc.errno == errno.ENAMETOOLONG:
+        return UnsafePath(path, "name too long for this file system")
+    return ItemError(path, exc.strerror or str(exc))
 
 
 def known_or_read_hash(remote: Remote, path: str) -> str:

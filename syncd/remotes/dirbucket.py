@@ -26,7 +26,7 @@ from typing import Any, BinaryIO, Literal
 
 from syncd.errors import ChangedWhileReading, ContentMismatch, FatalError, NotFound, PreconditionFailed, TransientError
 from syncd.models import Entry
-from syncd.remotes.base import CHUNK, TRASH_PREFIX, Capabilities, trash_date, trash_key
+from syncd.remotes.base import CHUNK, TRASH_PREFIX, Capabilities, disk_write_error, trash_date, trash_key
 from syncd.remotes.settings import OpenContext, RemoteSettings
 from syncd.times import clamp_ns
 
@@ -168,13 +168,16 @@ class DirBucket:
         if not path:
             raise PreconditionFailed(path, "empty key")
         obj = self._id(path)
-        obj.parent.mkdir(exist_ok=True)
         etag = secrets.token_hex(8)
         data_file = self._data(obj, etag)
         try:
+            obj.parent.mkdir(exist_ok=True)
             digest = self._receive(path, data_file, data, size, content_hash)
             meta = {"key": path, "size": size, "mtime_ns": mtime_ns, "sha256": digest, "etag": etag}
             self._commit(path, obj, meta, if_match=if_match, create_only=create_only)
+        except OSError as exc:
+            data_file.unlink(missing_ok=True)
+            raise disk_write_error(self.name, self.root, path, exc) from exc
         except BaseException:
             data_file.unlink(missing_ok=True)
             raise

@@ -36,7 +36,7 @@ from syncd.errors import (
 )
 from syncd.models import Entry
 from syncd.paths import RESERVED_PREFIXES, TEMP_PREFIX, check_key
-from syncd.remotes.base import CHUNK, Capabilities, ListingNotes, sha256_stream
+from syncd.remotes.base import CHUNK, Capabilities, ListingNotes, disk_write_error, sha256_stream
 from syncd.remotes.nextcloud_scan import nextcloud_user, run_scans
 from syncd.remotes.settings import OpenContext, RemoteSettings
 from syncd.times import NS_MAX, NS_MIN, clamp_ns
@@ -254,6 +254,9 @@ class LocalRemote:
                     else:
                         notes.skipped[rel + name] = "a special file (FIFO, socket or device)"
 
+    def _disk_error(self, path: str, exc: OSError) -> Exception:
+        return disk_write_error(self.name, self.root, path, exc)
+
     def _remove_leftover(self, item: os.DirEntry[str]) -> None:
         """A temp file of syncd's is never a user's file. One of this pair's own, seen under
         its lock, was left by a run that died (kill -9, power loss): it goes now, so Nextcloud
@@ -337,7 +340,7 @@ class LocalRemote:
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
-            raise _os_error(path, exc) from exc
+            raise self._disk_error(path, exc) from exc
         with os.fdopen(fd, "wb") as out:
             try:
                 while chunk := data.read(CHUNK):
@@ -349,7 +352,7 @@ class LocalRemote:
                 out.flush()
                 os.fsync(out.fileno())
             except OSError as exc:
-                raise _os_error(path, exc) from exc
+                raise self._disk_error(path, exc) from exc
         if written != size:
             raise ChangedWhileReading(path, f"expected {size} bytes, got {written}")
         hexdigest = digest.hexdigest()
@@ -365,7 +368,7 @@ class LocalRemote:
                 raise PreconditionFailed(path, "already exists") from None
             except OSError as exc:
                 if exc.errno not in (errno.EPERM, errno.EOPNOTSUPP, errno.EXDEV):
-                    raise _os_error(path, exc) from exc
+                    raise self._disk_error(path, exc) from exc
                 if os.path.lexists(full):  # no hard links here: check, then rename
                     raise PreconditionFailed(path, "already exists") from None
                 os.rename(tmp, full)
@@ -393,7 +396,7 @@ class LocalRemote:
             os.rename(full, dest)
         except OSError as exc:
             if exc.errno != errno.EXDEV:
-                raise _os_error(path, exc) from exc
+                raise self._disk_error(path, exc) from exc
             shutil.copy2(full, dest)  # trash on another filesystem: copy, then remove
             os.unlink(full)
         self._prune_parents(full)
@@ -414,7 +417,7 @@ class LocalRemote:
             os.link(full, dest)  # same filesystem: the old inode stays, for free
         except OSError as exc:
             if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
-                raise _os_error(path, exc) from exc
+                raise self._disk_error(path, exc) from exc
             shutil.copy2(full, dest)  # another filesystem, or no hard links there
         return str(dest)
 
@@ -483,11 +486,3 @@ def _sweep_stale_temp(item: os.DirEntry[str]) -> None:
 def _unlink_quietly(path: str) -> None:
     with suppress(FileNotFoundError):
         os.unlink(path)
-
-
-def _os_error(path: str, exc: OSError) -> Exception:
-    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return TransientError(f"{path}: disk full ({exc.strerror})")
-    if exc.errno == errno.ENAMETOOLONG:
-        return UnsafePath(path, "name too long for this filesystem")
-    return ItemError(path, exc.strerror or str(exc))

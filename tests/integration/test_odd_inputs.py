@@ -7,13 +7,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from syncd.errors import FatalError
-from syncd.models import Outcome
+from syncd.models import Outcome, Report
 from syncd.paths import TEMP_PREFIX
 from syncd.remotes import local
 from syncd.remotes.dirbucket import DirBucket
@@ -217,3 +218,50 @@ def test_a_foreign_object_whose_hash_lies_is_downloaded_by_its_bytes(env: PairEn
     assert env.tree_a() == env.tree_b()
     again = env.sync()
     assert again.outcome is Outcome.OK and not again.done, (again.done, again.errors)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A real file system of 1 MiB (a tmpfs: needs root, as CI runs), unmounted afterwards."""
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True, text=True, check=False
+    )
+    if mounted.returncode != 0:
+        if os.environ.get("CI"):
+            pytest.fail(f"cannot mount a small tmpfs: {mounted.stderr.strip()}")
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def _full_disk_error(report: Report) -> str:
+    assert report.outcome is Outcome.ITEM_ERRORS, report.message
+    [(path, message)] = report.errors
+    assert path == "big.bin"
+    return message
+
+
+def test_a_full_disk_reads_the_same_on_both_sides(tmp_path: Path, small_disk: Path) -> None:
+    big = os.urandom(3 << 20)
+    (small_disk / "files").mkdir()
+    down = PairEnv(tmp_path / "down")
+    down.root.mkdir()
+    down.files.symlink_to(small_disk / "files")  # the files tree on the small disk
+    down.write_b("big.bin", big)
+    (small_disk / "bucket").mkdir()
+    up = PairEnv(tmp_path / "up")
+    up.root.mkdir()
+    up.bucket_dir.symlink_to(small_disk / "bucket")  # the bucket folder on the small disk
+    up.write_a("big.bin", big)
+
+    on_files, on_bucket = _full_disk_error(down.sync()), _full_disk_error(up.sync())
+    assert on_files.startswith(f"t/default files: the disk holding {down.files.resolve()} is full")
+    assert on_bucket.startswith(f"t/default bucket: the disk holding {up.bucket_dir.resolve()} is full")
+    assert on_files.split(" is full", 1)[1] == on_bucket.split(" is full", 1)[1]
+    assert "\n" not in on_files + on_bucket
+    leftovers = [p for p in small_disk.rglob("*") if p.is_file() and p.stat().st_size > 0]
+    assert leftovers == [], f"half-written files left on the full disk: {leftovers}"
