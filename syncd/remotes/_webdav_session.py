@@ -26,6 +26,7 @@ from syncd.remotes._webdav_http import RetryPolicy, Transport, iter_body
 from syncd.remotes._webdav_presets import META_VERSION, PRESETS, Preset
 from syncd.remotes._webdav_xml import DavResource, IncompleteMultistatus, parse_multistatus, propfind_body
 from syncd.remotes.settings import OpenContext
+from syncd.times import clamp_ns
 
 if TYPE_CHECKING:
     from syncd.remotes.webdav import Settings
@@ -185,6 +186,7 @@ class DavSession:
         if meta is not None and meta[2] == size and meta[3] == mtime_ns:
             mtime_ns = meta[0]
             content_hash = meta[1] or content_hash
+        mtime_ns = clamp_ns(mtime_ns)  # a server may say 9999-12-31
         etag = resource.etag or f'W/"syncd-{size}-{mtime_ns}"'
         return Entry(
             path=key, size=size, mtime_ns=mtime_ns, etag=etag, content_hash=content_hash, remote_id=resource.fileid

@@ -66,7 +66,7 @@ def open_remote(settings: Settings, ctx: OpenContext) -> LocalRemote:
         settings.path,
         trash_dir=ctx.state_dir / "trash-files",
         label=ctx.label,
-        temp_owner=hashlib.sha256(str(ctx.state_dir).encode()).hexdigest()[:8],
+        temp_prefix=ctx.temp_prefix,
         sweep_own_temp=ctx.exclusive,
     )
     if settings.scan_command is not None:
@@ -144,18 +144,18 @@ class LocalRemote:
         *,
         trash_dir: Path,
         label: str = "local",
-        temp_owner: str = "",
+        temp_prefix: str = TEMP_PREFIX,
         sweep_own_temp: bool = False,
     ) -> None:
         self.root = Path(os.path.abspath(root))
         self.trash_dir = trash_dir
         self.name = label
-        # Temp files are named for the pair that writes them (``temp_owner``), so a pair tells
-        # its own from another pair's on an overlapping tree. Under the pair's lock
+        # Temp files are named for the pair that writes them (``OpenContext.temp_prefix``), so a
+        # pair tells its own from another pair's on an overlapping tree. Under the pair's lock
         # (``sweep_own_temp``) no write of the pair is in flight: each of its own was left by a
         # run that died.
-        self._temp_prefix = f"{TEMP_PREFIX}{temp_owner}-" if temp_owner else TEMP_PREFIX
-        self._sweep_own_temp = sweep_own_temp and bool(temp_owner)
+        self._temp_prefix = temp_prefix
+        self._sweep_own_temp = sweep_own_temp and temp_prefix != TEMP_PREFIX
         self.listing_notes = ListingNotes()
         self.scan: tuple[list[str], str] | None = None  # Nextcloud data-dir mode: (command, user)
         self.capabilities = Capabilities(

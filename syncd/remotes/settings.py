@@ -7,6 +7,7 @@ Each remote module defines ``class Settings(RemoteSettings)`` (a msgspec Struct 
 
 from __future__ import annotations
 
+import hashlib
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,6 +15,7 @@ from pathlib import Path
 import msgspec
 
 from syncd.errors import FatalError
+from syncd.paths import TEMP_PREFIX
 
 
 class RemoteSettings(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
@@ -27,6 +29,12 @@ class OpenContext:
     label: str  # "alice/default files": for messages
     state_dir: Path  # the pair's own state folder (local trash, caches)
     exclusive: bool = False  # opened by a run holding the pair's lock: leftovers may be swept
+
+    @property
+    def temp_prefix(self) -> str:
+        """How this pair's temp files are named, so it tells its own leftovers (a run killed
+        mid-write) from another pair's writes in flight."""
+        return f"{TEMP_PREFIX}{hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:8]}-"
 
 
 def read_secret(*, file: Path | None, env: str | None, what: str) -> str:
