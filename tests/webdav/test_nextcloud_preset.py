@@ -6,8 +6,6 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import os
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -18,81 +16,10 @@ from requests.adapters import HTTPAdapter
 from syncd.errors import ChangedWhileReading, FatalError, PreconditionFailed, TransientError, UnsafePath
 from syncd.models import Entry
 from syncd.remotes import _webdav_listing
-from syncd.remotes.settings import OpenContext
-from syncd.remotes.webdav import Settings, WebDavRemote, open_remote
+from syncd.remotes.webdav import WebDavRemote
+from tests.webdav.nextcloud_remote import MTIME_NS, MiB, big, connect, put, raw, waits
 from tests.webdav.nextcloud_server import NextcloudServer
 from tests.webdav.servers import PASSWORD, USER
-
-MTIME_NS = 1_700_000_000_123_456_789
-MiB = 1 << 20
-
-
-@pytest.fixture
-def server() -> Iterator[NextcloudServer]:
-    srv = NextcloudServer({USER: PASSWORD})
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def state_dir(tmp_path: Path) -> Path:
-    return tmp_path / "state"
-
-
-def connect(
-    server: NextcloudServer,
-    state_dir: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    *,
-    password: str = PASSWORD,
-    **options: object,
-) -> WebDavRemote:
-    monkeypatch.setenv("SYNCD_TEST_NC_PASSWORD", password)
-    values: dict[str, object] = {
-        "type": "webdav",
-        "url": server.files_url(USER),
-        "username": USER,
-        "password_env": "SYNCD_TEST_NC_PASSWORD",
-        "chunk_size": MiB,
-        "retries": 3,
-        "max_retry_wait": 5.0,
-    }
-    values.update(options)
-    remote = open_remote(Settings(**values), OpenContext(label="alice/default files", state_dir=state_dir))
-    remote.session.transport.sleep = waits.append  # no real sleeping in tests
-    waits.clear()
-    return remote
-
-
-waits: list[float] = []
-
-
-@pytest.fixture
-def remote(server: NextcloudServer, state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDavRemote]:
-    rem = connect(server, state_dir, monkeypatch)
-    yield rem
-    rem.close()
-
-
-def put(
-    remote: WebDavRemote, path: str, data: bytes, *, if_match: str | None = None, create_only: bool = False
-) -> Entry:
-    digest = hashlib.sha256(data).hexdigest()
-    stream = io.BytesIO(data)
-    return remote.write(
-        path, stream, size=len(data), mtime_ns=MTIME_NS, content_hash=digest, if_match=if_match, create_only=create_only
-    )
-
-
-def raw(
-    server: NextcloudServer, method: str, path: str, data: bytes | None = None, headers: dict[str, str] | None = None
-) -> requests.Response:
-    """A request as another client (the web UI, the desktop client) would send it."""
-    return requests.request(
-        method, server.files_url(USER) + path, data=data, headers=headers, auth=(USER, PASSWORD), timeout=10
-    )
-
 
 # -- detection, metadata ----------------------------------------------------------------------
 
@@ -204,11 +131,6 @@ def test_list_changed_on_a_server_without_tree_etags_lists_everything(
 
 
 # -- chunked upload v2 ------------------------------------------------------------------------
-
-
-def big(size: int) -> bytes:
-    block = os.urandom(1 << 16)
-    return (block * (size // len(block) + 1))[:size]
 
 
 def test_big_file_goes_through_chunked_upload_v2(remote: WebDavRemote, server: NextcloudServer) -> None:
@@ -394,17 +316,13 @@ def test_depth_infinity_answered_as_depth_1_still_lists_everything(
 
 
 def test_depth_infinity_when_allowed_is_one_request(state_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    srv = NextcloudServer({USER: PASSWORD}, allow_depth_infinity=True)
-    srv.start()
-    try:
+    with NextcloudServer({USER: PASSWORD}, allow_depth_infinity=True) as srv:
         remote = connect(srv, state_dir, monkeypatch, preset="generic", depth_infinity=True)
         for key in ("top.txt", "a/one.txt", "a/b/two.txt"):
             put(remote, key, key.encode())
         srv.reset_counts()
         assert {e.path for e in remote.list()} == {"top.txt", "a/one.txt", "a/b/two.txt"}
         assert srv.counts["PROPFIND"] == 1
-    finally:
-        srv.stop()
 
 
 def test_connections_are_reused(remote: WebDavRemote, server: NextcloudServer) -> None:

@@ -22,7 +22,8 @@ from syncd.remotes._webdav_bulk import MultipartBody, Written, read_answer, x_fi
 from syncd.remotes._webdav_session import DavSession
 from syncd.remotes.base import NewFile
 from syncd.remotes.settings import OpenContext
-from syncd.remotes.webdav import Settings, WebDavRemote, open_remote
+from syncd.remotes.webdav import Settings, WebDavRemote
+from tests.webdav.nextcloud_remote import connect
 from tests.webdav.nextcloud_server import NextcloudServer
 from tests.webdav.servers import PASSWORD, USER
 
@@ -194,32 +195,8 @@ def test_an_xml_error_is_no_answer_per_file(step: int) -> None:
 
 
 @pytest.fixture
-def server() -> Iterator[NextcloudServer]:
-    srv = NextcloudServer({USER: PASSWORD})
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-def connect(server: NextcloudServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **options: Any) -> WebDavRemote:
-    monkeypatch.setenv("SYNCD_TEST_NC_PASSWORD", PASSWORD)
-    settings = Settings(
-        type="webdav",
-        url=server.files_url(USER),
-        username=USER,
-        password_env="SYNCD_TEST_NC_PASSWORD",
-        retries=2,
-        max_retry_wait=0.0,
-        **options,
-    )
-    return open_remote(settings, OpenContext(label="alice/default files", state_dir=tmp_path / "state"))
-
-
-@pytest.fixture
-def remote(server: NextcloudServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDavRemote]:
-    rem = connect(server, tmp_path, monkeypatch)
-    yield rem
-    rem.close()
+def remote_options() -> dict[str, object]:
+    return {"retries": 2, "max_retry_wait": 0.0}
 
 
 def test_only_folders_this_run_created_take_files_in_bulk(remote: WebDavRemote, server: NextcloudServer) -> None:
@@ -302,11 +279,11 @@ def test_refused_credentials_are_fatal(remote: WebDavRemote, server: NextcloudSe
 
 
 def test_no_batches_without_the_capability_or_off_nextcloud(
-    server: NextcloudServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    server: NextcloudServer, state_dir: Path, monkeypatch: pytest.MonkeyPatch, remote_options: dict[str, object]
 ) -> None:
     server.capabilities.bulkupload = None
-    without = connect(server, tmp_path, monkeypatch)
-    generic = connect(server, tmp_path, monkeypatch, preset="generic")
+    without = connect(server, state_dir, monkeypatch, **remote_options)
+    generic = connect(server, state_dir, monkeypatch, **remote_options, preset="generic")
     try:
         assert without.batch_limits() is None and generic.batch_limits() is None
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import io
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -13,26 +13,17 @@ import pytest
 from syncd.errors import ChangedWhileReading, ItemError, PreconditionFailed
 from syncd.remotes import _webdav_chunked
 from syncd.remotes.webdav import WebDavRemote
+from tests.webdav.nextcloud_remote import MTIME_NS, MiB, big, connect, put, raw
 from tests.webdav.nextcloud_server import NextcloudServer
-from tests.webdav.servers import PASSWORD, USER
-from tests.webdav.test_nextcloud_preset import MTIME_NS, MiB, big, connect, put, raw
+from tests.webdav.servers import USER
 
-SMALL_CHUNKS = {"chunk_size": 64 * 1024, "chunked_threshold": 100 * 1024}
-
-
-@pytest.fixture
-def server() -> Iterator[NextcloudServer]:
-    srv = NextcloudServer({USER: PASSWORD})
-    srv.start()
-    yield srv
-    srv.stop()
+SMALL_CHUNKS: dict[str, object] = {"chunk_size": 64 * 1024, "chunked_threshold": 100 * 1024}
 
 
 @pytest.fixture
-def remote(server: NextcloudServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDavRemote]:
-    rem = connect(server, tmp_path / "state", monkeypatch, **SMALL_CHUNKS)
-    yield rem
-    rem.close()
+def remote_options() -> dict[str, object]:
+    """Files over 100 KiB go up chunked, in chunks of 64 KiB."""
+    return SMALL_CHUNKS
 
 
 Sent = list[tuple[str, str, dict[str, str]]]

@@ -15,9 +15,9 @@ from syncd.errors import FatalError, ItemError, TransientError
 from syncd.remotes import _webdav_throttle
 from syncd.remotes._webdav_errors import QuotaExceeded, ServerLocked
 from syncd.remotes.webdav import WebDavRemote
+from tests.webdav.nextcloud_remote import MiB, big, connect, put, raw
 from tests.webdav.nextcloud_server import NextcloudServer
-from tests.webdav.servers import PASSWORD, USER
-from tests.webdav.test_nextcloud_preset import MiB, big, connect, put, raw
+from tests.webdav.servers import USER
 
 IP = "127.0.0.1"
 
@@ -27,21 +27,6 @@ def open_gates() -> Iterator[None]:
     _webdav_throttle.reset()
     yield
     _webdav_throttle.reset()
-
-
-@pytest.fixture
-def server() -> Iterator[NextcloudServer]:
-    srv = NextcloudServer({USER: PASSWORD})
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def remote(server: NextcloudServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDavRemote]:
-    rem = connect(server, tmp_path / "state", monkeypatch)
-    yield rem
-    rem.close()
 
 
 def sent(server: NextcloudServer) -> int:

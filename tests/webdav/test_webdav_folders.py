@@ -5,32 +5,15 @@ folder is an item error, never fatal for the run."""
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
 from syncd.errors import FatalError, ItemError
 from syncd.remotes.webdav import WebDavRemote
+from tests.webdav.nextcloud_remote import put, raw, waits
 from tests.webdav.nextcloud_server import NextcloudServer
-from tests.webdav.servers import PASSWORD, USER
-from tests.webdav.test_nextcloud_preset import connect, put, raw, waits
-
-
-@pytest.fixture
-def server() -> Iterator[NextcloudServer]:
-    srv = NextcloudServer({USER: PASSWORD})
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def remote(server: NextcloudServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDavRemote]:
-    rem = connect(server, tmp_path / "state", monkeypatch)
-    yield rem
-    rem.close()
+from tests.webdav.servers import USER
 
 
 def mkcols(server: NextcloudServer) -> list[str]:

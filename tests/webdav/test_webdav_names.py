@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import unicodedata
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,27 +15,12 @@ from syncd.remotes._webdav_capabilities import ServerCapabilities, parse_capabil
 from syncd.remotes._webdav_presets import NameRules
 from syncd.remotes.base import SupportsNameRules
 from syncd.remotes.webdav import WebDavRemote
+from tests.webdav.nextcloud_remote import connect, put
 from tests.webdav.nextcloud_server import Capabilities, NextcloudServer
 from tests.webdav.servers import PASSWORD, USER
-from tests.webdav.test_nextcloud_preset import connect, put
 
 CORPUS_CAPABILITIES = Path("/work/shared/nextcloud-wire/capabilities.json")
 OCS = "/ocs/v1.php/cloud/capabilities"
-
-
-@pytest.fixture
-def server() -> Iterator[NextcloudServer]:
-    srv = NextcloudServer({USER: PASSWORD})
-    srv.start()
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture
-def remote(server: NextcloudServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[WebDavRemote]:
-    rem = connect(server, tmp_path / "state", monkeypatch)
-    yield rem
-    rem.close()
 
 
 ACCEPTED = [

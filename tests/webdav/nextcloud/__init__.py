@@ -5,7 +5,7 @@ It answers as a real Nextcloud 31 answered in /work/shared/nextcloud-wire/exchan
 would like. What tests can set or use:
 
 * ``NextcloudServer(users, *, clock=time.time, capabilities=None, allow_depth_infinity=True,
-  throttle_delay_scale=0.0005, mkcol_lock_hold_s=0.0)``; ``start()`` / ``stop()``, ``base_url``,
+  throttle_delay_scale=0.0005, mkcol_lock_hold_s=0.0)``; ``start()`` / ``stop()`` (or ``with``), ``base_url``,
   ``files_url(user)``.
 * ``clock``: a :class:`ManualClock` makes the seconds deterministic (an overwrite in the same second
   with an unchanged mtime keeps its ETag; one trash entry per path and second).

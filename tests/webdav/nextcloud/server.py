@@ -8,7 +8,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Self
 from urllib.parse import unquote
 
 from . import bulk, files, ocs, trashbin, uploads, versions
@@ -125,6 +125,14 @@ class NextcloudServer(Store):
             self._httpd.server_close()
         if self._thread is not None:
             self._thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        """``with NextcloudServer(users) as server:`` serves for the block (``start()``, then ``stop()``)."""
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
 
     # -- test hooks ----------------------------------------------------------------------
 
