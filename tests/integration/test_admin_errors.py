@@ -8,10 +8,11 @@ import os
 import shutil
 import stat
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
+
+from tests.integration import cli_helpers
 
 EXIT_FATAL = 4
 
@@ -28,14 +29,7 @@ def unprivileged() -> list[str]:
 
 
 def syncd(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*unprivileged(), sys.executable, "-m", "syncd", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    return cli_helpers.syncd(config, *args, command=[*unprivileged(), *cli_helpers.SYNCD_MODULE])
 
 
 def assert_one_line(result: subprocess.CompletedProcess[str], code: int, *needles: str) -> None:
@@ -51,12 +45,7 @@ def assert_one_line(result: subprocess.CompletedProcess[str], code: int, *needle
 def pair(tmp_path: Path) -> Path:
     (tmp_path / "files").mkdir()
     (tmp_path / "files" / "a.txt").write_text("a\n")
-    config = tmp_path / "syncd.toml"
-    config.write_text(
-        '[daemon]\nstate_dir = "state"\n[users.alice]\n'
-        'files = { type = "local", path = "files" }\nbucket = { type = "dir", path = "bucket" }\n'
-    )
-    return config
+    return cli_helpers.write_local_pair(tmp_path)
 
 
 @pytest.mark.parametrize("command", ["now", "status", "check"])

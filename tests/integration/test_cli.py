@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -12,18 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.integration.cli_helpers import syncd
+
 REPO = Path(__file__).resolve().parents[2]
-
-
-def syncd(
-    *args: str, config: Path | None = None, env: dict[str, str] | None = None
-) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "syncd"]
-    if config is not None:
-        cmd += ["--config", str(config)]
-    return subprocess.run(
-        [*cmd, *args], capture_output=True, text=True, timeout=120, env={**os.environ, **(env or {})}, check=False
-    )
 
 
 @pytest.fixture
@@ -35,22 +25,22 @@ def demo(tmp_path: Path) -> Path:
 
 
 def test_demo_syncs_then_does_nothing(demo: Path) -> None:
-    first = syncd("now", config=demo)
+    first = syncd(demo, "now")
     assert first.returncode == 0, first.stderr
     assert "demo/default: ok: 4 copy" in first.stdout
     bucket = demo.parent / "demo-bucket" / "objects"
     assert len(list(bucket.rglob("*.json"))) == 4
-    second = syncd("now", config=demo)
+    second = syncd(demo, "now")
     assert second.returncode == 0 and "nothing to do" in second.stdout
 
 
 def test_config_from_environment(demo: Path) -> None:
-    result = syncd("now", env={"SYNCD_CONFIG": str(demo)})
+    result = syncd(None, "now", env={"SYNCD_CONFIG": str(demo)})
     assert result.returncode == 0, result.stderr
 
 
 def test_dry_run_prints_the_plan_and_changes_nothing(demo: Path) -> None:
-    result = syncd("now", "--dry-run", config=demo)
+    result = syncd(demo, "now", "--dry-run")
     assert result.returncode == 0
     assert "plan (4 actions, nothing changed)" in result.stdout
     assert "copy     files -> bucket docs/notes.md" in result.stdout
@@ -60,7 +50,7 @@ def test_dry_run_prints_the_plan_and_changes_nothing(demo: Path) -> None:
 
 
 def test_json_output_is_one_object_per_line(demo: Path) -> None:
-    result = syncd("now", "--json", config=demo)
+    result = syncd(demo, "now", "--json")
     lines = [json.loads(line) for line in result.stdout.splitlines()]
     report = lines[-1]
     assert report["event"] == "report" and report["outcome"] == "ok" and report["done"] == {"copy": 4}
@@ -68,8 +58,8 @@ def test_json_output_is_one_object_per_line(demo: Path) -> None:
 
 
 def test_status_log_conflicts_and_check(demo: Path) -> None:
-    assert "never synced" in syncd("status", config=demo).stdout
-    syncd("now", config=demo)
+    assert "never synced" in syncd(demo, "status").stdout
+    syncd(demo, "now")
     (demo.parent / "demo" / "files" / "README.txt").write_text("edited on files")
     bucket_readme = demo.parent / "demo-bucket"
     import io
@@ -78,32 +68,32 @@ def test_status_log_conflicts_and_check(demo: Path) -> None:
 
     data = b"edited in the bucket"
     DirBucket(bucket_readme).write("README.txt", io.BytesIO(data), size=len(data), mtime_ns=time.time_ns())
-    assert syncd("now", config=demo).returncode == 0
-    status = syncd("status", config=demo)
+    assert syncd(demo, "now").returncode == 0
+    status = syncd(demo, "status")
     assert "demo/default: ok" in status.stdout and "5 files in sync" in status.stdout
-    log = syncd("log", config=demo).stdout
+    log = syncd(demo, "log").stdout
     assert "copy on bucket docs/notes.md" in log
-    conflicts = syncd("conflicts", config=demo).stdout
+    conflicts = syncd(demo, "conflicts").stdout
     assert "README (conflicted copy" in conflicts
-    check = syncd("check", config=demo)
+    check = syncd(demo, "check")
     assert check.returncode == 0 and "demo/default files: reachable" in check.stdout
-    assert json.loads(syncd("status", "--json", config=demo).stdout)[0]["files"] == 5
+    assert json.loads(syncd(demo, "status", "--json").stdout)[0]["files"] == 5
 
 
 def test_exit_code_4_for_a_broken_config_in_one_line(tmp_path: Path) -> None:
     config = tmp_path / "bad.toml"
     config.write_text("[users.a]\nfiles = { type = 'local', path = 'x' }\nbucket = { type = 'dri', path = 'y' }\n")
-    result = syncd("now", config=config)
+    result = syncd(config, "now")
     assert result.returncode == 4
     assert result.stderr.count("\n") == 1
     assert result.stderr.startswith("syncd: error: ") and "'dri' is not a remote type" in result.stderr
 
 
 def test_exit_code_3_when_a_guard_aborts(demo: Path) -> None:
-    syncd("now", config=demo)
+    syncd(demo, "now")
     shutil.rmtree(demo.parent / "demo" / "files")
     (demo.parent / "demo" / "files").mkdir()
-    result = syncd("now", config=demo)
+    result = syncd(demo, "now")
     assert result.returncode == 3
     assert "lists no files" in result.stderr
 
@@ -111,15 +101,19 @@ def test_exit_code_3_when_a_guard_aborts(demo: Path) -> None:
 def test_exit_code_5_when_another_run_holds_the_lock(demo: Path) -> None:
     state = demo.parent / "demo-state" / "demo" / "default"
     holder = subprocess.Popen(
-        [sys.executable, "-c",
-         "import sys, time; from pathlib import Path; from syncd.lock import pair_lock\n"
-         f"with pair_lock(Path({str(state)!r}), 'demo/default'):\n"
-         "    print('held', flush=True); time.sleep(30)"],
-        stdout=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from pathlib import Path; from syncd.lock import pair_lock\n"
+            f"with pair_lock(Path({str(state)!r}), 'demo/default'):\n"
+            "    print('held', flush=True); time.sleep(30)",
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        result = syncd("now", config=demo)
+        result = syncd(demo, "now")
         assert result.returncode == 5
         assert f"another sync of this pair is running (pid {holder.pid})" in result.stderr
     finally:
@@ -128,11 +122,11 @@ def test_exit_code_5_when_another_run_holds_the_lock(demo: Path) -> None:
 
 
 def test_exit_code_2_for_usage_errors() -> None:
-    assert syncd("frobnicate").returncode == 2
+    assert syncd(None, "frobnicate").returncode == 2
 
 
 def test_unknown_pair_is_a_clear_error(demo: Path) -> None:
-    result = syncd("now", "carol", config=demo)
+    result = syncd(demo, "now", "carol")
     assert result.returncode == 4 and "no pair 'carol'" in result.stderr
 
 
@@ -147,7 +141,7 @@ def test_missing_secret_file_is_one_clear_line_and_changes_nothing(tmp_path: Pat
         'bucket = { type = "dir", path = "bucket" }\n'
     )
     for command in ("now", "check"):
-        result = syncd(command, config=config)
+        result = syncd(config, command)
         assert result.returncode == 4, (command, result.stderr)
         assert "secrets/alice.webdav does not exist" in result.stderr
         assert "Traceback" not in result.stderr

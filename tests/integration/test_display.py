@@ -4,16 +4,13 @@ line, ``ESC[2J`` never clears the admin's screen, bidi overrides never disguise 
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from syncd.remotes.dirbucket import DirBucket
+from tests.integration.cli_helpers import put_named, syncd, write_local_pair
 
 FORGED = "a\nsyncd: error: forged line.txt"  # unsafe (a control character): skipped, reported
 CLEAR = "clear\x1b[2J.txt"  # unsafe: skipped, reported
@@ -21,36 +18,13 @@ SYNCED = ("evil\u202etxt.exe", "csi\x9b2J.txt", "para\u2028graph.txt")  # safe n
 RAW = ("\x1b", "\x9b", "\u202e", "\u2028")
 
 
-def syncd(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "syncd", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
-
-
 @pytest.fixture
 def hostile(tmp_path: Path) -> Path:
     """A pair whose bucket holds hostile keys."""
     (tmp_path / "files").mkdir()
-    config = tmp_path / "syncd.toml"
-    config.write_text(
-        '[daemon]\nstate_dir = "state"\n[users.alice]\n'
-        'files = { type = "local", path = "files" }\nbucket = { type = "dir", path = "bucket" }\n'
-    )
-    bucket = DirBucket(tmp_path / "bucket")
+    config = write_local_pair(tmp_path)
     for key in (FORGED, CLEAR, *SYNCED):
-        data = key.encode()
-        bucket.write(
-            key,
-            io.BytesIO(data),
-            size=len(data),
-            mtime_ns=1_700_000_000_000_000_000,
-            content_hash=hashlib.sha256(data).hexdigest(),
-        )
+        put_named(tmp_path / "bucket", key)
     return config
 
 

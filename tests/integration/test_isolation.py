@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.integration.cli_helpers import syncd, write_local_pair
+
 REPO = Path(__file__).resolve().parents[2]
 
 
@@ -18,27 +20,14 @@ def installed_syncd() -> list[str]:
 
 
 def run_syncd(*args: str, cwd: Path, config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*installed_syncd(), "--config", str(config), *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
+    return syncd(config, *args, command=installed_syncd(), cwd=cwd)
 
 
 def fresh_pair(root: Path) -> Path:
     """A config whose state folder does not exist yet: the first run migrates a new index."""
     (root / "files").mkdir(parents=True)
     (root / "files" / "a.txt").write_text("a\n")
-    config = root / "syncd.toml"
-    config.write_text(
-        '[daemon]\nstate_dir = "state"\n[users.alice]\n'
-        'files = { type = "local", path = "files" }\nbucket = { type = "dir", path = "bucket" }\n'
-    )
-    return config
+    return write_local_pair(root)
 
 
 def test_a_syncd_package_planted_in_the_cwd_never_runs(tmp_path: Path) -> None:

@@ -7,24 +7,14 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from tests.integration.cli_helpers import SYNCD_MODULE, syncd, write_local_pair
+
 EXIT_INTERRUPTED = 130
-
-
-def syncd(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "syncd", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 @pytest.fixture
@@ -35,12 +25,7 @@ def big_pair(tmp_path: Path) -> Path:
         folder = tmp_path / "files" / f"d{i // 300:02d}"
         folder.mkdir(parents=True, exist_ok=True)
         (folder / f"f{i:05d}").write_bytes(block + i.to_bytes(4, "big"))
-    config = tmp_path / "syncd.toml"
-    config.write_text(
-        '[daemon]\nstate_dir = "state"\n[users.alice]\n'
-        'files = { type = "local", path = "files" }\nbucket = { type = "dir", path = "bucket" }\n'
-    )
-    return config
+    return write_local_pair(tmp_path)
 
 
 @pytest.fixture
@@ -48,7 +33,7 @@ def copying(big_pair: Path) -> Iterator[subprocess.Popen[str]]:
     """``syncd now -v`` started, returned once it has finished its first copy (an event,
     not a sleep: -v prints every action as it is done)."""
     proc = subprocess.Popen(
-        [sys.executable, "-m", "syncd", "--config", str(big_pair), "now", "-v"],
+        [*SYNCD_MODULE, "--config", str(big_pair), "now", "-v"],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,

@@ -3,29 +3,16 @@ they are not repeated on stderr by every run."""
 
 from __future__ import annotations
 
-import hashlib
-import io
 import json
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from syncd.remotes.dirbucket import DirBucket
+from tests.integration.cli_helpers import put_named, syncd, write_local_pair
 
 UNSAFE = "bad\x01name.txt"  # a control character: skipped on every run until it is renamed
-
-
-def syncd(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "syncd", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=120,
-        check=False,
-        stdin=subprocess.DEVNULL,
-    )
 
 
 def skipped_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
@@ -37,24 +24,9 @@ def skipped_lines(result: subprocess.CompletedProcess[str]) -> list[str]:
 def pair(tmp_path: Path) -> Path:
     (tmp_path / "files").mkdir()
     (tmp_path / "files" / "fine.txt").write_text("fine\n")
-    config = tmp_path / "syncd.toml"
-    config.write_text(
-        '[daemon]\nstate_dir = "state"\n[users.alice]\n'
-        'files = { type = "local", path = "files" }\nbucket = { type = "dir", path = "bucket" }\n'
-    )
-    put(tmp_path / "bucket", UNSAFE)
+    config = write_local_pair(tmp_path)
+    put_named(tmp_path / "bucket", UNSAFE)
     return config
-
-
-def put(root: Path, key: str) -> None:
-    data = key.encode()
-    DirBucket(root).write(
-        key,
-        io.BytesIO(data),
-        size=len(data),
-        mtime_ns=1_700_000_000_000_000_000,
-        content_hash=hashlib.sha256(data).hexdigest(),
-    )
 
 
 def test_a_skipped_name_is_reported_once_and_counted(pair: Path) -> None:
@@ -76,7 +48,7 @@ def test_a_skipped_name_is_reported_once_and_counted(pair: Path) -> None:
     row = json.loads(syncd(pair, "status", "--json").stdout)[0]
     assert row["skipped"] == 1 and "skipped_names" not in row
 
-    put(pair.parent / "bucket", "another\x02.txt")
+    put_named(pair.parent / "bucket", "another\x02.txt")
     newly = skipped_lines(syncd(pair, "now"))
     assert len(newly) == 1 and "another\\x02.txt" in newly[0]
 

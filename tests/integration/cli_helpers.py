@@ -1,0 +1,62 @@
+"""The `syncd` command run as an admin runs it, and the smallest pair to run it on, for the
+tests that judge what the command prints and how it exits."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import subprocess
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+from syncd.remotes.dirbucket import DirBucket
+
+# syncd from this checkout; the tests that need the installed script say so.
+SYNCD_MODULE = (sys.executable, "-m", "syncd")
+
+
+def syncd(
+    config: Path | None,
+    *args: str,
+    command: Sequence[str] = SYNCD_MODULE,
+    cwd: Path | None = None,
+    env: Mapping[str, str] | None = None,
+) -> subprocess.CompletedProcess[str]:
+    """Run ``command [--config config] args`` to its end (bounded), with no terminal on stdin;
+    ``env`` is added to this process's environment. :returns: its exit code and output."""
+    options = [] if config is None else ["--config", str(config)]
+    return subprocess.run(
+        [*command, *options, *args],
+        cwd=cwd,
+        env=None if env is None else {**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        stdin=subprocess.DEVNULL,
+    )
+
+
+def write_local_pair(root: Path) -> Path:
+    """``root/syncd.toml``: alice's files in the `local` folder ``root/files``, her bucket the
+    `dir` bucket ``root/bucket``, state in ``root/state``. :returns: the config's path."""
+    config = root / "syncd.toml"
+    config.write_text(
+        '[daemon]\nstate_dir = "state"\n[users.alice]\n'
+        'files = { type = "local", path = "files" }\nbucket = { type = "dir", path = "bucket" }\n'
+    )
+    return config
+
+
+def put_named(bucket: Path, key: str) -> None:
+    """An object ``key`` in the `dir` bucket at ``bucket`` whose bytes are its own name."""
+    data = key.encode()
+    DirBucket(bucket).write(
+        key,
+        io.BytesIO(data),
+        size=len(data),
+        mtime_ns=1_700_000_000_000_000_000,
+        content_hash=hashlib.sha256(data).hexdigest(),
+    )
