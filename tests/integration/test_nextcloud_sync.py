@@ -14,48 +14,29 @@ from collections.abc import Collection, Iterator
 from pathlib import Path
 
 import pytest
-import requests
 
 from syncd.config import load_config
 from syncd.engine.sync import RunOptions, sync_pair
 from syncd.models import Outcome, Report
 from syncd.remotes.dirbucket import DirBucket
 from syncd.remotes.webdav import WebDavRemote
+from tests.integration.nextcloud_pair import PASSWORD, USER, NextcloudDirPair
 from tests.webdav.nextcloud.clock import ManualClock
 from tests.webdav.nextcloud_server import NextcloudServer
 
-USER, PASSWORD = "alice", "alice-app-password"
 REPO = Path(__file__).resolve().parents[2]
 MiB = 1 << 20
 
 
-class NextcloudPair:
-    """A Nextcloud account (files) and a `dir` bucket, synced by the real engine."""
+class NextcloudPair(NextcloudDirPair):
+    """The pair synced in-process by the real engine."""
 
     def __init__(self, root: Path, server: NextcloudServer, files_options: str = "") -> None:
-        self.root, self.server = root, server
-        self.url = server.files_url(USER)
-        self.http = requests.Session()
-        self.http.auth = (USER, PASSWORD)
-        (root / "secret").write_text(PASSWORD)
-        self.config = root / "syncd.toml"
-        self.config.write_text(
-            '[daemon]\nstate_dir = "state"\n\n[users.alice]\n'
-            f'files = {{ type = "webdav", url = "{self.url}", username = "{USER}", '
-            f'password_file = "secret", retries = 2, max_retry_wait = 0.2{files_options} }}\n'
-            'bucket = { type = "dir", path = "bucket" }\n'
-        )
+        super().__init__(root, server, files_options)
         self.bucket = DirBucket(root / "bucket")
 
     def sync(self, options: RunOptions | None = None) -> Report:
         return sync_pair(load_config(self.config).pairs[0], options or RunOptions())
-
-    def nc_put(self, path: str, data: bytes) -> None:
-        """A write by another Nextcloud client (the web UI, the desktop app)."""
-        parts = path.split("/")[:-1]
-        for i in range(1, len(parts) + 1):
-            self.http.request("MKCOL", self.url + "/".join(parts[:i]) + "/", timeout=30)
-        self.http.put(self.url + path, data=data, timeout=30).raise_for_status()
 
     def nc_get(self, path: str) -> bytes:
         got = self.http.get(self.url + path, timeout=30)
@@ -63,17 +44,7 @@ class NextcloudPair:
         return got.content
 
     def nc_names(self) -> set[str]:
-        names: set[str] = set()
-        with self.server.lock:
-            pending = [("", self.server.roots[USER])]
-            while pending:
-                prefix, node = pending.pop()
-                for name, child in node.children.items():
-                    if child.is_dir:
-                        pending.append((f"{prefix}{name}/", child))
-                    else:
-                        names.add(prefix + name)
-        return names
+        return set(self.nc_files())
 
     def bucket_put(self, path: str, data: bytes) -> None:
         self.bucket.write(
@@ -91,10 +62,8 @@ class NextcloudPair:
 
 @pytest.fixture
 def server() -> Iterator[NextcloudServer]:
-    nc = NextcloudServer({USER: PASSWORD})
-    nc.start()
-    yield nc
-    nc.stop()
+    with NextcloudServer({USER: PASSWORD}) as nc:
+        yield nc
 
 
 @pytest.mark.parametrize("chunked", [False, True], ids=["plain-put", "chunked-upload"])
@@ -259,10 +228,7 @@ def test_an_edit_by_another_client_as_the_run_ends_is_not_hidden_by_the_kept_fol
 def test_an_edit_that_keeps_the_etag_is_still_seen(tmp_path: Path) -> None:
     """Nextcloud keeps a file's ETag when another client overwrites it within the same second
     with the same X-OC-MTime, even with another size: the fingerprint has the size too."""
-    clock = ManualClock()
-    server = NextcloudServer({USER: PASSWORD}, clock=clock)
-    server.start()
-    try:
+    with NextcloudServer({USER: PASSWORD}, clock=ManualClock()) as server:
         pair = NextcloudPair(tmp_path, server)
         mtime = {"X-OC-MTime": "1600000000"}
         pair.http.put(pair.url + "notes.txt", data=b"first", headers=mtime, timeout=30).raise_for_status()
@@ -274,5 +240,3 @@ def test_an_edit_that_keeps_the_etag_is_still_seen(tmp_path: Path) -> None:
         edited = pair.sync()
         assert edited.done == {"copy": 1}, "an edit that kept the ETag was missed"
         assert pair.bucket_get("notes.txt") == b"second, longer"
-    finally:
-        server.stop()

@@ -14,30 +14,17 @@ from typing import Any
 from urllib.parse import unquote
 
 import pytest
-import requests
 
 from syncd.remotes.dirbucket import DirBucket
+from tests.integration.nextcloud_pair import PASSWORD, USER, NextcloudDirPair
 from tests.webdav.nextcloud import bulk as nc_bulk
 from tests.webdav.nextcloud_server import NextcloudServer
 
-USER, PASSWORD = "alice", "alice-app-password"
 REPO = Path(__file__).resolve().parents[2]
 
 
-class Pair:
-    def __init__(self, root: Path, server: NextcloudServer) -> None:
-        self.root = root
-        self.server = server
-        self.http = requests.Session()
-        self.http.auth = (USER, PASSWORD)
-        (root / "secret").write_text(PASSWORD)
-        self.config = root / "syncd.toml"
-        self.config.write_text(
-            '[daemon]\nstate_dir = "state"\nsocket = "state/control.sock"\n\n[users.alice]\n'
-            f'files = {{ type = "webdav", url = "{server.files_url(USER)}", username = "{USER}", '
-            f'password_file = "{root / "secret"}", retries = 2, max_retry_wait = 0.2 }}\n'
-            'bucket = { type = "dir", path = "bucket" }\n'
-        )
+class Pair(NextcloudDirPair):
+    """The pair run through the CLI."""
 
     def sync(self) -> dict[str, Any]:
         """Run `syncd now --json`; :returns: its final report."""
@@ -54,25 +41,6 @@ class Pair:
             assert done.returncode != 0, done.stdout[-800:]
             return {"outcome": f"exit {done.returncode}", "message": done.stderr[-800:]}
         return dict(reports[-1])
-
-    def nc_put(self, path: str, data: bytes) -> None:
-        parts = path.split("/")[:-1]
-        for i in range(1, len(parts) + 1):
-            self.http.request("MKCOL", self.server.files_url(USER) + "/".join(parts[:i]) + "/", timeout=10)
-        self.http.put(self.server.files_url(USER) + path, data=data, timeout=10).raise_for_status()
-
-    def nc_files(self) -> dict[str, bytes]:
-        files: dict[str, bytes] = {}
-
-        def walk(prefix: str, node: Any) -> None:
-            for name, child in node.children.items():
-                if child.is_dir:
-                    walk(f"{prefix}{name}/", child)
-                else:
-                    files[prefix + name] = child.data
-
-        walk("", self.server.roots[USER])
-        return files
 
     def bucket(self) -> DirBucket:
         return DirBucket(self.root / "bucket")
@@ -91,10 +59,8 @@ class Pair:
 
 @pytest.fixture
 def pair(tmp_path: Path) -> Iterator[Pair]:
-    server = NextcloudServer({USER: PASSWORD})
-    server.start()
-    yield Pair(tmp_path, server)
-    server.stop()
+    with NextcloudServer({USER: PASSWORD}) as server:
+        yield Pair(tmp_path, server)
 
 
 def test_two_way_copy_then_nothing_to_do(pair: Pair) -> None:
