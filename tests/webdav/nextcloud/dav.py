@@ -1,5 +1,6 @@
 """DAV building blocks the endpoints share: Sabre's precondition checks, the Destination header,
-the headers of downloads and the 207 answer."""
+the headers of downloads, the 207 answer and the Depth it lists, and the requests to the apps'
+views of a user's items (trash bin, versions)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,15 @@ import math
 import mimetypes
 import xml.etree.ElementTree as ET
 from email.utils import parsedate_to_datetime
+from typing import TYPE_CHECKING, ClassVar
 from urllib.parse import quote, unquote, urlsplit
 
 from .errors import BAD_REQUEST, INVALID_ARGUMENT, XML_CONTENT_TYPE, HttpError, precondition_failed
-from .props import http_date, multistatus
+from .props import PropValue, collection, d, encode_path, http_date, multistatus, requested_props, response
 from .transport import Request, Response
+
+if TYPE_CHECKING:
+    from .server import NextcloudServer
 
 DAV_HEADER = (
     "1, 3, extended-mkcol, access-control, calendarserver-principal-property-search, nc-paginate, "
@@ -45,6 +50,11 @@ def content_disposition(name: str) -> str:
 def multistatus_answer(answers: list[ET.Element], *, dav: str = DAV_HEADER) -> Response:
     body = multistatus(answers)
     return Response(207, body, [("Content-Type", XML_CONTENT_TYPE), ("DAV", dav)], gzip=True)
+
+
+def lists_members(request: Request) -> bool:
+    """Whether a PROPFIND asks for a collection's members too: any Depth but 0 (none means 1)."""
+    return (request.header("Depth") or "1").strip() != "0"
 
 
 def parse_unix_time(value: str | None, header: str) -> tuple[int | None, HttpError | None]:
@@ -112,3 +122,35 @@ def parse_destination(request: Request) -> tuple[str | None, list[str]]:
         return None, []
     owner, _, rest = path[len(FILES_PREFIX) :].partition("/")
     return owner, [p for p in rest.split("/") if p]
+
+
+class AppRequest:
+    """A request to an app's DAV view of its user's items, ``ROOT<user>/``: the hrefs there, and
+    the answers of the collections that hold nothing but collections (the user's home, whose
+    members are ``COLLECTIONS`` in the order listed, and ``restore/``)."""
+
+    ROOT: ClassVar[str]
+    COLLECTIONS: ClassVar[tuple[str, ...]]
+    COLLECTION_ALLPROP: ClassVar[list[str]] = [d("resourcetype")]
+
+    def __init__(self, server: NextcloudServer, request: Request) -> None:
+        self.server = server
+        self.request = request
+        self.user = request.user
+
+    def href(self, *names: str, is_dir: bool = True) -> str:
+        path = "/".join(encode_path(name) for name in names)
+        return f"{self.ROOT}{encode_path(self.user)}/" + (path + "/" if path and is_dir else path)
+
+    def home(self) -> Response:
+        wanted = requested_props(self.request.body()) or self.COLLECTION_ALLPROP
+        values: dict[str, PropValue] = {d("resourcetype"): collection()}
+        answers = [response(self.href(), values, wanted)]
+        if lists_members(self.request):
+            answers += [response(self.href(name), values, wanted) for name in self.COLLECTIONS]
+        return multistatus_answer(answers)
+
+    def plain_collection(self, names: list[str]) -> Response:
+        """A collection answered as one, without its members (``restore/``, say)."""
+        wanted = requested_props(self.request.body()) or self.COLLECTION_ALLPROP
+        return multistatus_answer([response(self.href(*names), {d("resourcetype"): collection()}, wanted)])

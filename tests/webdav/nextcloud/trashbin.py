@@ -11,10 +11,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import unquote, urlsplit
 
-from .dav import content_type_header, mimetype, multistatus_answer
+from .dav import AppRequest, content_type_header, lists_members, mimetype, multistatus_answer
 from .errors import METHOD_NOT_ALLOWED, HttpError, not_found
 from .names import nfc
-from .props import PropValue, collection, d, encode_path, http_date, nc, oc, requested_props, response
+from .props import PropValue, collection, d, http_date, nc, oc, requested_props, response
 from .transport import Request, Response, empty_answer
 from .tree import Node, TrashItem, split_path
 
@@ -22,7 +22,6 @@ if TYPE_CHECKING:
     from .server import NextcloudServer
 
 TRASHBIN = "/remote.php/dav/trashbin/"
-FOLDER_ALLPROP = [d("resourcetype")]
 ITEM_FOLDER_ALLPROP = [d("getlastmodified"), d("resourcetype"), d("getetag")]
 ITEM_FILE_ALLPROP = [d("getlastmodified"), d("getcontentlength"), d("resourcetype"), d("getetag"), d("getcontenttype")]
 
@@ -36,7 +35,7 @@ def handle(server: NextcloudServer, request: Request, rest: str) -> Response:
     if not parts:
         return trash.home()
     if parts[0] == "restore":
-        return trash.collection_listing(["restore"])
+        return trash.plain_collection(["restore"])
     if parts[0] != "trash":
         raise not_found("")
     if len(parts) == 1:
@@ -44,28 +43,9 @@ def handle(server: NextcloudServer, request: Request, rest: str) -> Response:
     return trash.entry(parts[1], parts[2:])
 
 
-class TrashRequest:
-    def __init__(self, server: NextcloudServer, request: Request) -> None:
-        self.server = server
-        self.request = request
-        self.user = request.user
-
-    def href(self, *names: str, is_dir: bool = True) -> str:
-        path = "/".join(encode_path(name) for name in names)
-        href = f"{TRASHBIN}{encode_path(self.user)}/" + (path + "/" if path and is_dir else path)
-        return href
-
-    def home(self) -> Response:
-        wanted = requested_props(self.request.body()) or FOLDER_ALLPROP
-        values: dict[str, PropValue] = {d("resourcetype"): collection()}
-        answers = [response(self.href(), values, wanted)]
-        if (self.request.header("Depth") or "1").strip() != "0":
-            answers += [response(self.href(name), values, wanted) for name in ("restore", "trash")]
-        return multistatus_answer(answers)
-
-    def collection_listing(self, names: list[str]) -> Response:
-        wanted = requested_props(self.request.body()) or FOLDER_ALLPROP
-        return multistatus_answer([response(self.href(*names), {d("resourcetype"): collection()}, wanted)])
+class TrashRequest(AppRequest):
+    ROOT = TRASHBIN
+    COLLECTIONS = ("restore", "trash")
 
     def items(self) -> list[TrashItem]:
         return sorted(self.server.trash[self.user], key=lambda item: (-item.deletion_time, item.name))
@@ -79,8 +59,9 @@ class TrashRequest:
             if method != "PROPFIND":
                 raise HttpError(405, f"{method} is not allowed on the trash", METHOD_NOT_ALLOWED)
             wanted = requested_props(self.request.body())
-            answers = [response(self.href("trash"), {d("resourcetype"): collection()}, wanted or FOLDER_ALLPROP)]
-            if (self.request.header("Depth") or "1").strip() != "0":
+            folder: dict[str, PropValue] = {d("resourcetype"): collection()}
+            answers = [response(self.href("trash"), folder, wanted or self.COLLECTION_ALLPROP)]
+            if lists_members(self.request):
                 for item in self.items():
                     values = self.values(item, item.node, item.original_location)
                     answers.append(
@@ -155,7 +136,7 @@ class TrashRequest:
                 wanted or self.allprop(node),
             )
         ]
-        if node.is_dir and (self.request.header("Depth") or "1").strip() != "0":
+        if node.is_dir and lists_members(self.request):
             for name in sorted(node.children):
                 child = node.children[name]
                 values = self.values(item, child, f"{location}/{name}")

@@ -18,6 +18,7 @@ from .dav import (
     FILES_PREFIX,
     check_conditions,
     content_disposition,
+    lists_members,
     multistatus_answer,
     parse_destination,
     parse_unix_time,
@@ -129,7 +130,7 @@ class UploadsRequest:
         return empty_answer(201)
 
     def depth(self) -> int:
-        return 0 if (self.request.header("Depth") or "1").strip() == "0" else 1
+        return 1 if lists_members(self.request) else 0
 
     def listing(self, upload_id: str, upload: Upload) -> Response:
         wanted = requested_props(self.request.body())

@@ -10,13 +10,12 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from urllib.parse import unquote
 
-from .dav import content_disposition, content_type_header, mimetype, multistatus_answer
+from .dav import AppRequest, content_disposition, content_type_header, mimetype, multistatus_answer
 from .errors import METHOD_NOT_ALLOWED, XML_CONTENT_TYPE, HttpError, not_found
 from .props import (
     PropValue,
     collection,
     d,
-    encode_path,
     http_date,
     multistatus,
     nc,
@@ -33,7 +32,6 @@ if TYPE_CHECKING:
     from .server import NextcloudServer
 
 VERSIONS = "/remote.php/dav/versions/"
-FOLDER_ALLPROP = [d("resourcetype")]
 VERSION_ALLPROP = [d("getlastmodified"), d("getcontentlength"), d("resourcetype"), d("getetag"), d("getcontenttype")]
 
 
@@ -45,34 +43,16 @@ def handle(server: NextcloudServer, request: Request, rest: str) -> Response:
     versions = VersionsRequest(server, request)
     if not parts:
         return versions.home()
-    if parts[0] == "restore" or parts[0] != "versions" or len(parts) == 1:
+    if parts[0] not in versions.COLLECTIONS:
+        raise not_found("")
+    if parts[0] == "restore" or len(parts) == 1:
         return versions.plain_collection(parts)
     return versions.file_versions(parts[1], parts[2:])
 
 
-class VersionsRequest:
-    def __init__(self, server: NextcloudServer, request: Request) -> None:
-        self.server = server
-        self.request = request
-        self.user = request.user
-
-    def href(self, *names: str, is_dir: bool = True) -> str:
-        path = "/".join(encode_path(name) for name in names)
-        return f"{VERSIONS}{encode_path(self.user)}/" + (path + "/" if path and is_dir else path)
-
-    def home(self) -> Response:
-        wanted = requested_props(self.request.body()) or FOLDER_ALLPROP
-        values: dict[str, PropValue] = {d("resourcetype"): collection()}
-        answers = [response(self.href(), values, wanted)]
-        if (self.request.header("Depth") or "1").strip() != "0":
-            answers += [response(self.href(name), values, wanted) for name in ("versions", "restore")]
-        return multistatus_answer(answers)
-
-    def plain_collection(self, parts: list[str]) -> Response:
-        if parts and parts[0] not in ("versions", "restore"):
-            raise not_found("")
-        wanted = requested_props(self.request.body()) or FOLDER_ALLPROP
-        return multistatus_answer([response(self.href(*parts), {d("resourcetype"): collection()}, wanted)])
+class VersionsRequest(AppRequest):
+    ROOT = VERSIONS
+    COLLECTIONS = ("versions", "restore")
 
     def file_by_id(self, fileid: str) -> tuple[Node, list[str]]:
         """The file with this fileid and its path. :raises HttpError: 404 for folders and unknown ids."""
@@ -109,7 +89,7 @@ class VersionsRequest:
     def listing(self, fileid: str, node: Node, path: list[str]) -> Response:
         wanted = requested_props(self.request.body())
         folder: dict[str, PropValue] = {d("resourcetype"): collection()}
-        answers = [response(self.href("versions", fileid), folder, wanted or FOLDER_ALLPROP)]
+        answers = [response(self.href("versions", fileid), folder, wanted or self.COLLECTION_ALLPROP)]
         for version_id in sorted(node.versions):
             href = self.href("versions", fileid, str(version_id), is_dir=False)
             answers.append(response(href, self.values(path, node.versions[version_id]), wanted or VERSION_ALLPROP))
