@@ -1,48 +1,13 @@
 """The Nextcloud-protocol test server; it lives in the package tests/webdav/nextcloud/.
 
-This module keeps the names other tests and the benchmarks import (``NextcloudServer``,
-``forbidden_name_error``, ``sabre_error``, ``FILES``, ...). ``_Handler`` is the request handler
-class: ``bench/webdav_sync.py`` sets its ``disable_nagle_algorithm``.
+This module keeps the names other tests and the benchmarks import from here: every name the
+package exports (``NextcloudServer``, ``Capabilities``, ``FILES``, ...), and ``_Handler``, the
+request handler class, whose ``disable_nagle_algorithm`` ``bench/webdav_sync.py`` sets.
 """
 
-from tests.webdav.nextcloud import (
-    DAV_ROOT,
-    FILES,
-    INSTANCE_ID,
-    TRASHBIN,
-    UPLOADS,
-    VERSIONS,
-    Capabilities,
-    Fault,
-    HttpError,
-    ManualClock,
-    NextcloudServer,
-    Node,
-    TrashItem,
-    Upload,
-    Version,
-    forbidden_name_error,
-    sabre_error,
-)
-from tests.webdav.nextcloud.transport import Handler as _Handler
+from tests.webdav import nextcloud
+from tests.webdav.nextcloud import *  # noqa: F403 - the package's names, listed once in its __all__
+from tests.webdav.nextcloud import Handler as _Handler
 
-__all__ = [
-    "DAV_ROOT",
-    "FILES",
-    "INSTANCE_ID",
-    "TRASHBIN",
-    "UPLOADS",
-    "VERSIONS",
-    "Capabilities",
-    "Fault",
-    "HttpError",
-    "ManualClock",
-    "NextcloudServer",
-    "Node",
-    "TrashItem",
-    "Upload",
-    "Version",
-    "_Handler",
-    "forbidden_name_error",
-    "sabre_error",
-]
+__all__ = ["_Handler"]
+__all__ += nextcloud.__all__
