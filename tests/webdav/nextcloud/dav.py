@@ -8,12 +8,13 @@ import math
 import mimetypes
 import xml.etree.ElementTree as ET
 from email.utils import parsedate_to_datetime
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, ClassVar, Self
 from urllib.parse import quote, unquote, urlsplit
 
-from .errors import BAD_REQUEST, INVALID_ARGUMENT, XML_CONTENT_TYPE, HttpError, precondition_failed
+from .errors import BAD_REQUEST, INVALID_ARGUMENT, XML_CONTENT_TYPE, HttpError, not_found, precondition_failed
 from .props import PropValue, collection, d, encode_path, http_date, multistatus, requested_props, response
 from .transport import Request, Response
+from .tree import split_path
 
 if TYPE_CHECKING:
     from .server import NextcloudServer
@@ -137,6 +138,18 @@ class AppRequest:
         self.server = server
         self.request = request
         self.user = request.user
+
+    @classmethod
+    def of_own_view(cls, server: NextcloudServer, request: Request, rest: str) -> tuple[Self, list[str]]:
+        """The request to ``ROOT`` + ``rest`` (``<owner>/<path>``), and the path's names.
+
+        :raises HttpError: 404 when the view is another user's.
+        """
+        owner, _, inner = unquote(rest).partition("/")
+        parts = split_path(inner)
+        if owner != request.user:
+            raise not_found("")
+        return cls(server, request), parts
 
     def href(self, *names: str, is_dir: bool = True) -> str:
         path = "/".join(encode_path(name) for name in names)

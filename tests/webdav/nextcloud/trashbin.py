@@ -27,11 +27,7 @@ ITEM_FILE_ALLPROP = [d("getlastmodified"), d("getcontentlength"), d("resourcetyp
 
 
 def handle(server: NextcloudServer, request: Request, rest: str) -> Response:
-    owner, _, inner = unquote(rest).partition("/")
-    parts = split_path(inner)
-    if owner != request.user:
-        raise not_found("")
-    trash = TrashRequest(server, request)
+    trash, parts = TrashRequest.of_own_view(server, request, rest)
     if not parts:
         return trash.home()
     if parts[0] == "restore":

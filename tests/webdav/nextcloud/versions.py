@@ -8,7 +8,6 @@ content and mtime come back and the version list stays as it was.
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
-from urllib.parse import unquote
 
 from .dav import AppRequest, content_disposition, content_type_header, mimetype, multistatus_answer
 from .errors import METHOD_NOT_ALLOWED, XML_CONTENT_TYPE, HttpError, not_found
@@ -36,11 +35,7 @@ VERSION_ALLPROP = [d("getlastmodified"), d("getcontentlength"), d("resourcetype"
 
 
 def handle(server: NextcloudServer, request: Request, rest: str) -> Response:
-    owner, _, inner = unquote(rest).partition("/")
-    parts = split_path(inner)
-    if owner != request.user:
-        raise not_found("")
-    versions = VersionsRequest(server, request)
+    versions, parts = VersionsRequest.of_own_view(server, request, rest)
     if not parts:
         return versions.home()
     if parts[0] not in versions.COLLECTIONS:
