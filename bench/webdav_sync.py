@@ -185,17 +185,13 @@ def apache_with(tree: Tree | None) -> Iterator[Server]:
 @contextmanager
 def nextcloud_with(tree: Tree | None, workers: int = 8) -> Iterator[Server]:
     user, password = servers.USER, servers.PASSWORD
-    nc = NextcloudServer({user: password})
-    nc.start()
-    try:
+    with NextcloudServer({user: password}) as nc:
         server = Server("nextcloud", nc.files_url(user), user, password, "nextcloud", nc)
         servers.wait_until_ready(server.url, (user, password), None, "nextcloud test server")
         if tree is not None:
             _put_tree(server, tree, workers)
         nc.reset_counts()
         yield server
-    finally:
-        nc.stop()
 
 
 def _put_tree(server: Server, tree: Tree, workers: int) -> None:
@@ -289,8 +285,10 @@ class Syncd(Tool):
             raise SystemExit(f"syncd {phase} on {self.server.kind}: expected {expected}, got {self.report}")
 
 
-class RcloneBisync(Tool):
-    name = "rclone bisync"
+class LocalFolderTool(Tool):
+    """A tool that syncs the server with a local folder, ``work/local`` (seeded for an upload)."""
+
+    own_files: tuple[str, ...] = ()  # name prefixes of the tool's own files in the folder's top
 
     def __init__(self, work: Path, server: Server, seed: Tree | None) -> None:
         super().__init__(work, server, seed)
@@ -298,6 +296,23 @@ class RcloneBisync(Tool):
         self.local.mkdir()
         if seed is not None:
             write_tree(self.local, seed)
+
+    def check(self, phase: str, tree: Tree) -> None:
+        """Every file of the tree in the folder, and after the one change, its new content."""
+        names = {p.relative_to(self.local).as_posix() for p in self.local.rglob("*") if p.is_file()}
+        count = sum(1 for name in names if not name.startswith(self.own_files))
+        failed = f"{self.name} {phase} on {self.server.kind}"
+        if count != len(tree.files):
+            raise SystemExit(f"{failed}: {count} local files, not {len(tree.files)}")
+        if phase == "one-change" and (self.local / tree.changed).read_bytes() != self.server.read(tree.changed):
+            raise SystemExit(f"{failed}: {tree.changed} not updated")
+
+
+class RcloneBisync(LocalFolderTool):
+    name = "rclone bisync"
+
+    def __init__(self, work: Path, server: Server, seed: Tree | None) -> None:
+        super().__init__(work, server, seed)
         (work / "rclone.conf").write_text("")
         obscured = subprocess.run(
             [require_rclone(), "obscure", server.password], capture_output=True, text=True, check=True, timeout=60
@@ -318,26 +333,13 @@ class RcloneBisync(Tool):
             cmd.append("--resync")
         return run_measured(cmd, env=self.env)[0]
 
-    def check(self, phase: str, tree: Tree) -> None:
-        count = sum(1 for p in self.local.rglob("*") if p.is_file())
-        if count != len(tree.files):
-            raise SystemExit(f"rclone bisync {phase} on {self.server.kind}: {count} local files, not {len(tree.files)}")
-        if phase == "one-change" and (self.local / tree.changed).read_bytes() != self.server.read(tree.changed):
-            raise SystemExit(f"rclone bisync {phase} on {self.server.kind}: {tree.changed} not updated")
 
-
-class NextcloudCmd(Tool):
+class NextcloudCmd(LocalFolderTool):
     """The Nextcloud desktop client's sync engine, run once per phase as ``nextcloudcmd``."""
 
     name = "nextcloudcmd"
     servers = ("nextcloud",)
-
-    def __init__(self, work: Path, server: Server, seed: Tree | None) -> None:
-        super().__init__(work, server, seed)
-        self.local = work / "local"
-        self.local.mkdir()
-        if seed is not None:
-            write_tree(self.local, seed)
+    own_files = (".sync_", ".nextcloudsync")  # its journal and its logs
 
     def run(self, phase: str) -> Sample:
         binary = shutil.which("nextcloudcmd")
@@ -346,14 +348,6 @@ class NextcloudCmd(Tool):
         origin = self.server.url.split("/remote.php/")[0]
         cmd = [binary, "--non-interactive", "--silent", "-u", self.server.username, "-p", self.server.password]
         return run_measured([*cmd, "--max-sync-retries", "1", str(self.local), origin])[0]
-
-    def check(self, phase: str, tree: Tree) -> None:
-        names = {p.relative_to(self.local).as_posix() for p in self.local.rglob("*") if p.is_file()}
-        count = len({n for n in names if not n.startswith(".sync_") and not n.startswith(".nextcloudsync")})
-        if count != len(tree.files):
-            raise SystemExit(f"nextcloudcmd {phase}: {count} local files, not {len(tree.files)}")
-        if phase == "one-change" and (self.local / tree.changed).read_bytes() != self.server.read(tree.changed):
-            raise SystemExit(f"nextcloudcmd {phase}: {tree.changed} not updated")
 
 
 def measure(
