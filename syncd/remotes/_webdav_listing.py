@@ -3,9 +3,10 @@ and, where folder etags cover their subtree, re-listing only the folders that ch
 
 from __future__ import annotations
 
+import logging
 import posixpath
 import time
-from collections.abc import Collection, Generator, Iterator, Mapping
+from collections.abc import Collection, Generator, Iterable, Iterator, Mapping
 
 from syncd.errors import FatalError, TransientError
 from syncd.models import Entry
@@ -13,6 +14,8 @@ from syncd.remotes._webdav_presets import is_internal
 from syncd.remotes._webdav_session import DavSession
 from syncd.remotes._webdav_xml import NEXTCLOUD_PROPS, DavResource
 from syncd.remotes.base import TreeListing
+
+log = logging.getLogger("syncd.remotes.webdav")
 
 # A sync lists right after it connects: the root read to connect serves the listing if it is
 # this fresh. Were it stale, the etag kept is the older one and the next sync re-lists.
@@ -82,6 +85,7 @@ class DavLister:
             return False
         folders: set[str] = set()
         parents_seen: set[str] = set()
+        leftovers: list[str] = []
         for key, resource in self._s.resources(response, folder):
             if key == folder:
                 continue
@@ -91,6 +95,9 @@ class DavLister:
                 self._s.folders.saw(key)
             elif not is_internal(key):
                 yield self._s.entry(key, resource)
+            elif self._s.own_leftover(key):
+                leftovers.append(key)
+        self._sweep(leftovers)
         unexpanded = sorted(f for f in folders - parents_seen if not is_internal(f))
         if unexpanded and not (parents_seen - {folder}):
             # Nothing deeper than one level came back: maybe Depth 1 in disguise. Walk to be sure.
@@ -110,16 +117,26 @@ class DavLister:
                 return  # the prefix asked for does not exist: nothing below it
             if tree is not None:
                 tree.listed.append(folder)
+            leftovers: list[str] = []
             for key, resource in self._s.resources(response, folder):
                 if key == folder:
                     continue
                 if not resource.is_dir:
                     if not is_internal(key):
                         yield self._s.entry(key, resource)
+                    elif self._s.own_leftover(key):
+                        leftovers.append(key)
                     continue
                 self._s.folders.saw(key)
                 if not is_internal(key) and not _skip_unchanged(key, resource, known, tree):
                     pending.append(key)
+            self._sweep(leftovers)
+
+    def _sweep(self, leftovers: Iterable[str]) -> None:
+        """Remove temp uploads a killed run of this pair left (once the listing's answer is read)."""
+        for key in leftovers:
+            log.info("%s: removing %r, left by a run that was killed mid-upload", self._s.label, key)
+            self._s.delete_quietly(key)
 
     def _folder_missing(self, folder: str, start: str) -> None:
         """A 404 while walking: the root is fatal, a subfolder vanishing mid-walk is transient."""

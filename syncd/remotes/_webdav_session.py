@@ -9,6 +9,7 @@ the mapping of error answers to syncd's error tree.
 from __future__ import annotations
 
 import contextlib
+import posixpath
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -254,6 +255,11 @@ class DavSession:
         if response.status_code not in (200, 204):
             self.raise_for(response, path, "delete")
         response.close()
+
+    def own_leftover(self, key: str) -> bool:
+        """Whether ``key`` is a temp upload of this pair left by a run that died: under the
+        pair's lock no upload of the pair is in flight (see ``OpenContext.temp_prefix``)."""
+        return self.ctx.exclusive and posixpath.basename(key).startswith(self.ctx.temp_prefix)
 
     def delete_quietly(self, key: str) -> None:
         """DELETE, for cleanup: a failure is left for a later cleanup."""

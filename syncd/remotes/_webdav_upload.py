@@ -11,7 +11,6 @@ import requests
 
 from syncd.errors import ChangedWhileReading, ItemError, PreconditionFailed
 from syncd.models import Entry
-from syncd.paths import TEMP_PREFIX
 from syncd.remotes._webdav_body import SizedBody
 from syncd.remotes._webdav_http import Body
 from syncd.remotes._webdav_presets import META_VERSION, join_key, parent_of
@@ -100,7 +99,7 @@ class PlainUploader:
         create_only: bool,
     ) -> Entry:
         """Generic servers: PUT a temp name in the same folder, check its size, MOVE it in place."""
-        temp = join_key(parent_of(path), f"{TEMP_PREFIX}{uuid.uuid4().hex[:12]}")
+        temp = join_key(parent_of(path), f"{self._s.ctx.temp_prefix}{uuid.uuid4().hex[:12]}")
         try:
             response, digest = self.put(
                 self._s.url(temp), data, size, {"X-OC-MTime": str(mtime_ns // 10**9)}, content_hash
