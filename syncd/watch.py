@@ -1,8 +1,9 @@
 """Local changes -> debounced, hinted runs. A trigger, never a decision.
 
 Every side whose remote lives on this machine (``local`` trees and ``dir`` buckets, i.e.
-``capabilities.local_path``) gets a recursive watchdog watch on its ``.root``. Events become
-keys relative to that root (for a ``dir`` bucket: the key named by the object's sidecar);
+``capabilities.local_path``) gets a recursive watchdog watch on its ``root``
+(:class:`~syncd.remotes.base.SupportsLocalPath`). Events become keys relative to that
+root (for a ``dir`` bucket: the key named by the object's sidecar);
 after ``quiet_s`` seconds without a new event for a pair (or ``max_delay_s`` after its first
 one, so a steady stream of writes cannot starve it) the pair gets one run hinted with those
 keys. Too many keys at once, a deleted bucket object (its key is gone with its sidecar), or
@@ -34,6 +35,7 @@ from watchdog.observers.api import BaseObserver
 from syncd.config import PairConfig
 from syncd.paths import RESERVED_PREFIXES, TEMP_PREFIX
 from syncd.remotes import remote_module
+from syncd.remotes.base import local_root
 from syncd.remotes.settings import OpenContext, RemoteSettings
 
 log = logging.getLogger("syncd.watch")
@@ -158,8 +160,7 @@ def _local_root(pair: PairConfig, side: str, settings: RemoteSettings) -> Path |
     ctx = OpenContext(label=f"{pair.key} {side}", state_dir=pair.state_dir)
     remote = remote_module(settings.type).open_remote(settings, ctx)
     try:
-        root = getattr(remote, "root", None)
-        return Path(root) if remote.capabilities.local_path and root is not None else None
+        return local_root(remote)
     finally:
         remote.close()
 

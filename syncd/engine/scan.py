@@ -5,12 +5,11 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from syncd.errors import ItemError, SyncdError, UnsafePath
 from syncd.models import Base, Entry, Side
 from syncd.paths import check_key
-from syncd.remotes.base import Remote, SupportsListingNotes, SupportsTreeListing, sha256_stream
+from syncd.remotes.base import Remote, SupportsListingNotes, SupportsTreeListing, local_root, sha256_stream
 
 
 @dataclass(slots=True)
@@ -133,10 +132,8 @@ def stat_paths(
 def _may_be_folder(remote: Remote, hint: str, known_folders: set[str]) -> bool:
     if hint in known_folders or any(f.startswith(hint + "/") for f in known_folders):
         return True
-    root = getattr(remote, "root", None)
-    return remote.capabilities.empty_dirs or (
-        isinstance(root, Path) and remote.capabilities.local_path and (root / hint).is_dir()
-    )
+    root = local_root(remote)
+    return remote.capabilities.empty_dirs or (root is not None and (root / hint).is_dir())
 
 
 def paths_needing_hash(

@@ -45,7 +45,7 @@ class Capabilities:
     server_side_move: bool = False  # move() does not transfer the data
     tree_etags: bool = False  # a folder's etag changes when anything below it changes
     inodes: bool = False  # entries carry a stable inode (rename detection on local trees)
-    local_path: bool = False  # files live on this machine (watchable)
+    local_path: bool = False  # files live on this machine (watchable; see SupportsLocalPath)
 
 
 @runtime_checkable
@@ -184,6 +184,24 @@ class SupportsAfterChanges(Protocol):
     :returns: one message per failure, for the run's report (never raises for them)."""
 
     def after_changes(self, paths: Collection[str]) -> list[str]: ...
+
+
+@runtime_checkable
+class SupportsLocalPath(Protocol):
+    """Optional: the remote keeps its files in a folder on this machine (``root``, absolute),
+    so they can be watched, and a local tree's key ``k`` is the file ``root / k`` (a bucket
+    kept in a folder lays its objects out its own way below ``root``). Only meaningful with
+    ``capabilities.local_path``: read it through :func:`local_root`."""
+
+    root: Path
+
+
+def local_root(remote: Remote) -> Path | None:
+    """The folder holding ``remote``'s files on this machine, or None when they live
+    elsewhere (a server, a bucket) or the remote does not say where."""
+    if remote.capabilities.local_path and isinstance(remote, SupportsLocalPath):
+        return remote.root
+    return None
 
 
 @dataclass(slots=True)

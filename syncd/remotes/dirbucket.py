@@ -44,6 +44,12 @@ def open_remote(settings: Settings, ctx: OpenContext) -> DirBucket:
 
 
 class DirBucket:
+    """A bucket kept in a folder on this machine (``root``,
+    :class:`~syncd.remotes.base.SupportsLocalPath`): objects sharded by their key's hash,
+    metadata in a sidecar, no empty folders."""
+
+    root: Path
+
     def __init__(self, root: Path, *, create: bool = True, label: str = "dir") -> None:
         self.root = Path(os.path.abspath(root))
         self.name = label

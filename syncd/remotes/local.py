@@ -138,6 +138,11 @@ class _CheckedReader(io.RawIOBase):
 
 
 class LocalRemote:
+    """A folder on this machine as a tree of files: key ``k`` is the file ``root / k``
+    (:class:`~syncd.remotes.base.SupportsLocalPath`)."""
+
+    root: Path
+
     def __init__(
         self,
         root: Path,
