@@ -181,8 +181,9 @@ def bucket_key(path: str) -> str | None:
 class _Handler(FileSystemEventHandler):
     """Turns one root's events into dirty keys of its pair (runs on watchdog's thread)."""
 
-    def __init__(self, watched: WatchedRoot, debouncer: Debouncer, ignored: Sequence[str],
-                 counter: Callable[[str], None]) -> None:
+    def __init__(
+        self, watched: WatchedRoot, debouncer: Debouncer, ignored: Sequence[str], counter: Callable[[str], None]
+    ) -> None:
         self.watched = watched
         self.debouncer = debouncer
         self.ignored = tuple(ignored)
@@ -201,7 +202,7 @@ class _Handler(FileSystemEventHandler):
     def _path(self, path: str, event: FileSystemEvent) -> None:
         if path.startswith(self.ignored) or not path.startswith(self.root + os.sep):
             return
-        rel = path[len(self.root) + 1:]
+        rel = path[len(self.root) + 1 :]
         if self.watched.bucket_layout:
             self._bucket_path(path, rel, event)
             return
@@ -244,8 +245,15 @@ class _OverflowLog(logging.Handler):
 class Watcher:
     """One observer for every watched root; ``state`` says per pair what is watched."""
 
-    def __init__(self, fire: Fire, *, quiet_s: float = 2.0, max_delay_s: float = 30.0,
-                 ignored: Iterable[Path] = (), counter: Callable[[str], None] | None = None) -> None:
+    def __init__(
+        self,
+        fire: Fire,
+        *,
+        quiet_s: float = 2.0,
+        max_delay_s: float = 30.0,
+        ignored: Iterable[Path] = (),
+        counter: Callable[[str], None] | None = None,
+    ) -> None:
         self.debouncer = Debouncer(fire, quiet_s, max_delay_s)
         self.ignored = [str(p) + os.sep for p in ignored]
         self.counter = counter or (lambda _key: None)
@@ -297,8 +305,13 @@ class Watcher:
         advice = ""
         if exc.errno in (errno.ENOSPC, errno.EMFILE):
             advice = " (raise fs.inotify.max_user_watches / max_user_instances)"
-        log.error("cannot watch %s: %s%s; falling back to full runs", root.root, exc.strerror or exc, advice,
-                  extra={"pair": pair.key})
+        log.error(
+            "cannot watch %s: %s%s; falling back to full runs",
+            root.root,
+            exc.strerror or exc,
+            advice,
+            extra={"pair": pair.key},
+        )
         self.debouncer.add_full(pair.key, f"watch failed: {exc.strerror or exc}")
         return f"watch failed{advice}: full runs on schedule"
 
