@@ -1,11 +1,9 @@
-"""The command line: parse, call the engine (or, later, the daemon), render. Nothing else.
+"""The command line: parse, then ask the running daemon or run the engine in-process,
+and render. Nothing else.
 
-Exit codes (documented in the README):
-  0 ok · 1 some items failed (retried later) · 2 usage error · 3 aborted by a safety guard,
-  nothing changed · 4 fatal: config, credentials, missing root or bucket, state folder not
-  writable · 5 another run of the pair holds its lock · 6 a remote was unreachable: nothing
-  changed, the next run retries · 130 interrupted (SIGINT or SIGTERM): finished actions are
-  recorded · 70 internal error (a bug: SYNCD_DEBUG=1 shows the traceback).
+Exit codes are :class:`syncd.outcomes.ExitCode` (the README documents them); ``main`` maps
+what escapes a command: a lock held 5, a config or fatal error 4, an interrupt (Ctrl-C or
+SIGTERM) 130, a bug 70 (SYNCD_DEBUG=1 shows the traceback).
 
 Every human-readable line goes through :func:`syncd.display.printable` where it is written:
 names from a remote never reach the terminal raw. ``--json`` keeps them exact.
@@ -27,24 +25,15 @@ from typing import TYPE_CHECKING, Any
 from syncd import __version__
 from syncd.display import printable
 from syncd.errors import ConfigError, FatalError, LockedError, SyncdError
+from syncd.outcomes import INTERRUPTED_MESSAGE, ExitCode, RunResult, exit_code
 
 if TYPE_CHECKING:
     from syncd.config import Config, PairConfig
     from syncd.index.store import RunInfo
-    from syncd.models import Report
+    from syncd.progress import NowRenderer
 
-EXIT_OK, EXIT_ITEMS, EXIT_USAGE, EXIT_ABORTED, EXIT_FATAL, EXIT_LOCKED, EXIT_RETRY = 0, 1, 2, 3, 4, 5, 6
-EXIT_INTERRUPTED = 130  # 128 + SIGINT, as shells report Ctrl-C; SIGTERM ends the same way
-EXIT_INTERNAL = 70  # EX_SOFTWARE: a bug in syncd
-INTERRUPTED = "interrupted; finished actions are recorded, the next run goes on from there"
-PLAIN_PROGRESS_EVERY_S = 2.0
-OUTCOME_EXIT = {
-    "ok": EXIT_OK,
-    "item-errors": EXIT_ITEMS,
-    "aborted": EXIT_ABORTED,
-    "fatal": EXIT_FATAL,
-    "retry": EXIT_RETRY,
-}
+# What a run recorded by syncd before Outcome.INTERRUPTED existed says instead (read only).
+_OLD_INTERRUPTED = ("fatal", "stopped by KeyboardInterrupt")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -90,18 +79,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return handler(args)
     except LockedError as exc:
         _fail(str(exc))
-        return EXIT_LOCKED
+        return ExitCode.BUSY
     except (ConfigError, FatalError) as exc:
         _fail(str(exc))
-        return EXIT_FATAL
+        return ExitCode.FATAL
     except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM (see Terminated)
-        _fail(str(exc) or INTERRUPTED)
-        return EXIT_INTERRUPTED
+        _fail(str(exc) or INTERRUPTED_MESSAGE)
+        return ExitCode.INTERRUPTED
     except Exception as exc:  # a bug: one line for the admin, the traceback on request
         if os.environ.get("SYNCD_DEBUG"):
             raise
         _fail(f"internal error: {type(exc).__name__}: {exc} (run with SYNCD_DEBUG=1 for the traceback)")
-        return EXIT_INTERNAL
+        return ExitCode.INTERNAL
 
 
 def _fail(message: str) -> None:
@@ -115,10 +104,10 @@ def _say(text: str) -> None:
 
 class Terminated(KeyboardInterrupt):
     """SIGTERM, taken like Ctrl-C: the run stops, records "interrupted" with what it finished,
-    and the command ends with one line and :data:`EXIT_INTERRUPTED` (not silently with 143)."""
+    and the command ends with one line and :attr:`ExitCode.INTERRUPTED` (not silently with 143)."""
 
     def __init__(self) -> None:
-        super().__init__(f"interrupted by SIGTERM; {INTERRUPTED.removeprefix('interrupted; ')}")
+        super().__init__(f"interrupted by SIGTERM; {INTERRUPTED_MESSAGE.removeprefix('interrupted; ')}")
 
 
 def _raise_terminated(_signum: int, _frame: FrameType | None) -> None:
@@ -141,187 +130,32 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def cmd_now(args: argparse.Namespace) -> int:
-    from syncd.engine.sync import RunOptions, sync_pair
+    """Sync the chosen pairs: through the running daemon when one answers, else in this
+    process under each pair's lock; both rendered by one :class:`~syncd.progress.NowRenderer`.
+    :returns: the highest exit code of the pairs' results."""
+    from syncd.cli_daemon import try_daemon_now
+    from syncd.progress import NowRenderer
 
     _stop_on_sigterm()
     config = _config(args)
-    from syncd.cli_daemon import try_daemon_now
+    with NowRenderer(as_json=args.json, verbose=args.verbose, dry_run=args.dry_run) as render:
+        code = try_daemon_now(args, config, render)  # the service runs: it does the work
+        if code is not None:
+            return code
+        return _now_in_process(args, config.select(args.target), render)
 
-    if (code := try_daemon_now(args, config)) is not None:  # the service runs: it does the work
-        return code
-    worst = EXIT_OK
+
+def _now_in_process(args: argparse.Namespace, pairs: Sequence[PairConfig], render: NowRenderer) -> int:
+    from syncd.engine.result import run_pair
+    from syncd.engine.sync import RunOptions
+
     options = RunOptions(dry_run=args.dry_run, force=args.force)
-    for pair in config.select(args.target):
-        started = time.monotonic()
-        with _Progress(pair, as_json=args.json, verbose=args.verbose) as progress:
-            try:
-                report = sync_pair(pair, options, progress)
-            except LockedError as exc:
-                _fail(str(exc))
-                worst = max(worst, EXIT_LOCKED)
-                continue
-            except SyncdError as exc:
-                _fail(f"{pair.key}: {exc}")
-                worst = max(worst, EXIT_FATAL)
-                continue
-        newly = note_skipped(pair, report, save=not args.dry_run)
-        seconds = time.monotonic() - started
-        _render_report(pair, report, newly, seconds, as_json=args.json, dry_run=args.dry_run, verbose=args.verbose)
-        worst = max(worst, OUTCOME_EXIT[report.outcome.value])
-    return worst
-
-
-def note_skipped(
-    pair: PairConfig, report: Report, *, hints: frozenset[str] | None = None, save: bool = True
-) -> list[tuple[str, str]]:
-    """Keep the names ``report``'s run skipped in the pair's index (all of them, or those
-    under ``hints`` after a hinted run; ``save`` False changes nothing) and return the ones
-    not skipped before: a run reports a skipped name once, ``syncd status`` counts them.
-
-    A run that made no plan (it stopped earlier) changes nothing and returns nothing. When
-    the index cannot be written now (another run holds the pair's lock: it records its own;
-    or an index error), every skipped name of this run is returned, so none goes unreported.
-    """
-    if report.plan is None:
-        return []
-    from syncd.index.store import Store
-    from syncd.lock import pair_lock
-
-    try:
-        with pair_lock(pair.state_dir, pair.key):
-            store = Store.open(pair.index_path)
-            try:
-                return store.note_skipped(report.skipped, under=hints, save=save)
-            finally:
-                store.close()
-    except FatalError:
-        return sorted(report.skipped)
-
-
-class _Progress:
-    """Progress while a pair syncs: a rich bar on a terminal, plain lines otherwise,
-    JSON lines with --json."""
-
-    def __init__(self, pair: PairConfig, *, as_json: bool, verbose: bool) -> None:
-        self.pair = pair
-        self.as_json = as_json
-        self.verbose = verbose
-        self.count = self.total = 0
-        self.last_line = time.monotonic()
-        self.bar: Any = None
-        self.task: Any = None
-
-    def __enter__(self) -> Callable[[str, dict[str, object]], None]:
-        if not self.as_json and sys.stderr.isatty():
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-            self.bar = Progress(
-                TextColumn(f"[bold]{self.pair.key}[/] {{task.description}}"),
-                BarColumn(),
-                MofNCompleteColumn(),
-                TimeRemainingColumn(),
-                transient=True,
-            )
-            self.bar.start()
-            self.task = self.bar.add_task("listing", total=None)
-        return self.event
-
-    def __exit__(self, *_exc: object) -> None:
-        if self.bar is not None:
-            self.bar.stop()
-
-    def event(self, name: str, data: dict[str, object]) -> None:
-        if self.as_json:
-            print(json.dumps({"event": name, "pair": self.pair.key, **data}), flush=True)
-        elif self.bar is not None:
-            if name == "applying":
-                self.bar.update(self.task, description="syncing", total=data["actions"], completed=0)
-            elif name in ("done", "error"):
-                self.bar.advance(self.task)
-                if name == "error":
-                    from rich.markup import escape
-
-                    line = printable(f"{data['path']}: {data['error']}")
-                    self.bar.console.print(f"[red]error[/] {escape(line)}")
-            elif name in ("hashing", "listed"):
-                self.bar.update(self.task, description=name)
-        elif name == "applying":
-            self.total = int(str(data["actions"]))
-            _say(f"{self.pair.key}: {self.total} action(s) to run")
-        elif name == "done":
-            self.count += 1
-            if self.verbose:
-                _say(f"{self.pair.key}: {data['action']}")
-            elif time.monotonic() - self.last_line >= PLAIN_PROGRESS_EVERY_S:
-                self.last_line = time.monotonic()
-                _say(f"{self.pair.key}: {self.count}/{self.total} done")
-        elif name == "error":
-            _say(f"{self.pair.key}: error {data['path']}: {data['error']}")
-
-
-def _render_report(
-    pair: PairConfig,
-    report: Report,
-    newly_skipped: list[tuple[str, str]],
-    seconds: float,
-    *,
-    as_json: bool,
-    dry_run: bool,
-    verbose: bool,
-) -> None:
-    """The run's result: JSON (exact names), or the plan and the summary on stdout, skipped
-    names (only the new ones unless ``verbose``) and the message on stderr."""
-    plan = report.plan
-    if as_json:
-        print(
-            json.dumps(
-                {
-                    "event": "report",
-                    "pair": pair.key,
-                    "outcome": report.outcome.value,
-                    "message": report.message,
-                    "done": dict(report.done),
-                    "errors": report.errors,
-                    "skipped": report.skipped,
-                    "skipped_new": newly_skipped,
-                    "bytes": report.bytes_moved,
-                    "seconds": round(seconds, 3),
-                    "plan": [a.describe() for a in plan.actions] if dry_run and plan else None,
-                }
-            ),
-            flush=True,
-        )
-        if report.message:  # for the human reading the logs; scripts read the JSON
-            _say(f"{pair.key}: {report.message}")
-        return
-    if dry_run and plan is not None:
-        print(printable(f"{pair.key}: plan ({len(plan.actions)} actions, nothing changed):"))
-        for action in plan.actions:
-            print(printable(f"  {action.describe()}"))
-    for path, reason in sorted(report.skipped) if verbose else newly_skipped:
-        _say(f"{pair.key}: skipped {path}: {reason}")
-    print(printable(_summary(pair, report, seconds)), flush=True)
-    if report.message:
-        _say(f"{pair.key}: {report.message}")
-
-
-def _summary(pair: PairConfig, report: Report, seconds: float) -> str:
-    done = ", ".join(f"{n} {k}" for k, n in sorted(report.done.items())) or "nothing to do"
-    summary = f"{pair.key}: {report.outcome.value}: {done}; {_size(report.bytes_moved)} in {seconds:.2f}s"
-    if report.errors:
-        summary += f"; {len(report.errors)} failed"
-    if report.skipped:
-        summary += f"; {len(report.skipped)} name(s) skipped"
-    return summary
-
-
-def _size(n: int) -> str:
-    value = float(n)
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{n} B"
+    results: list[RunResult] = []
+    for pair in pairs:
+        result = run_pair(pair, options, render.progress_for(pair.key), started=time.monotonic())
+        render.result(result)
+        results.append(result)
+    return exit_code(results)
 
 
 # -- status, log, conflicts, check -------------------------------------------------------------
@@ -340,10 +174,10 @@ def cmd_status(args: argparse.Namespace) -> int:
     rows = [_status_row(pair, verbose=args.verbose) for pair in config.select(args.target)]
     if args.json:
         print(json.dumps(rows))
-        return EXIT_OK
+        return ExitCode.OK
     for row in rows:
         _print_status(row, verbose=args.verbose)
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def _status_row(pair: PairConfig, *, verbose: bool) -> dict[str, Any]:
@@ -374,9 +208,10 @@ def _status_row(pair: PairConfig, *, verbose: bool) -> dict[str, Any]:
 def run_state(run: RunInfo) -> tuple[str, str]:
     """(state, message) of a run as ``status`` shows it. A run recorded as "running" whose
     process is gone (killed, host rebooted) "died"; one interrupted by an older syncd, which
-    recorded "fatal: stopped by KeyboardInterrupt", is "interrupted"."""
-    if run.outcome == "fatal" and run.message.startswith("stopped by KeyboardInterrupt"):
-        return "interrupted", INTERRUPTED
+    recorded "fatal: stopped by KeyboardInterrupt", is "interrupted" (its record is read as
+    it is: an index is never rewritten to show it)."""
+    if (run.outcome, run.message.partition(":")[0]) == _OLD_INTERRUPTED:
+        return "interrupted", INTERRUPTED_MESSAGE
     if run.outcome != "running":
         return run.outcome, run.message
     from syncd.lock import process_alive
@@ -451,7 +286,7 @@ def _history(args: argparse.Namespace, action: str | None) -> int:
         else:
             side = f" on {item.side}" if item.side else ""
             print(printable(f"{_when(item.at)} {key}: {item.action}{side} {item.path}  {item.detail}"))
-    return EXIT_OK
+    return ExitCode.OK
 
 
 def cmd_log(args: argparse.Namespace) -> int:
@@ -469,10 +304,10 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     config = _config(args)
     print(printable(f"{config.path}: valid, {len(config.pairs)} pair(s)"))
-    worst = EXIT_OK if _check_folder("state", config.daemon.state_dir) else EXIT_FATAL
+    worst = ExitCode.OK if _check_folder("state", config.daemon.state_dir) else ExitCode.FATAL
     for pair in config.select(args.target):
         if not _check_folder(f"{pair.key} state", pair.state_dir):
-            worst = EXIT_FATAL
+            worst = ExitCode.FATAL
         try:
             remotes = open_remotes(pair)
             try:
@@ -484,7 +319,7 @@ def cmd_check(args: argparse.Namespace) -> int:
                     remote.close()
         except SyncdError as exc:
             _say(f"{pair.key}: {exc}")
-            worst = EXIT_FATAL
+            worst = ExitCode.FATAL
     return worst
 
 

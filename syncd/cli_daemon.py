@@ -1,9 +1,10 @@
-"""CLI commands that talk to the daemon: ``run``, ``pause``, ``resume``, ``reload``, and
+"""The commands that talk to the daemon: ``run``, ``pause``, ``resume``, ``reload``, and
 ``syncd now`` through a running daemon (:func:`try_daemon_now`). Thin: parse, send, render.
 
-Exit codes are the CLI's: 0 ok, 1 item errors, 2 usage, 3 guard abort, 4 fatal (or no
-daemon for pause/resume/reload), 5 locked or paused. Lines for people go through
-:func:`syncd.display.printable`; ``--json`` prints the daemon's lines as they came.
+Exit codes are :class:`syncd.outcomes.ExitCode`'s; a daemon's error reply carries its own
+(2 usage, 4 fatal or no daemon, 5 busy). ``now`` is rendered by
+:class:`syncd.progress.NowRenderer`, exactly as an in-process run; lines for people go
+through :func:`syncd.display.printable`, ``--json`` keeps the daemon's exact names.
 """
 
 from __future__ import annotations
@@ -11,17 +12,15 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from syncd.display import printable
+from syncd.outcomes import ExitCode
 
 if TYPE_CHECKING:
     from syncd.config import Config
-
-EXIT_FATAL = 4
-PLAIN_PROGRESS_EVERY_S = 2.0
+    from syncd.progress import NowRenderer
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -83,8 +82,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from syncd.daemon import DaemonOptions, run_daemon
 
     if args.max_parallel < 1 or args.quiet_period < 0 or args.stop_timeout < 0:
-        print("syncd: error: --max-parallel must be >= 1, durations >= 0", file=sys.stderr)
-        return 2
+        return _fail("--max-parallel must be >= 1, durations >= 0", ExitCode.USAGE)
     return run_daemon(
         DaemonOptions(
             config_path=config_path(args.config),
@@ -103,7 +101,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_control(args: argparse.Namespace) -> int:
     """pause / resume / reload: one request, print the reply."""
     from syncd.config import config_path, load_config
-    from syncd.control import DaemonUnavailable, ProtocolError, Request, send
+    from syncd.control import Request, send
+    from syncd.errors import DaemonUnavailable, ProtocolError
 
     target = getattr(args, "target", None)
     request = Request(op=args.command, target=target)
@@ -128,14 +127,14 @@ def _print_result(result: dict[str, Any], *, as_json: bool) -> int:
     if as_json:
         print(json.dumps(result))
     if not result.get("ok"):
-        return _fail(str(result.get("error", "no reply")), int(result.get("exit", EXIT_FATAL)))
+        return _fail(str(result.get("error", "no reply")), int(result.get("exit", ExitCode.FATAL)))
     if not as_json:
         pairs = ", ".join(result.get("pairs", [])) or "no pairs"
         print(printable(result.get("message") or f"{result['op']}: {pairs}"))
-    return 0
+    return ExitCode.OK
 
 
-def _fail(message: str, code: int = EXIT_FATAL) -> int:
+def _fail(message: str, code: int = ExitCode.FATAL) -> int:
     print(printable(f"syncd: error: {message}"), file=sys.stderr)
     return code
 
@@ -146,127 +145,41 @@ def _sockets(config: Config, target: str | None) -> list[Path]:
     return client_sockets(config, target)
 
 
-def try_daemon_now(args: argparse.Namespace, config: Config) -> int | None:
-    """``syncd now`` through a running daemon: stream its progress and result, return the
-    exit code. None when no daemon answers (the caller then syncs in-process)."""
-    from syncd.control import DaemonUnavailable, ProtocolError, Request, send
+def try_daemon_now(args: argparse.Namespace, config: Config, render: NowRenderer) -> int | None:
+    """``syncd now`` through a running daemon: its progress and results go to ``render``;
+    returns the exit code the daemon gives. None when no daemon answers (the caller then
+    syncs in-process, with the same renderer: nothing was shown yet)."""
+    from syncd.control import Request, send
+    from syncd.errors import DaemonUnavailable, ProtocolError
 
     request = Request(op="now", target=args.target, dry_run=args.dry_run, force=args.force)
-    render = _NowRenderer(as_json=args.json, verbose=args.verbose, dry_run=args.dry_run)
     for path in _sockets(config, args.target):
+        seen = False
         try:
             for message in send(path, request):
-                render.line(message)
+                seen = True
+                if "ok" not in message:
+                    render.event(message)
+                    continue
+                return _now_result(message, render)
         except DaemonUnavailable:
-            if render.seen:
+            if seen:
                 return _fail(f"{path}: the daemon went away")
             continue
         except (ProtocolError, OSError, ValueError) as exc:
             return _fail(f"{path}: {exc}")
-        return render.exit_code
     return None
 
 
-class _NowRenderer:
-    """The daemon's reply to ``now``, rendered like an in-process ``syncd now``: plain lines
-    on stderr (progress at most every 2 s, every action with -v), the summary on stdout;
-    with --json the daemon's own lines, one per line."""
+def _now_result(message: dict[str, Any], render: NowRenderer) -> int:
+    """Render the daemon's result line of ``now``; return its exit code.
 
-    def __init__(self, *, as_json: bool, verbose: bool, dry_run: bool) -> None:
-        self.as_json, self.verbose, self.dry_run = as_json, verbose, dry_run
-        self.seen = False
-        self.exit_code = EXIT_FATAL
-        self.counts: dict[str, list[int]] = {}
-        self.last_line = time.monotonic()
+    :raises ValueError: a result this syncd cannot read (an unknown outcome, a bad value).
+    """
+    from syncd.control import result_from_json
 
-    def line(self, message: dict[str, Any]) -> None:
-        self.seen = True
-        if self.as_json:
-            print(json.dumps(message), flush=True)
-        if "ok" in message:
-            self._result(message)
-        elif not self.as_json:
-            self._event(message)
-
-    def _event(self, message: dict[str, Any]) -> None:
-        pair, name = message.get("pair", "?"), message.get("event")
-        counts = self.counts.setdefault(pair, [0, 0])
-        if name == "applying":
-            counts[1] = int(message.get("actions", 0))
-            _err(f"{pair}: {counts[1]} action(s) to run")
-        elif name == "done":
-            counts[0] += 1
-            if self.verbose:
-                _err(f"{pair}: {message.get('action')}")
-            elif time.monotonic() - self.last_line >= PLAIN_PROGRESS_EVERY_S:
-                self.last_line = time.monotonic()
-                _err(f"{pair}: {counts[0]}/{counts[1]} done")
-        elif name == "error":
-            _err(f"{pair}: error {message.get('path')}: {message.get('error')}")
-        elif name in ("joined", "queued"):
-            _err(f"{pair}: {'joined the run in progress' if name == 'joined' else 'queued after the run in progress'}")
-
-    def _result(self, message: dict[str, Any]) -> None:
-        if not message.get("ok"):
-            _err(f"syncd: error: {message.get('error')}")
-            self.exit_code = int(message.get("exit", EXIT_FATAL))
-            return
-        self.exit_code = int(message.get("exit", 0))
-        if self.as_json:
-            return
-        for result in message.get("results", []):
-            self._summary(result)
-
-    def _summary(self, result: dict[str, Any]) -> None:
-        pair = result.get("pair")
-        if self.dry_run and result.get("plan") is not None:
-            print(printable(f"{pair}: plan ({len(result['plan'])} actions, nothing changed):"))
-            for action in result["plan"]:
-                print(printable(f"  {action}"))
-        # the daemon sends the newly skipped names, and every one (bounded) for -v
-        for path, reason in result.get("skipped_names" if self.verbose else "skipped_new") or []:
-            _err(f"{pair}: skipped {path}: {reason}")
-        done = ", ".join(f"{n} {k}" for k, n in sorted(dict(result.get("done") or {}).items())) or "nothing to do"
-        line = f"{pair}: {result.get('outcome')}: {done}; {result.get('bytes', 0)} B in {result.get('seconds', 0)}s"
-        if result.get("error_count"):
-            line += f"; {result['error_count']} failed"
-        if result.get("skipped"):
-            line += f"; {result['skipped']} name(s) skipped"
-        print(printable(line), flush=True)
-        if result.get("message"):
-            _err(f"{pair}: {result['message']}")
-
-
-def _err(text: str) -> None:
-    print(printable(text), file=sys.stderr, flush=True)
-
-
-def main(argv: list[str] | None = None) -> int:
-    """``python -m syncd.cli_daemon``: these commands (and ``now`` through the daemon only)
-    without the main CLI, for tests and for a cli.py that does not hook them in yet."""
-    from syncd.config import config_path, load_config
-    from syncd.errors import ConfigError
-
-    parser = argparse.ArgumentParser(prog="syncd")
-    parser.add_argument("--config", metavar="FILE")
-    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    add_commands(sub)
-    now = sub.add_parser("now", help="sync now through the running daemon")
-    now.add_argument("target", nargs="?", metavar="USER[/PAIR]")
-    for flag in ("--dry-run", "--json", "--force"):
-        now.add_argument(flag, action="store_true")
-    now.add_argument("-v", "--verbose", action="store_true")
-    args = parser.parse_args(argv)
-    try:
-        if args.command == "now":
-            code = try_daemon_now(args, load_config(config_path(args.config)))
-            return _fail("no daemon answers") if code is None else code
-        handler = args.handler
-        result: int = handler(args)
-        return result
-    except ConfigError as exc:
-        return _fail(str(exc))
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+    if not message.get("ok"):
+        return _fail(str(message.get("error")), int(message.get("exit", ExitCode.FATAL)))
+    for raw in message.get("results", []):
+        render.result(result_from_json(raw))
+    return int(message.get("exit", ExitCode.OK))

@@ -20,9 +20,20 @@ Who may talk: the socket is created with mode 0660, and every peer is checked wi
 ``SO_PEERCRED``: root, the daemon's own uid, or a process whose groups include the socket's
 group are served; anyone else gets an error line saying so and is disconnected.
 
-Results by op: ``now`` -> ``{"results": [per-pair run summary], "exit": code}``;
-``status`` -> ``{"daemon": {...}, "pairs": [...]}``; ``pause``/``resume`` ->
-``{"pairs": [keys]}``; ``reload`` -> ``{"pairs": [keys], "message": ...}``.
+Results by op: ``now`` -> ``{"results": [run result], "exit": code}``;
+``status`` -> ``{"daemon": {...}, "pairs": [...]}`` (each pair's ``"last"`` is a run result
+with ``finished_at`` and ``reason``); ``pause``/``resume`` -> ``{"pairs": [keys]}``;
+``reload`` -> ``{"pairs": [keys], "message": ...}``. A *run result* (:func:`result_to_json`)::
+
+    {"pair": "user/pair", "outcome": "ok" | "item-errors" | "aborted" | "fatal" | "retry"
+                                     | "locked" | "paused" | "interrupted",
+     "message": str, "seconds": float, "reported": bool, "done": {"copy": 2, ...},
+     "bytes": int, "errors": [[path, error]] (first 50), "error_count": int,
+     "skipped": int, "skipped_new": [[path, reason]] (first 50),
+     "skipped_names": [[path, reason]] (first 1000), "plan": [str] (dry runs only, first 1000)}
+
+``reported`` false: the run was refused or stopped before the engine could report it.
+Exit codes are :class:`syncd.outcomes.ExitCode`'s.
 """
 
 from __future__ import annotations
@@ -43,7 +54,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from syncd.errors import FatalError
+from syncd.errors import DaemonUnavailable, FatalError, ProtocolError
+from syncd.models import Outcome
+from syncd.outcomes import ExitCode, RunResult
 
 if TYPE_CHECKING:
     from syncd.config import Config
@@ -53,24 +66,15 @@ OPS = frozenset({"now", "status", "pause", "resume", "reload"})
 MAX_LINE = 64 * 1024
 REQUEST_TIMEOUT_S = 10.0  # a peer that does not send its request line in time is dropped
 CONNECT_TIMEOUT_S = 5.0
-EXIT_USAGE, EXIT_FATAL, EXIT_BUSY = 2, 4, 5
 SOCKET_MODE = 0o660
+# A result line must stay well under what a client reads comfortably: long lists are cut
+# (their totals are sent whole); the index keeps every item for `syncd status -v`.
+MAX_ITEMS_IN_RESULT = 50
+MAX_NAMES_IN_RESULT = 1000
 
 log = logging.getLogger("syncd.control")
 
 Emit = Callable[[dict[str, Any]], None]
-
-
-class ProtocolError(Exception):
-    """A request the daemon cannot serve; the message is sent to the peer as is."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-class DaemonUnavailable(Exception):
-    """Nobody answers on the socket (no daemon runs, or it is another path)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,8 +125,60 @@ def encode(message: dict[str, Any]) -> bytes:
     return json.dumps(message, separators=(",", ":"), default=str).encode("utf-8") + b"\n"
 
 
-def error_reply(message: str, exit_code: int = EXIT_USAGE) -> dict[str, Any]:
-    return {"ok": False, "error": message, "exit": exit_code}
+def error_reply(message: str, exit_code: int = ExitCode.USAGE) -> dict[str, Any]:
+    return {"ok": False, "error": message, "exit": int(exit_code)}
+
+
+def result_to_json(result: RunResult) -> dict[str, Any]:
+    """``result`` as the protocol sends it (see the module docstring), long lists cut."""
+    line: dict[str, Any] = {
+        "pair": result.pair,
+        "outcome": result.outcome.value,
+        "message": result.message,
+        "seconds": result.seconds,
+        "reported": result.reported,
+        "done": dict(result.done),
+        "bytes": result.bytes_moved,
+        "errors": list(result.errors[:MAX_ITEMS_IN_RESULT]),
+        "error_count": result.error_count,
+        "skipped": result.skipped_count,
+        "skipped_new": list(result.skipped_new[:MAX_ITEMS_IN_RESULT]),
+        "skipped_names": list(result.skipped[:MAX_NAMES_IN_RESULT]),
+    }
+    if result.plan is not None:
+        line["plan"] = list(result.plan[:MAX_NAMES_IN_RESULT])
+    return line
+
+
+def result_from_json(raw: dict[str, Any]) -> RunResult:
+    """A run result read from the daemon. A key an older daemon did not send takes its
+    default. :raises ValueError: an outcome this syncd does not know, or a malformed value."""
+    plan = raw.get("plan")
+    errors = _pairs(raw.get("errors"))
+    skipped = _pairs(raw.get("skipped_names"))
+    count = raw.get("skipped")
+    return RunResult(
+        pair=str(raw.get("pair", "?")),
+        outcome=Outcome(raw.get("outcome")),
+        message=str(raw.get("message") or ""),
+        seconds=float(raw.get("seconds") or 0),
+        reported=bool(raw.get("reported", True)),
+        done={str(kind): int(n) for kind, n in dict(raw.get("done") or {}).items()},
+        bytes_moved=int(raw.get("bytes") or 0),
+        errors=errors,
+        error_count=int(raw.get("error_count", len(errors))),
+        skipped=skipped,
+        skipped_count=int(count) if isinstance(count, int) else len(skipped),
+        skipped_new=_pairs(raw.get("skipped_new")),
+        plan=tuple(str(a) for a in plan) if isinstance(plan, list) else None,
+    )
+
+
+def _pairs(raw: object) -> tuple[tuple[str, str], ...]:
+    """``[[path, reason], ...]`` from JSON as a tuple of pairs; anything else as none."""
+    if not isinstance(raw, list):
+        return ()
+    return tuple((str(item[0]), str(item[1])) for item in raw if isinstance(item, list | tuple) and len(item) == 2)
 
 
 # -- client ----------------------------------------------------------------------------------
@@ -154,7 +210,7 @@ def send(
                 yield message
                 if "ok" in message:
                     return
-        raise ProtocolError(f"the daemon closed {socket_path} without a result", EXIT_FATAL)
+        raise ProtocolError(f"the daemon closed {socket_path} without a result", ExitCode.FATAL)
     finally:
         sock.close()
 
@@ -306,7 +362,7 @@ class ControlServer:
                     reply.result(self._answer(conn, reply))
                 except Exception as exc:  # a bug must cost one reply, never the daemon
                     log.exception("control request failed")
-                    reply.result(error_reply(f"internal error: {exc}", EXIT_FATAL))
+                    reply.result(error_reply(f"internal error: {exc}", ExitCode.FATAL))
         finally:
             with self._active_lock:
                 self._active -= 1
@@ -323,7 +379,7 @@ class ControlServer:
         refused = check_peer(peer, self._gid)
         if refused is not None:
             log.warning("control: refused pid %d uid %d: not allowed", peer.pid, peer.uid)
-            return error_reply(refused, EXIT_FATAL)
+            return error_reply(refused, ExitCode.FATAL)
         try:
             if problem is not None:
                 raise problem
@@ -338,7 +394,7 @@ class ControlServer:
         except ProtocolError as exc:
             return error_reply(str(exc), exc.exit_code)
         except FatalError as exc:
-            return error_reply(str(exc), EXIT_FATAL)
+            return error_reply(str(exc), ExitCode.FATAL)
 
 
 class _Replier:

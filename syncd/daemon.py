@@ -37,37 +37,31 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from syncd import __version__, cli
+from syncd import __version__
 from syncd.config import Config, PairConfig, load_config
 from syncd.control import (
-    EXIT_BUSY,
-    EXIT_FATAL,
-    EXIT_USAGE,
+    MAX_ITEMS_IN_RESULT,
     ControlServer,
     Emit,
-    ProtocolError,
     Request,
     instance_socket,
     main_socket,
+    result_to_json,
 )
 from syncd.display import printable
-from syncd.errors import ConfigError, FatalError, LockedError, SyncdError
+from syncd.errors import ConfigError, FatalError, ProtocolError, SyncdError
 from syncd.lock import pair_lock
 from syncd.metrics import Metrics
-from syncd.models import Report
-from syncd.scheduler import PairScheduler, RunCoordinator, RunRequest
+from syncd.models import Outcome
+from syncd.outcomes import ExitCode, RunResult, exit_code
+from syncd.scheduler import STOPPING_MESSAGE, LastRun, PairScheduler, RunCoordinator, RunRequest
 from syncd.watch import Watcher
 
 log = logging.getLogger("syncd.daemon")
 
-EXIT_OK = 0
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 TICK_S = 1.0  # main loop period: signals are taken at once, this paces health checks
 STOP_MESSAGE = "interrupted: the daemon is stopping; finished actions are recorded, the next run goes on"
-# The CLI's documented codes, plus the outcomes only the daemon reports.
-OUTCOME_EXIT = {**cli.OUTCOME_EXIT, "interrupted": cli.EXIT_FATAL, "locked": cli.EXIT_LOCKED, "paused": cli.EXIT_LOCKED}
-MAX_ERRORS_IN_RESULT = 50
-MAX_PLAN_IN_RESULT = 1000
 _INDEX_OPEN_LOCK = threading.Lock()
 
 
@@ -98,10 +92,6 @@ def socket_path(config: Config, options: DaemonOptions) -> Path:
     if options.only:
         return instance_socket(config, options.only.partition("/")[0])
     return main_socket(config)
-
-
-def exit_code(results: list[dict[str, Any]]) -> int:
-    return max((OUTCOME_EXIT.get(str(r.get("outcome")), EXIT_FATAL) for r in results), default=EXIT_OK)
 
 
 # -- systemd -----------------------------------------------------------------------------------
@@ -273,12 +263,12 @@ class Daemon:
         self.server.wait_connections(2.0)  # let `now` clients read their result line
         self.metrics.close()
         log.info("stopped")
-        return EXIT_OK
+        return ExitCode.OK
 
     @staticmethod
     def _exit_now() -> None:
         logging.shutdown()
-        os._exit(EXIT_OK)  # threads still copying must not delay the exit systemd waits for
+        os._exit(ExitCode.OK)  # threads still copying must not delay the exit systemd waits for
 
     def reload(self) -> tuple[bool, str]:
         """Load the config again; on an error the running config stays (and says why)."""
@@ -339,8 +329,11 @@ class Daemon:
 
     def _run_pair(
         self, pair: PairConfig, request: RunRequest, emit: Callable[[str, dict[str, object]], None]
-    ) -> dict[str, Any]:
-        from syncd.engine.sync import RunOptions, sync_pair
+    ) -> RunResult:
+        """One run of ``pair`` as ``request`` asks; never raises for what a run can meet (the
+        coordinator turns a bug into a ``fatal`` result)."""
+        from syncd.engine.result import refused, run_pair
+        from syncd.engine.sync import RunOptions
 
         options = RunOptions(
             dry_run=request.dry_run,
@@ -360,26 +353,23 @@ class Daemon:
 
         try:
             self._prepare_index(pair)
-            report = sync_pair(pair, options, progress)
+            result = run_pair(pair, options, progress, started=started)
         except Stopping:
-            return self._result(pair, "interrupted", STOP_MESSAGE, started)
-        except LockedError as exc:
-            return self._result(pair, "locked", str(exc), started)
-        except SyncdError as exc:
-            return self._result(pair, "fatal", str(exc), started)
-        newly = cli.note_skipped(pair, report, hints=request.hints, save=not request.dry_run)
-        self._log_skipped(pair, newly)
-        return self._report_result(pair, report, request, newly, started)
+            return RunResult.unreported(pair.key, Outcome.INTERRUPTED, STOP_MESSAGE, time.monotonic() - started)
+        except SyncdError as exc:  # preparing the index: the lock held, or the state folder unusable
+            return refused(pair, exc, started=started)
+        self._log_skipped(pair, list(result.skipped_new))
+        return result
 
     @staticmethod
     def _log_skipped(pair: PairConfig, newly: list[tuple[str, str]]) -> None:
         """Each newly skipped name once (the index keeps them; `syncd status -v` lists all)."""
-        for path, reason in newly[:MAX_ERRORS_IN_RESULT]:
+        for path, reason in newly[:MAX_ITEMS_IN_RESULT]:
             log.warning("skipped %s: %s", path, reason, extra=_pair_log(pair.key))
-        if len(newly) > MAX_ERRORS_IN_RESULT:
+        if len(newly) > MAX_ITEMS_IN_RESULT:
             log.warning(
                 "skipped %d more name(s); `syncd status -v %s` lists them",
-                len(newly) - MAX_ERRORS_IN_RESULT,
+                len(newly) - MAX_ITEMS_IN_RESULT,
                 pair.key,
                 extra=_pair_log(pair.key),
             )
@@ -396,44 +386,13 @@ class Daemon:
             Store.open(pair.index_path).close()
         self.prepared.add(pair.index_path)
 
-    def _report_result(
-        self, pair: PairConfig, report: Report, request: RunRequest, newly: list[tuple[str, str]], started: float
-    ) -> dict[str, Any]:
-        result = self._result(pair, report.outcome.value, report.message, started)
-        result.update(
-            done=dict(report.done),
-            bytes=report.bytes_moved,
-            error_count=len(report.errors),
-            errors=report.errors[:MAX_ERRORS_IN_RESULT],
-            skipped=len(report.skipped),
-            skipped_new=newly[:MAX_ERRORS_IN_RESULT],
-            skipped_names=sorted(report.skipped)[:MAX_PLAN_IN_RESULT],
-        )
-        if request.dry_run and report.plan is not None:
-            result["plan"] = [a.describe() for a in report.plan.actions[:MAX_PLAN_IN_RESULT]]
-        return result
-
-    @staticmethod
-    def _result(pair: PairConfig, outcome: str, message: str, started: float) -> dict[str, Any]:
-        return {
-            "pair": pair.key,
-            "outcome": outcome,
-            "message": message,
-            "seconds": round(time.monotonic() - started, 3),
-            "done": {},
-            "bytes": 0,
-            "errors": [],
-        }
-
-    def _on_result(self, pair: PairConfig, result: dict[str, Any]) -> None:
-        done = ", ".join(f"{n} {k}" for k, n in sorted(dict(result.get("done") or {}).items())) or "nothing to do"
-        line = f"{result['outcome']}: {done}; {result.get('bytes', 0)} bytes in {result.get('seconds', 0)}s"
-        level = logging.INFO if result["outcome"] in ("ok", "interrupted") else logging.WARNING
-        log.log(
-            level, "%s%s", line, f"; {result['message']}" if result.get("message") else "", extra=_pair_log(pair.key)
-        )
-        reason = self.coordinator.last.get(pair.key, {}).get("reason", "?")
-        self.metrics.run_finished(result, str(reason))
+    def _on_result(self, pair: PairConfig, result: RunResult, reason: str) -> None:
+        done = ", ".join(f"{n} {k}" for k, n in sorted(result.done.items())) or "nothing to do"
+        line = f"{result.outcome.value}: {done}; {result.bytes_moved} bytes in {result.seconds}s"
+        quiet = (Outcome.OK, Outcome.INTERRUPTED)
+        level = logging.INFO if result.outcome in quiet else logging.WARNING
+        log.log(level, "%s%s", line, f"; {result.message}" if result.message else "", extra=_pair_log(pair.key))
+        self.metrics.run_finished(result_to_json(result), reason)
 
     # -- control requests ----------------------------------------------------------------
 
@@ -444,7 +403,7 @@ class Daemon:
         chosen = [p for p in self.pairs if p.user == user and (not name or p.name == name)]
         if not chosen:
             known = ", ".join(p.key for p in self.pairs) or "none"
-            raise ProtocolError(f"no pair {target!r} is served by this daemon (known: {known})", EXIT_USAGE)
+            raise ProtocolError(f"no pair {target!r} is served by this daemon (known: {known})", ExitCode.USAGE)
         return chosen
 
     def _handle(self, request: Request, emit: Emit) -> dict[str, Any]:
@@ -458,24 +417,25 @@ class Daemon:
         return {"ok": True, "op": request.op, **handlers[request.op](request, emit)}
 
     def _op_now(self, request: Request, emit: Emit) -> dict[str, Any]:
+        """Run the chosen pairs now (joining runs about to start), streaming their progress."""
         pairs = self._select(request.target)
         if self.stopping.is_set():
-            raise ProtocolError("the daemon is stopping", EXIT_BUSY)
-        results, runs = [], []
+            raise ProtocolError(STOPPING_MESSAGE, ExitCode.BUSY)
+        results: list[RunResult] = []
+        runs = []
         for pair in pairs:
             if pair.key in self.coordinator.paused:
-                results.append(
-                    {"pair": pair.key, "outcome": "paused", "message": f"paused; `syncd resume {pair.key}` first"}
-                )
+                message = f"paused; `syncd resume {pair.key}` first"
+                results.append(RunResult.unreported(pair.key, Outcome.PAUSED, message))
                 continue
             run = self.coordinator.request(pair, RunRequest("now", request.dry_run, request.force), listener=emit)
             if run is None:
-                results.append({"pair": pair.key, "outcome": "interrupted", "message": "the daemon is stopping"})
+                results.append(RunResult.unreported(pair.key, Outcome.INTERRUPTED, STOPPING_MESSAGE))
             else:
                 runs.append(run)
         for run in runs:
-            results.append(run.wait() or {"pair": run.pair.key, "outcome": "fatal", "message": "no result"})
-        return {"results": results, "exit": exit_code(results)}
+            results.append(run.wait() or RunResult.unreported(run.pair.key, Outcome.FATAL, "no result"))
+        return {"results": [result_to_json(r) for r in results], "exit": int(exit_code(results))}
 
     def _op_status(self, request: Request, _emit: Emit) -> dict[str, Any]:
         pairs = self._select(request.target)
@@ -485,6 +445,7 @@ class Daemon:
                 {
                     "pair": pair.key,
                     **self.coordinator.describe(pair.key),
+                    "last": _last_json(self.coordinator.last_run(pair.key)),
                     "watch": self.watcher.state.get(pair.key, "not watched"),
                     "dirty": self.watcher.debouncer.pending(pair.key),
                     "next_run": self.scheduler.next_run(pair.key),
@@ -526,7 +487,7 @@ class Daemon:
     def _op_reload(self, _request: Request, _emit: Emit) -> dict[str, Any]:
         ok, message = self.reload()
         if not ok:
-            raise ProtocolError(message, EXIT_FATAL)
+            raise ProtocolError(message, ExitCode.FATAL)
         return {"pairs": [p.key for p in self.pairs], "message": message}
 
 
@@ -541,9 +502,16 @@ def run_daemon(options: DaemonOptions) -> int:
     except (ConfigError, FatalError) as exc:
         log.error("%s", exc)
         sd_notify(f"STATUS=failed to start: {printable(exc)[:200]}")
-        return EXIT_FATAL
+        return ExitCode.FATAL
     try:
         return daemon.run()
     except FatalError as exc:
         log.error("%s", exc)
-        return EXIT_FATAL
+        return ExitCode.FATAL
+
+
+def _last_json(last: LastRun | None) -> dict[str, Any] | None:
+    """How a pair's last run ended, for ``status``: its result, when and why it ran."""
+    if last is None:
+        return None
+    return {**result_to_json(last.result), "finished_at": last.finished_at, "reason": last.reason}

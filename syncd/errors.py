@@ -10,18 +10,23 @@
      │    └── GuardError       a safety guard refused the plan; nothing was changed
      │         ├── SideLooksEmpty
      │         └── TooManyDeletes
-     └── ItemError             skip this path, record it, retry it with backoff
-          ├── NotFound
-          ├── PreconditionFailed   the target changed under us (If-Match): re-scan the path
-          ├── ChangedWhileReading  the source changed while it was copied
-          │    └── ContentMismatch     its bytes do not have the SHA-256 they were said to have
-          └── UnsafePath           a name that cannot be stored safely on the other side
+     ├── ItemError             skip this path, record it, retry it with backoff
+     │    ├── NotFound
+     │    ├── PreconditionFailed   the target changed under us (If-Match): re-scan the path
+     │    ├── ChangedWhileReading  the source changed while it was copied
+     │    │    └── ContentMismatch     its bytes do not have the SHA-256 they were said to have
+     │    └── UnsafePath           a name that cannot be stored safely on the other side
+     └── ControlError          a command and the daemon could not agree; ``exit_code`` ends the command
+          ├── ProtocolError        the daemon refused the request, or broke the protocol: say why
+          └── DaemonUnavailable    nobody answers on the socket: try the next one, or run in-process
 
 Foreign errors (OSError, boto3, ctypes, HTTP) are mapped at the remote boundary and chained
 with ``raise ... from exc`` so the original stays visible in debug logs.
 """
 
 from __future__ import annotations
+
+from syncd.outcomes import ExitCode
 
 
 class SyncdError(Exception):
@@ -89,3 +94,24 @@ class ContentMismatch(ChangedWhileReading):
 
 class UnsafePath(ItemError):
     pass
+
+
+class ControlError(SyncdError):
+    """Talking with the daemon over its control socket failed; ``exit_code`` is the one the
+    command should end with (:class:`syncd.outcomes.ExitCode`)."""
+
+    def __init__(self, message: str, exit_code: int = ExitCode.USAGE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class ProtocolError(ControlError):
+    """A request the daemon cannot serve, or a reply that breaks the protocol; the message is
+    sent to the peer (or shown to the user) as is."""
+
+
+class DaemonUnavailable(ControlError):
+    """Nobody answers on the socket (no daemon runs, or it listens elsewhere)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, ExitCode.FATAL)

@@ -118,11 +118,18 @@ class Plan:
 
 
 class Outcome(enum.Enum):
+    """How a run of one pair ended. The engine reports the first five; the last three end a
+    run that has no report: refused before it started, or stopped between two actions.
+    :data:`syncd.outcomes.OUTCOME_EXIT` gives each its exit code."""
+
     OK = "ok"
     ITEM_ERRORS = "item-errors"
     ABORTED = "aborted"  # a guard refused the plan: nothing changed
     FATAL = "fatal"  # the pair cannot run until an admin acts
     RETRY = "retry"  # a remote was unreachable or failed mid-listing: nothing changed, next run retries
+    LOCKED = "locked"  # another run of the pair holds its lock: this one did not start
+    PAUSED = "paused"  # the daemon has the pair paused: this run did not start
+    INTERRUPTED = "interrupted"  # stopped between two actions (Ctrl-C, SIGTERM, the daemon stopping)
 
 
 @dataclass(slots=True)

@@ -32,10 +32,13 @@ from apscheduler.schedulers.background import BackgroundScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from syncd.config import PairConfig
+from syncd.models import Outcome
+from syncd.outcomes import RunResult
 
 log = logging.getLogger("syncd.scheduler")
 
 Listener = Callable[[dict[str, Any]], None]
+STOPPING_MESSAGE = "the daemon is stopping"
 JITTER_RATIO = 0.1  # spread each pair's firings by up to 10% of its interval...
 JITTER_MAX_S = 60.0  # ...but never more than a minute
 FIRST_RUN_SPREAD_S = 15.0  # first full runs after start are spread over this many seconds
@@ -65,7 +68,16 @@ class RunRequest:
         return replace(self, hints=hints, reason=reason)
 
 
-RunFn = Callable[[PairConfig, RunRequest, Callable[[str, dict[str, object]], None]], dict[str, Any]]
+RunFn = Callable[[PairConfig, RunRequest, Callable[[str, dict[str, object]], None]], RunResult]
+
+
+@dataclass(frozen=True, slots=True)
+class LastRun:
+    """How a pair's last run ended, kept for ``status``."""
+
+    result: RunResult
+    finished_at: float  # time.time()
+    reason: str  # the request's reason: schedule, now, watch, ...
 
 
 @dataclass(slots=True)
@@ -81,7 +93,7 @@ class Run:
     actions_total: int = 0
     actions_done: int = 0
     started_at: float | None = None
-    result: dict[str, Any] | None = None
+    result: RunResult | None = None
     finished: threading.Event = field(default_factory=threading.Event)
 
     def emit(self, name: str, data: dict[str, object]) -> None:
@@ -96,9 +108,14 @@ class Run:
         for listener in list(self.listeners):
             listener(message)
 
-    def wait(self, timeout: float | None = None) -> dict[str, Any] | None:
+    def wait(self, timeout: float | None = None) -> RunResult | None:
+        """The run's result once it ended; None if ``timeout`` passed first."""
         self.finished.wait(timeout)
         return self.result
+
+    def stopped(self) -> RunResult:
+        """The result of this run when the daemon stops before it starts."""
+        return RunResult.unreported(self.pair.key, Outcome.INTERRUPTED, STOPPING_MESSAGE)
 
 
 class RunCoordinator:
@@ -109,12 +126,13 @@ class RunCoordinator:
         self.current: dict[str, Run] = {}
         self.pending: dict[str, list[Run]] = {}
         self.paused: set[str] = set()
-        self.last: dict[str, dict[str, Any]] = {}
+        self.last: dict[str, LastRun] = {}
         self.stopping = False
-        self.on_result: Callable[[PairConfig, dict[str, Any]], None] | None = None
+        self.on_result: Callable[[PairConfig, RunResult, str], None] | None = None
 
-    def request(self, pair: PairConfig, request: RunRequest, *, listener: Listener | None = None,
-                even_if_paused: bool = False) -> Run | None:
+    def request(
+        self, pair: PairConfig, request: RunRequest, *, listener: Listener | None = None, even_if_paused: bool = False
+    ) -> Run | None:
         """Join or queue a run of ``pair``. None when the pair is paused or the daemon stops."""
         with self.lock:
             if self.stopping or (pair.key in self.paused and not even_if_paused):
@@ -154,36 +172,37 @@ class RunCoordinator:
         with self.slots:
             with self.lock:
                 if self.stopping:
-                    run.result = {"pair": run.pair.key, "outcome": "interrupted", "message": "the daemon is stopping"}
+                    run.result = run.stopped()
                 run.state = "running" if run.result is None else "done"
                 run.started_at = time.time()
             if run.result is None:
                 run.result = self._call(run)
         self._finish(run)
 
-    def _call(self, run: Run) -> dict[str, Any]:
+    def _call(self, run: Run) -> RunResult:
         try:
             return self.run_fn(run.pair, run.request, run.emit)
         except Exception as exc:  # a bug in one run must not stop the others
             log.exception("run failed", extra={"pair": run.pair.key})
-            return {"pair": run.pair.key, "outcome": "fatal", "message": f"internal error: {exc}"}
+            return RunResult.unreported(run.pair.key, Outcome.FATAL, f"internal error: {exc}")
 
     def _finish(self, run: Run) -> None:
         assert run.result is not None
         with self.lock:
             run.state = "done"
-            self.last[run.pair.key] = {**run.result, "finished_at": time.time(), "reason": run.request.reason}
+            self.last[run.pair.key] = LastRun(run.result, time.time(), run.request.reason)
             queue = self.pending.get(run.pair.key) or []
             following = queue.pop(0) if queue else None
             if following is None:
                 self.current.pop(run.pair.key, None)
             else:
                 self.current[run.pair.key] = following
-                threading.Thread(target=self._execute, args=(following,), name=f"run {run.pair.key}",
-                                 daemon=True).start()
+                threading.Thread(
+                    target=self._execute, args=(following,), name=f"run {run.pair.key}", daemon=True
+                ).start()
         run.finished.set()
         if self.on_result is not None:
-            self.on_result(run.pair, run.result)
+            self.on_result(run.pair, run.result, run.request.reason)
 
     def pause(self, keys: Iterable[str]) -> None:
         with self.lock:
@@ -204,7 +223,7 @@ class RunCoordinator:
             dropped = [run for queue in self.pending.values() for run in queue]
             self.pending.clear()
         for run in dropped:
-            run.result = {"pair": run.pair.key, "outcome": "interrupted", "message": "the daemon is stopping"}
+            run.result = run.stopped()
             run.state = "done"
             run.finished.set()
 
@@ -217,16 +236,26 @@ class RunCoordinator:
             time.sleep(0.05)
         return False
 
+    def last_run(self, key: str) -> LastRun | None:
+        """How the pair's last run in this process ended; None before its first."""
+        with self.lock:
+            return self.last.get(key)
+
     def describe(self, key: str) -> dict[str, Any]:
-        """The pair's state for ``status``: paused, what runs now, how the last run ended."""
+        """The pair's state for ``status``: paused, and what runs now (see :meth:`last_run`)."""
         with self.lock:
             run = self.current.get(key)
-            info: dict[str, Any] = {"paused": key in self.paused, "last": self.last.get(key)}
+            info: dict[str, Any] = {"paused": key in self.paused}
             if run is not None:
-                info["running"] = {"state": run.state, "phase": run.phase, "reason": run.request.reason,
-                                   "hinted": None if run.request.hints is None else len(run.request.hints),
-                                   "actions": run.actions_total, "done": run.actions_done,
-                                   "started_at": run.started_at}
+                info["running"] = {
+                    "state": run.state,
+                    "phase": run.phase,
+                    "reason": run.request.reason,
+                    "hinted": None if run.request.hints is None else len(run.request.hints),
+                    "actions": run.actions_total,
+                    "done": run.actions_done,
+                    "started_at": run.started_at,
+                }
                 info["queued"] = len(self.pending.get(key, []))
         return info
 
@@ -265,8 +294,12 @@ class PairScheduler:
             delay = random.uniform(0, spread) if pair.key in soon else pair.interval_s
             first = now + timedelta(seconds=delay)
             self.scheduler.add_job(
-                self.on_due, IntervalTrigger(seconds=pair.interval_s, jitter=jitter or None, timezone=UTC),
-                args=(pair.key,), id=pair.key, name=f"sync {pair.key}", next_run_time=first,
+                self.on_due,
+                IntervalTrigger(seconds=pair.interval_s, jitter=jitter or None, timezone=UTC),
+                args=(pair.key,),
+                id=pair.key,
+                name=f"sync {pair.key}",
+                next_run_time=first,
             )
             if pair.key in paused:
                 self.scheduler.pause_job(pair.key)

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from syncd.control import DaemonUnavailable, Request, send
+from syncd.control import Request, send
+from syncd.errors import DaemonUnavailable
 from syncd.remotes.dirbucket import DirBucket
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,19 +30,8 @@ STOP_TIMEOUT_S = 30.0
 
 
 def syncd_cmd() -> list[str]:
-    """``python -m syncd`` once cli.py hooks the daemon commands in; until then the same
-    commands from ``python -m syncd.cli_daemon``."""
-    import argparse
-
-    from syncd.cli import build_parser
-
-    commands = {
-        name
-        for action in build_parser()._actions
-        if isinstance(action, argparse._SubParsersAction)
-        for name in action.choices
-    }
-    return [sys.executable, "-m", "syncd" if "run" in commands else "syncd.cli_daemon"]
+    """The ``syncd`` command as a module of this interpreter."""
+    return [sys.executable, "-m", "syncd"]
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
@@ -225,6 +215,11 @@ def world() -> Iterator[World]:
 
 def json_lines(text: str) -> list[dict[str, Any]]:
     return [json.loads(line) for line in text.splitlines() if line.startswith("{")]
+
+
+def reports(text: str) -> dict[str, dict[str, Any]]:
+    """The ``report`` lines of ``syncd now --json`` output, by pair."""
+    return {line["pair"]: line for line in json_lines(text) if line.get("event") == "report"}
 
 
 def raw_exchange(path: Path, payload: bytes, timeout: float = 15) -> list[dict[str, Any]]:

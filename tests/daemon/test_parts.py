@@ -14,8 +14,11 @@ from typing import Any
 import pytest
 
 from syncd.config import PairConfig, load_config
-from syncd.control import ProtocolError, parse_request
+from syncd.control import parse_request
 from syncd.daemon import sd_notify, watchdog_interval
+from syncd.errors import ProtocolError
+from syncd.models import Outcome
+from syncd.outcomes import RunResult
 from syncd.scheduler import RunCoordinator, RunRequest
 from syncd.watch import MAX_HINTS, Debouncer, Watcher
 from tests.daemon.conftest import wait_for
@@ -24,18 +27,23 @@ from tests.daemon.conftest import wait_for
 def _pair(tmp_path: Path, name: str = "alice") -> PairConfig:
     (tmp_path / "files").mkdir(parents=True, exist_ok=True)
     config = tmp_path / "c.toml"
-    config.write_text(f'[daemon]\nstate_dir = "state"\n[users.{name}]\nfiles = {{ type = "local", path = "files" }}\n'
-                      'bucket = { type = "dir", path = "bucket" }\n')
+    config.write_text(
+        f'[daemon]\nstate_dir = "state"\n[users.{name}]\nfiles = {{ type = "local", path = "files" }}\n'
+        'bucket = { type = "dir", path = "bucket" }\n'
+    )
     return load_config(config).pairs[0]
 
 
-@pytest.mark.parametrize(("line", "needle"), [
-    (b"nope", "malformed request"),
-    (b'{"v": 1}', "unknown op"),
-    (b'{"v": 1, "op": "now", "target": 3}', "'target' must be"),
-    (b'{"v": 1, "op": "now", "extra": 1}', "unknown key"),
-    (b'{"op": "now"}', "unsupported protocol version None"),
-])
+@pytest.mark.parametrize(
+    ("line", "needle"),
+    [
+        (b"nope", "malformed request"),
+        (b'{"v": 1}', "unknown op"),
+        (b'{"v": 1, "op": "now", "target": 3}', "'target' must be"),
+        (b'{"v": 1, "op": "now", "extra": 1}', "unknown key"),
+        (b'{"op": "now"}', "unsupported protocol version None"),
+    ],
+)
 def test_bad_requests_are_named(line: bytes, needle: str) -> None:
     with pytest.raises(ProtocolError, match=needle):
         parse_request(line)
@@ -53,14 +61,14 @@ class _Gate:
         self.before_listing = threading.Event()
         self.calls: list[RunRequest] = []
 
-    def __call__(self, pair: PairConfig, request: RunRequest, emit: Callable[[str, dict[str, object]], None]) -> dict[
-        str, Any
-    ]:
+    def __call__(
+        self, pair: PairConfig, request: RunRequest, emit: Callable[[str, dict[str, object]], None]
+    ) -> RunResult:
         self.calls.append(request)
         assert self.before_listing.wait(10)
         emit("listing", {})
         emit("finished", {"outcome": "ok"})
-        return {"pair": pair.key, "outcome": "ok", "n": len(self.calls)}
+        return RunResult(pair.key, Outcome.OK, message=f"call {len(self.calls)}")
 
 
 def test_requests_before_listing_join_one_run(tmp_path: Path) -> None:
@@ -73,7 +81,7 @@ def test_requests_before_listing_join_one_run(tmp_path: Path) -> None:
     hinted = coordinator.request(pair, RunRequest("watch", hints=frozenset({"a.txt"})))
     assert first is second is hinted
     gate.before_listing.set()
-    assert first is not None and first.wait(10) == {"pair": "alice/default", "outcome": "ok", "n": 1}
+    assert first is not None and first.wait(10) == RunResult("alice/default", Outcome.OK, message="call 1")
     assert len(gate.calls) == 1
     assert [m["event"] for m in seen].count("finished") == 2  # both requesters got the progress
     assert {"event": "joined", "pair": "alice/default", "reason": "now"} in seen
@@ -85,12 +93,12 @@ def test_requests_after_listing_share_one_follow_up_run(tmp_path: Path) -> None:
     release = threading.Event()
     calls: list[RunRequest] = []
 
-    def run(pair: PairConfig, request: RunRequest, emit: Callable[[str, dict[str, object]], None]) -> dict[str, Any]:
+    def run(pair: PairConfig, request: RunRequest, emit: Callable[[str, dict[str, object]], None]) -> RunResult:
         calls.append(request)
         emit("listing", {})
         listing.set()
         assert release.wait(10)
-        return {"pair": pair.key, "outcome": "ok"}
+        return RunResult(pair.key, Outcome.OK)
 
     coordinator = RunCoordinator(run, max_parallel=2)
     first = coordinator.request(pair, RunRequest("schedule"))
@@ -106,14 +114,14 @@ def test_paused_pairs_get_no_runs_and_the_parallel_bound_holds(tmp_path: Path) -
     running, peak = [0], [0]
     lock = threading.Lock()
 
-    def run(pair: PairConfig, request: RunRequest, emit: Callable[[str, dict[str, object]], None]) -> dict[str, Any]:
+    def run(pair: PairConfig, request: RunRequest, emit: Callable[[str, dict[str, object]], None]) -> RunResult:
         with lock:
             running[0] += 1
             peak[0] = max(peak[0], running[0])
         time.sleep(0.05)
         with lock:
             running[0] -= 1
-        return {"pair": pair.key, "outcome": "ok"}
+        return RunResult(pair.key, Outcome.OK)
 
     coordinator = RunCoordinator(run, max_parallel=2)
     pairs = [_pair(tmp_path / str(i), f"user{i}") for i in range(6)]

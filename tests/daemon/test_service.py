@@ -21,6 +21,7 @@ from tests.daemon.conftest import (
     json_lines,
     put_object,
     raw_exchange,
+    reports,
     sha,
     syncd_cmd,
     tree_files,
@@ -28,6 +29,22 @@ from tests.daemon.conftest import (
 )
 
 WATCH_TIMEOUT_S = 20.0
+REPORT_KEYS = {
+    "event",
+    "pair",
+    "outcome",
+    "message",
+    "reported",
+    "done",
+    "errors",
+    "error_count",
+    "skipped",
+    "skipped_count",
+    "skipped_new",
+    "bytes",
+    "seconds",
+    "plan",
+}
 
 
 def test_now_through_the_socket_streams_progress_and_result(world: World) -> None:
@@ -38,9 +55,9 @@ def test_now_through_the_socket_streams_progress_and_result(world: World) -> Non
     events = [line.get("event") for line in lines]
     for expected in ("listing", "listed", "applying", "done", "finished"):
         assert expected in events, events
-    result = lines[-1]
-    assert result["ok"] is True and result["exit"] == 0
-    assert result["results"][0]["outcome"] == "ok" and result["results"][0]["done"] == {"copy": 2}
+    report = lines[-1]  # the same schema as an in-process run's (tests/integration/test_cli.py)
+    assert set(report) == REPORT_KEYS and report["event"] == "report" and report["reported"] is True
+    assert report["outcome"] == "ok" and report["done"] == {"copy": 2} and report["error_count"] == 0
     assert bucket_files(world.alice_bucket) == tree_files(world.alice)
 
     plain = world.cli("now", "alice")
@@ -141,7 +158,7 @@ def test_broken_pair_does_not_stop_the_other_user(world: World) -> None:
     daemon = world.daemon("--first-run-within", "3600")
     out = world.cli("now", "--json")
     assert out.returncode == 4, out.stderr
-    results = {r["pair"]: r for r in json_lines(out.stdout)[-1]["results"]}
+    results = reports(out.stdout)
     assert results["alice/default"]["outcome"] == "ok"
     assert results["bob/default"]["outcome"] == "fatal"
     assert "does not exist" in results["bob/default"]["message"]
@@ -278,7 +295,7 @@ def test_sigterm_between_items_then_restart_converges(world: World) -> None:
             client.wait(10)
     assert took < 20, took
     last = json_lines(rest)[-1]
-    assert last["ok"] and last["results"][0]["outcome"] == "interrupted", last
+    assert last["event"] == "report" and last["outcome"] == "interrupted" and not last["reported"], last
     status = world.cli("status", "alice")  # the index says so too: not "fatal", not "running"
     assert status.stdout.startswith("alice/default: interrupted, last run"), status.stdout
     copied = len(bucket_files(world.alice_bucket))

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,6 +16,23 @@ import pytest
 from tests.integration.cli_helpers import syncd
 
 REPO = Path(__file__).resolve().parents[2]
+# One `report` line per pair ends `syncd now --json`, in process and through the daemon alike.
+REPORT_KEYS = {
+    "event",
+    "pair",
+    "outcome",
+    "message",
+    "reported",
+    "done",
+    "errors",
+    "error_count",
+    "skipped",
+    "skipped_count",
+    "skipped_new",
+    "bytes",
+    "seconds",
+    "plan",
+}
 
 
 @pytest.fixture
@@ -52,9 +71,24 @@ def test_dry_run_prints_the_plan_and_changes_nothing(demo: Path) -> None:
 def test_json_output_is_one_object_per_line(demo: Path) -> None:
     result = syncd(demo, "now", "--json")
     lines = [json.loads(line) for line in result.stdout.splitlines()]
-    report = lines[-1]
+    report = lines[-1]  # the same schema as through the daemon (tests/daemon/test_service.py)
+    assert set(report) == REPORT_KEYS and report["reported"] is True and report["plan"] is None
     assert report["event"] == "report" and report["outcome"] == "ok" and report["done"] == {"copy": 4}
+    assert report["error_count"] == 0 and report["skipped_count"] == 0
     assert any(line["event"] == "listed" for line in lines)
+
+
+def test_json_reports_a_run_that_could_not_start(demo: Path) -> None:
+    """A pair whose run is refused still gets its report line (and its one error line)."""
+    state = demo.parent / "demo-state" / "demo" / "default"
+    with _lock_held(state) as holder:
+        result = syncd(demo, "now", "--json")
+    assert result.returncode == 5
+    report = json.loads(result.stdout.splitlines()[-1])
+    assert set(report) == REPORT_KEYS and report["outcome"] == "locked" and report["reported"] is False
+    assert result.stderr.splitlines() == [
+        f"syncd: error: demo/default: another sync of this pair is running (pid {holder.pid})"
+    ]
 
 
 def test_status_log_conflicts_and_check(demo: Path) -> None:
@@ -98,8 +132,9 @@ def test_exit_code_3_when_a_guard_aborts(demo: Path) -> None:
     assert "lists no files" in result.stderr
 
 
-def test_exit_code_5_when_another_run_holds_the_lock(demo: Path) -> None:
-    state = demo.parent / "demo-state" / "demo" / "default"
+@contextlib.contextmanager
+def _lock_held(state: Path) -> Iterator[subprocess.Popen[str]]:
+    """Another process holding the pair's lock for the ``with`` body."""
     holder = subprocess.Popen(
         [
             sys.executable,
@@ -113,12 +148,18 @@ def test_exit_code_5_when_another_run_holds_the_lock(demo: Path) -> None:
     )
     try:
         assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
-        result = syncd(demo, "now")
-        assert result.returncode == 5
-        assert f"another sync of this pair is running (pid {holder.pid})" in result.stderr
+        yield holder
     finally:
         holder.kill()
         holder.wait(10)
+
+
+def test_exit_code_5_when_another_run_holds_the_lock(demo: Path) -> None:
+    state = demo.parent / "demo-state" / "demo" / "default"
+    with _lock_held(state) as holder:
+        result = syncd(demo, "now")
+    assert result.returncode == 5
+    assert f"another sync of this pair is running (pid {holder.pid})" in result.stderr
 
 
 def test_exit_code_2_for_usage_errors() -> None:

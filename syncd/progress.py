@@ -1,0 +1,215 @@
+"""``syncd now`` as its user sees it: one renderer for a run in this process and for one the
+daemon runs, fed the same events and results.
+
+Input: *events*, the control protocol's event lines (``{"event": name, "pair": key, ...}``;
+an in-process run's progress is put in that shape by :meth:`NowRenderer.progress_for`), and
+one :class:`~syncd.outcomes.RunResult` per pair.
+
+Output, the same for both:
+
+* ``--json``: every event as it came, then one ``report`` line per pair (:func:`report_line`),
+  exact names; the human lines of a result (its message, an error) still go to stderr;
+* on a terminal: a rich progress bar, one row per pair;
+* otherwise plain lines on stderr: the number of actions, ``n/total done`` at most every
+  :data:`PLAIN_PROGRESS_EVERY_S`, every action with ``-v``, every failed item;
+* then per pair: the plan of a dry run and the summary on stdout, skipped names (the new
+  ones, every one with ``-v``) and the message on stderr; a run that has no report (refused,
+  stopped) is one ``syncd: error:`` line instead.
+
+Every human-readable line goes through :func:`syncd.display.printable` where it is written.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import Any
+
+from syncd.display import printable
+from syncd.outcomes import RunResult
+
+PLAIN_PROGRESS_EVERY_S = 2.0
+_WAITING = {"joined": "joined the run in progress", "queued": "queued after the run in progress"}
+
+
+def say(text: str) -> None:
+    """One human-readable line on stderr, escaped."""
+    print(printable(text), file=sys.stderr, flush=True)
+
+
+def fail(message: str) -> None:
+    """The ``syncd: error:`` line on stderr."""
+    say(f"syncd: error: {message}")
+
+
+def report_line(result: RunResult) -> dict[str, Any]:
+    """The ``--json`` line of a finished run (the README's Commands section documents it)."""
+    return {
+        "event": "report",
+        "pair": result.pair,
+        "outcome": result.outcome.value,
+        "message": result.message,
+        "reported": result.reported,
+        "done": dict(result.done),
+        "errors": [list(e) for e in result.errors],
+        "error_count": result.error_count,
+        "skipped": [list(s) for s in result.skipped],
+        "skipped_count": result.skipped_count,
+        "skipped_new": [list(s) for s in result.skipped_new],
+        "bytes": result.bytes_moved,
+        "seconds": result.seconds,
+        "plan": list(result.plan) if result.plan is not None else None,
+    }
+
+
+def summary(result: RunResult) -> str:
+    """``user/pair: ok: 4 copy; 1.2 KiB in 0.31s`` (+ failed and skipped counts)."""
+    done = ", ".join(f"{n} {kind}" for kind, n in sorted(result.done.items())) or "nothing to do"
+    line = f"{result.pair}: {result.outcome.value}: {done}; {size(result.bytes_moved)} in {result.seconds:.2f}s"
+    if result.error_count:
+        line += f"; {result.error_count} failed"
+    if result.skipped_count:
+        line += f"; {result.skipped_count} name(s) skipped"
+    return line
+
+
+def size(n: int) -> str:
+    """Bytes for people: ``512 B``, ``1.5 KiB``, ... ``3.0 GiB``."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"
+
+
+def naming(pair: str, message: str) -> str:
+    """``message`` led by the pair's key, once (many errors already name their pair)."""
+    return message if message.startswith(f"{pair}: ") else f"{pair}: {message}"
+
+
+@dataclass(slots=True)
+class _PairCount:
+    """Where one pair's run stands, for plain progress lines."""
+
+    done: int = 0
+    total: int = 0
+    last_line: float = field(default_factory=time.monotonic)
+
+
+class NowRenderer:
+    """Renders one ``syncd now``: use as a context manager (it owns the bar), feed it
+    :meth:`event` and :meth:`result`. ``bar`` None: a bar when stderr is a terminal and
+    the output is not JSON."""
+
+    def __init__(self, *, as_json: bool, verbose: bool, dry_run: bool, bar: bool | None = None) -> None:
+        self.as_json, self.verbose, self.dry_run = as_json, verbose, dry_run
+        self.use_bar = (not as_json and sys.stderr.isatty()) if bar is None else bar
+        self.counts: dict[str, _PairCount] = {}
+        self._bar: Any = None  # rich.progress.Progress, imported only when shown
+        self._tasks: dict[str, Any] = {}
+
+    def __enter__(self) -> NowRenderer:
+        if self.use_bar:
+            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+            self._bar = Progress(
+                TextColumn("[bold]{task.fields[pair]}[/] {task.description}"),
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeRemainingColumn(),
+                transient=True,
+            )
+            self._bar.start()
+        return self
+
+    def __exit__(
+        self, _type: type[BaseException] | None, _exc: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        if self._bar is not None:
+            self._bar.stop()
+
+    def progress_for(self, pair: str) -> Callable[[str, dict[str, object]], None]:
+        """The engine's progress callback for an in-process run of ``pair``."""
+
+        def progress(name: str, data: dict[str, object]) -> None:
+            self.event({"event": name, "pair": pair, **data})
+
+        return progress
+
+    # -- events -----------------------------------------------------------------------------
+
+    def event(self, message: dict[str, Any]) -> None:
+        """One progress event (a control protocol event line)."""
+        if self.as_json:
+            print(json.dumps(message), flush=True)
+        elif self._bar is not None:
+            self._bar_event(str(message.get("pair", "?")), message)
+        else:
+            self._plain_event(str(message.get("pair", "?")), message)
+
+    def _plain_event(self, pair: str, message: dict[str, Any]) -> None:
+        name = message.get("event")
+        count = self.counts.setdefault(pair, _PairCount())
+        if name == "applying":
+            count.total = int(message.get("actions") or 0)
+            say(f"{pair}: {count.total} action(s) to run")
+        elif name == "done":
+            count.done += 1
+            if self.verbose:
+                say(f"{pair}: {message.get('action')}")
+            elif time.monotonic() - count.last_line >= PLAIN_PROGRESS_EVERY_S:
+                count.last_line = time.monotonic()
+                say(f"{pair}: {count.done}/{count.total} done")
+        elif name == "error":
+            say(f"{pair}: error {message.get('path')}: {message.get('error')}")
+        elif name in _WAITING:
+            say(f"{pair}: {_WAITING[str(name)]}")
+
+    def _bar_event(self, pair: str, message: dict[str, Any]) -> None:
+        name = message.get("event")
+        task = self._tasks.get(pair)
+        if task is None:
+            task = self._tasks[pair] = self._bar.add_task("listing", total=None, pair=pair)
+        if name == "applying":
+            self._bar.update(task, description="syncing", total=message.get("actions"), completed=0)
+        elif name in ("done", "error"):
+            self._bar.advance(task)
+            if name == "error":
+                from rich.markup import escape
+
+                line = printable(f"{message.get('path')}: {message.get('error')}")
+                self._bar.console.print(f"[red]error[/] {escape(line)}")
+        elif name in ("hashing", "listed", *_WAITING):
+            self._bar.update(task, description=name)
+
+    # -- results ----------------------------------------------------------------------------
+
+    def result(self, result: RunResult) -> None:
+        """One pair's result: its report line (JSON), or its plan, skipped names and summary;
+        a run with no report is one error line."""
+        task = self._tasks.pop(result.pair, None)
+        if task is not None:
+            self._bar.remove_task(task)
+        if self.as_json:
+            print(json.dumps(report_line(result)), flush=True)
+        if not result.reported:
+            fail(naming(result.pair, result.message))
+            return
+        if not self.as_json:
+            self._show(result)
+        if result.message:  # in JSON mode too: for the human reading the logs
+            say(f"{result.pair}: {result.message}")
+
+    def _show(self, result: RunResult) -> None:
+        if self.dry_run and result.plan is not None:
+            print(printable(f"{result.pair}: plan ({len(result.plan)} actions, nothing changed):"))
+            for action in result.plan:
+                print(printable(f"  {action}"))
+        for path, reason in result.skipped if self.verbose else result.skipped_new:
+            say(f"{result.pair}: skipped {path}: {reason}")
+        print(printable(summary(result)), flush=True)
