@@ -1,16 +1,20 @@
 """One sync run of one pair: lock -> list -> hash what is needed -> plan -> guards -> apply.
 
-``sync_pair`` is the engine's only entry point; the CLI and the daemon both call it.
+``sync_pair`` is the wiring the CLI and the daemon call: it takes the pair's lock, opens its
+index and both remotes from the config, and hands them to ``run_sync``. ``run_sync`` is the
+engine: it runs on whatever opened remotes and index it is given (a test's, a caller's own),
+and opens or closes none of them.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
+from pathlib import Path
 
 from syncd.config import PairConfig
 from syncd.engine.apply import (
@@ -38,8 +42,7 @@ from syncd.engine.scan import (
 from syncd.errors import FatalError, GuardError, SyncdError, TransientError
 from syncd.index.store import Store
 from syncd.lock import pair_lock
-from syncd.models import Action, ActionKind, Base, Entry, Outcome, Plan, Report, Side
-from syncd.outcomes import INTERRUPTED_MESSAGE
+from syncd.models import Action, ActionKind, Base, ConflictPolicy, Entry, Mode, Outcome, Plan, Report, Side
 from syncd.remotes import remote_module
 from syncd.remotes.base import (
     Remote,
@@ -71,6 +74,53 @@ class RunOptions:
     hints: frozenset[str] | None = None  # sync only these paths (files or folders): a watcher's hint
 
 
+@dataclass(frozen=True, slots=True, kw_only=True)
+class SyncSettings:
+    """What a run needs of its pair besides the remotes and the index: what to sync and
+    how, and where the pair keeps its own state. :meth:`of` reads it from the config."""
+
+    key: str  # names the pair in the report and the log ("user/pair")
+    excludes: Callable[[str], bool]  # paths never synced (and never deleted for being gone)
+    policy: ConflictPolicy
+    mode: Mode
+    transfers: int  # actions (or batches) running at once, and parallel hash reads
+    max_delete_ratio: float  # the mass-delete guard's limit
+    trash_retention_days: int
+    state_dir: Path  # the pair's own folder: holds the stamp of the last trash purge
+
+    @classmethod
+    def of(cls, pair: PairConfig) -> SyncSettings:
+        return cls(
+            key=pair.key,
+            excludes=pair.excludes,
+            policy=pair.policy,
+            mode=pair.mode,
+            transfers=pair.transfers,
+            max_delete_ratio=pair.max_delete_ratio,
+            trash_retention_days=pair.trash_retention_days,
+            state_dir=pair.state_dir,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RunContext:
+    """One run: what its steps (plan, hash, apply, keep etags, purge) share. Everything
+    is fixed for the run except ``report``, which the steps fill in."""
+
+    remotes: Mapping[Side, Remote]
+    store: Store
+    settings: SyncSettings
+    options: RunOptions
+    report: Report
+    notify: ProgressFn
+    now: datetime  # the run's clock: conflict-copy names, the trash cutoff
+    run_id: int  # the index's record of this run (0 for a dry run, which records nothing)
+
+
+def _ignore_progress(_event: str, _data: dict[str, object]) -> None:
+    return None
+
+
 def open_remotes(pair: PairConfig, *, exclusive: bool = False) -> dict[Side, Remote]:
     """Open both remotes of ``pair``; ``exclusive`` when the caller holds the pair's lock."""
     remotes: dict[Side, Remote] = {}
@@ -86,49 +136,70 @@ def open_remotes(pair: PairConfig, *, exclusive: bool = False) -> dict[Side, Rem
 
 
 def sync_pair(pair: PairConfig, options: RunOptions = RunOptions(), progress: ProgressFn | None = None) -> Report:
-    """Run one sync of ``pair``. Never raises for item errors or guards: they are in the
-    report. :raises FatalError: lock held, credentials refused, missing root or bucket."""
-    notify = progress or (lambda _event, _data: None)
-    report = Report(pair=pair.key)
+    """Run one sync of ``pair`` under its lock, on its index and its remotes opened from the
+    config (closed again at the end). Never raises for item errors or guards: they are in
+    the report. :raises FatalError: lock held, credentials refused, missing root or bucket."""
+    notify = progress or _ignore_progress
     with pair_lock(pair.state_dir, pair.key):
         store = Store.open(pair.index_path)
         try:
             try:
                 remotes = open_remotes(pair, exclusive=True)
             except TransientError as exc:  # unreachable at connect: nothing was read or changed
+                report = Report(pair=pair.key)
                 report.outcome, report.message = Outcome.RETRY, f"{exc}; will retry on the next run"
                 notify("finished", {"outcome": report.outcome.value, "message": report.message})
                 return report
             try:
-                _run(pair, options, store, remotes, report, notify)
+                return run_sync(remotes, store, SyncSettings.of(pair), options, notify)
             finally:
                 for remote in remotes.values():
                     remote.close()
         finally:
             store.close()
-    return report
 
 
-def _run(
-    pair: PairConfig,
-    options: RunOptions,
+def run_sync(
+    remotes: Mapping[Side, Remote],
     store: Store,
-    remotes: dict[Side, Remote],
-    report: Report,
-    notify: ProgressFn,
-) -> None:
-    now = options.now or datetime.now()
-    run_id = 0 if options.dry_run else store.start_run()
+    settings: SyncSettings,
+    options: RunOptions = RunOptions(),
+    progress: ProgressFn | None = None,
+) -> Report:
+    """Sync ``remotes[Side.A]`` with ``remotes[Side.B]`` against the bases in ``store``, and
+    record the run there (unless a dry run). The caller opened the remotes and the store,
+    closes them, and makes sure no other run of the pair goes on meanwhile (the pair lock).
+
+    :returns: the report; item errors, guards, a server gone and fatal errors are in it.
+    :raises KeyboardInterrupt: the run was interrupted (its finished actions are recorded).
+    """
+    ctx = RunContext(
+        remotes=remotes,
+        store=store,
+        settings=settings,
+        options=options,
+        report=Report(pair=settings.key),
+        notify=progress or _ignore_progress,
+        now=options.now or datetime.now(),
+        run_id=0 if options.dry_run else store.start_run(),
+    )
+    _run(ctx)
+    return ctx.report
+
+
+def _run(ctx: RunContext) -> None:
+    options, store, report, notify = ctx.options, ctx.store, ctx.report, ctx.notify
+    interrupted = False  # the record says "interrupted": an outcome of no finished run, so not in Outcome
     try:
-        planned, snaps, bases = _plan(pair, options, store, remotes, report, notify, now)
+        planned, snaps, bases = _plan(ctx)
         report.skipped = [(a.path, a.reason) for a in planned.actions if a.kind is ActionKind.SKIP]
         if not options.dry_run:
             listings = {side: snaps[side].entries for side in Side}
-            applier = Applier(remotes, listings, bases, options.checkpoint)
-            applied = _apply(pair, options, store, applier, planned, report, notify, run_id)
+            applier = Applier(ctx.remotes, listings, bases, options.checkpoint)
+            applied = _apply(ctx, applier, planned)
             unsettled = {path for path, _ in report.errors} | applied.deferred
-            _keep_folder_etags(store, remotes, snaps, applied, unsettled=unsettled)
-            _purge_trash(pair, remotes, now)
+            _keep_folder_etags(store, ctx.remotes, snaps, applied, unsettled=unsettled)
+            _purge_trash(ctx)
     except GuardError as exc:
         report.outcome, report.message = Outcome.ABORTED, str(exc)
     except FatalError as exc:
@@ -136,7 +207,8 @@ def _run(
     except TransientError as exc:
         report.outcome, report.message = Outcome.RETRY, f"{exc}; will retry on the next run"
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, the daemon stopping: finished actions are recorded
-        report.outcome, report.message = Outcome.INTERRUPTED, str(exc) or INTERRUPTED_MESSAGE
+        interrupted = True
+        report.message = str(exc) or "interrupted; finished actions are recorded, the next run goes on from there"
         raise
     except BaseException as exc:  # a bug: the run record must not say "ok"
         report.outcome, report.message = Outcome.FATAL, f"stopped by {type(exc).__name__}: {exc}"
@@ -144,8 +216,8 @@ def _run(
     finally:
         if not options.dry_run:
             store.finish_run(
-                run_id,
-                outcome=report.outcome.value,
+                ctx.run_id,
+                outcome="interrupted" if interrupted else report.outcome.value,
                 counts=dict(report.done),
                 errors=len(report.errors),
                 bytes_moved=report.bytes_moved,
@@ -154,107 +226,127 @@ def _run(
     notify("finished", {"outcome": report.outcome.value, "message": report.message})
 
 
-def _plan(
-    pair: PairConfig,
-    options: RunOptions,
-    store: Store,
-    remotes: dict[Side, Remote],
-    report: Report,
-    notify: ProgressFn,
-    now: datetime,
-) -> tuple[Plan, dict[Side, Snapshot], dict[str, Base]]:
-    hints = options.hints
-    bases = {p: b for p, b in store.load_bases(under=hints).items() if not pair.excludes(p)}
-    notify("listing", {"hinted": len(hints) if hints is not None else None})
+def _plan(ctx: RunContext) -> tuple[Plan, dict[Side, Snapshot], dict[str, Base]]:
+    """List both sides, hash what the planner needs, plan, and check the guards.
+
+    :raises GuardError: a side lists empty, or the plan deletes too much (unless forced).
+    """
+    hints, excluded = ctx.options.hints, ctx.settings.excludes
+    bases = {p: b for p, b in ctx.store.load_bases(under=hints).items() if not excluded(p)}
+    ctx.notify("listing", {"hinted": len(hints) if hints is not None else None})
     with ThreadPoolExecutor(max_workers=2) as pool:
-        known = {side: store.load_folder_etags(side.value) if _tree_listing(remotes[side]) else {} for side in Side}
-        futures = {side: pool.submit(_scan_side, pair, remotes[side], side, bases, hints, known[side]) for side in Side}
+        known = {side: _known_folder_etags(ctx, side) for side in Side}
+        futures = {side: pool.submit(_scan_side, ctx, side, bases, known[side]) for side in Side}
         snaps: dict[Side, Snapshot] = {side: f.result() for side, f in futures.items()}
-    notify("listed", {"files": len(snaps[Side.A].entries), "bucket": len(snaps[Side.B].entries)})
+    ctx.notify("listed", {"files": len(snaps[Side.A].entries), "bucket": len(snaps[Side.B].entries)})
     for side, snap in snaps.items():
         for folder, cause in sorted(snap.unlisted.items()):
             why = f"cannot list this folder on {side.value} ({cause}); its files are left as they were"
-            report.errors.append((folder, why))
-    if not options.force and hints is None:
+            ctx.report.errors.append((folder, why))
+    if not ctx.options.force and hints is None:
         check_side_not_empty(len(bases), {side: len(snaps[side].entries) for side in Side})
-    _hash(pair, store, remotes, snaps, bases, notify)
-    caps_a, caps_b = remotes[Side.A].capabilities, remotes[Side.B].capabilities
-    settings = PlanSettings(
-        policy=pair.policy,
-        mode=pair.mode,
+    _hash(ctx, snaps, bases)
+    skipped = {**snaps[Side.A].skipped, **snaps[Side.B].skipped}
+    planned = plan(bases, snaps[Side.A].entries, snaps[Side.B].entries, _plan_settings(ctx), ctx.now, skipped)
+    if not ctx.options.force:
+        counted = len(bases) if hints is None else ctx.store.count_bases()
+        check_mass_delete(planned, counted, ctx.settings.max_delete_ratio)
+    ctx.report.plan = planned
+    return planned, snaps, bases
+
+
+def _plan_settings(ctx: RunContext) -> PlanSettings:
+    """The planner's settings: the pair's, and what each remote's names can be."""
+    caps_a, caps_b = ctx.remotes[Side.A].capabilities, ctx.remotes[Side.B].capabilities
+    return PlanSettings(
+        policy=ctx.settings.policy,
+        mode=ctx.settings.mode,
         fold_a=Folding(caps_a.case_insensitive, caps_a.unicode_normalizing),
         fold_b=Folding(caps_b.case_insensitive, caps_b.unicode_normalizing),
-        name_rules={side: r.name_problem for side, r in remotes.items() if isinstance(r, SupportsNameRules)},
+        name_rules={side: r.name_problem for side, r in ctx.remotes.items() if isinstance(r, SupportsNameRules)},
     )
-    skipped = {**snaps[Side.A].skipped, **snaps[Side.B].skipped}
-    planned = plan(bases, snaps[Side.A].entries, snaps[Side.B].entries, settings, now, skipped)
-    if not options.force:
-        check_mass_delete(planned, len(bases) if hints is None else store.count_bases(), pair.max_delete_ratio)
-    report.plan = planned
-    return planned, snaps, bases
 
 
 def _tree_listing(remote: Remote) -> bool:
     return remote.capabilities.tree_etags and isinstance(remote, SupportsTreeListing)
 
 
-def _scan_side(
-    pair: PairConfig,
-    remote: Remote,
-    side: Side,
-    bases: dict[str, Base],
-    hints: frozenset[str] | None,
-    known_folder_etags: dict[str, str],
-) -> Snapshot:
+def _known_folder_etags(ctx: RunContext, side: Side) -> dict[str, str]:
+    """The folder etags kept by the last clean run, for a side listed by tree etags."""
+    return ctx.store.load_folder_etags(side.value) if _tree_listing(ctx.remotes[side]) else {}
+
+
+def _scan_side(ctx: RunContext, side: Side, bases: dict[str, Base], known_folder_etags: dict[str, str]) -> Snapshot:
+    """One side's snapshot: the hinted paths only, or by tree etags, or a full listing."""
+    remote, excluded, hints = ctx.remotes[side], ctx.settings.excludes, ctx.options.hints
     if hints is not None:
-        return stat_paths(remote, side, pair.excludes, hints, bases)
+        return stat_paths(remote, side, excluded, hints, bases)
     if _tree_listing(remote):
         assert isinstance(remote, SupportsTreeListing)
-        snap, etags = list_side_by_tree(remote, side, pair.excludes, known_folder_etags, bases)
+        snap, etags = list_side_by_tree(remote, side, excluded, known_folder_etags, bases)
         snap.folder_etags = etags
         return snap
-    return list_side(remote, side, pair.excludes, bases)
+    return list_side(remote, side, excluded, bases)
 
 
-def _hash(
-    pair: PairConfig,
-    store: Store,
-    remotes: dict[Side, Remote],
-    snaps: dict[Side, Snapshot],
-    bases: dict[str, Base],
-    notify: ProgressFn,
-) -> None:
+def _hash(ctx: RunContext, snaps: dict[Side, Snapshot], bases: dict[str, Base]) -> None:
+    """Give the snapshots the content hashes the planner needs, then check the hashes that
+    are only claims where a claim alone would let the run skip moving bytes."""
     for side in Side:
-        cheap = remotes[side].capabilities.local_path
-        needed = paths_needing_hash(snaps[side], snaps[side.other], bases, reading_is_cheap=cheap)
-        if not needed:
-            continue
-        notify("hashing", {"side": side.value, "files": len(needed)})
-        cache = store.load_hash_cache(needed) if side is Side.A else {}
-        fresh = fill_hashes(remotes[side], snaps[side], needed, cache, pair.transfers)
-        if side is Side.A:
-            store.save_hashes(fresh)
+        _fill_hashes(ctx, side, snaps, bases)
     for side in Side:
-        if remotes[side].capabilities.hashes_are_claims:
-            checks = claims_to_check(snaps[side], snaps[side.other], bases)
-            if checks:
-                notify("hashing", {"side": side.value, "files": len(checks)})
-                for path in check_claims(remotes[side], snaps[side], checks, pair.transfers):
-                    log.warning(
-                        "%s: %r on %s does not have the SHA-256 its metadata claims", pair.key, path, side.value
-                    )
+        if ctx.remotes[side].capabilities.hashes_are_claims:
+            _check_claims(ctx, side, snaps, bases)
 
 
-def _apply(
-    pair: PairConfig,
-    options: RunOptions,
-    store: Store,
-    applier: Applier,
-    planned: Plan,
-    report: Report,
-    notify: ProgressFn,
-    run_id: int,
-) -> Applied:
+def _fill_hashes(ctx: RunContext, side: Side, snaps: dict[Side, Snapshot], bases: dict[str, Base]) -> None:
+    """Hash what ``side``'s listing left without one; side A's hashes are cached in the
+    index (reading a local file again costs the same as the first time)."""
+    remote = ctx.remotes[side]
+    cheap = remote.capabilities.local_path
+    needed = paths_needing_hash(snaps[side], snaps[side.other], bases, reading_is_cheap=cheap)
+    if not needed:
+        return
+    ctx.notify("hashing", {"side": side.value, "files": len(needed)})
+    cache = ctx.store.load_hash_cache(needed) if side is Side.A else {}
+    fresh = fill_hashes(remote, snaps[side], needed, cache, ctx.settings.transfers)
+    if side is Side.A:
+        ctx.store.save_hashes(fresh)
+
+
+def _check_claims(ctx: RunContext, side: Side, snaps: dict[Side, Snapshot], bases: dict[str, Base]) -> None:
+    checks = claims_to_check(snaps[side], snaps[side.other], bases)
+    if not checks:
+        return
+    ctx.notify("hashing", {"side": side.value, "files": len(checks)})
+    for path in check_claims(ctx.remotes[side], snaps[side], checks, ctx.settings.transfers):
+        log.warning("%s: %r on %s does not have the SHA-256 its metadata claims", ctx.settings.key, path, side.value)
+
+
+# -- applying -------------------------------------------------------------------------------
+
+
+def deferred_paths(actions: Iterable[Action], next_retry: Mapping[str, float], now: float) -> set[str]:
+    """The paths of ``actions`` still waiting out the backoff of an earlier item error:
+    ``next_retry`` (path -> when it may be tried again, epoch seconds) is after ``now``."""
+    return {a.path for a in actions if a.path in next_retry and next_retry[a.path] > now}
+
+
+def transient_streak(streak: int, error: Exception | None) -> int:
+    """The transient failures in a row once one more action ended with ``error`` (None: it
+    succeeded), after ``streak`` of them. A success, or an error of the item itself, ends
+    the streak: the server answered."""
+    return streak + 1 if isinstance(error, TransientError) else 0
+
+
+def server_gone(streak: int) -> bool:
+    """Whether ``streak`` transient failures in a row mean the server is gone: the other
+    items would fail the same way, and a backoff kept for each would delay them once it is
+    back, so the run stops (to be retried as a whole)."""
+    return streak >= TRANSIENT_STREAK
+
+
+def _apply(ctx: RunContext, applier: Applier, planned: Plan) -> Applied:
     """Run the plan's actions: create the folders they write into first (remotes that can),
     then run them, small new files in batches where a remote can batch.
 
@@ -263,70 +355,74 @@ def _apply(
         to be retried (a server gone while folders were created, or too many failures in a row).
     """
     actions = [a for a in planned.actions if a.kind is not ActionKind.SKIP]
-    deferred = _waiting_paths(store, actions) if options.respect_backoff else set()
+    deferred: set[str] = set()
+    if ctx.options.respect_backoff:
+        retry_at = {e.path: e.next_retry for e in ctx.store.item_errors()}
+        deferred = deferred_paths(actions, retry_at, time.time())
     if deferred:
-        report.deferred = len(deferred)
+        ctx.report.deferred = len(deferred)
         actions = [a for a in actions if a.path not in deferred]
-    total = len(actions)
-    notify("applying", {"actions": total, "bytes": _planned_bytes(actions, applier.listings)})
-    checkpoint = options.checkpoint or (lambda _stage: None)
-    batch = _Batch(store, run_id, checkpoint)
+    ctx.notify("applying", {"actions": len(actions), "bytes": _planned_bytes(actions, applier.listings)})
+    batch = _Batch(ctx.store, ctx.run_id, ctx.options.checkpoint or (lambda _stage: None))
     prepare_target_folders(applier.remotes, actions)
     # Asked only now: a remote may accept only files in the folders this run created.
     chosen = choose_batches(actions, applier.listings, *batch_settings(applier.remotes))
-
     applied = Applied(deferred)
-    touched = applied.touched
-    streak = 0  # transient failures in a row, with no success between them
-    transient_failures: list[str] = []
-
-    def on_done(done: Done) -> None:
-        nonlocal streak
-        streak = 0
-        batch.add(done)
-        for side, path in changed_paths(done.action):
-            touched[side].add(path)
-        applied.note(done)
-        report.done[done.action.kind.value] += 1
-        report.bytes_moved += done.bytes_moved
-        notify("done", {"action": done.action.describe(), "bytes": done.bytes_moved, "total": total})
-
-    def on_error(action: Action, exc: Exception) -> None:
-        nonlocal streak
-        transient = isinstance(exc, TransientError)
-        streak = streak + 1 if transient else 0
-        if streak >= TRANSIENT_STREAK:
-            # The server went away: the other items would fail the same way, and a backoff
-            # kept for each would delay them once it is back. Stop; the run is retried.
-            for path in transient_failures:
-                store.clear_item_error(path)
-            raise TransientError(f"stopped after {streak} failures in a row: {exc}")
-        if transient:
-            transient_failures.append(action.path)
-        info = store.record_item_error(action.path, str(exc), time.time())
-        report.errors.append((action.path, str(exc)))
-        notify("error", {"path": action.path, "error": str(exc), "attempts": info.attempts})
-
+    ends = _ActionEnds(ctx, batch, applied, total=len(actions))
     try:
-        run_actions(applier, chosen.singles, pair.transfers, on_done, on_error, chosen.batches)
+        run_actions(applier, chosen.singles, ctx.settings.transfers, ends.done, ends.failed, chosen.batches)
     except (Exception, KeyboardInterrupt):
         batch.flush()  # record what finished before the run stopped
         raise
     batch.flush()
-    for side, paths in touched.items():
-        remote = applier.remotes[side]
-        if paths and isinstance(remote, SupportsAfterChanges):
-            report.errors.extend((side.value, failure) for failure in remote.after_changes(paths))
-    if report.errors:
-        report.outcome = Outcome.ITEM_ERRORS
-        report.message = f"{len(report.errors)} item(s) failed; they are retried on the next runs"
+    _tell_after_changes(ctx, applied)
+    if ctx.report.errors:
+        ctx.report.outcome = Outcome.ITEM_ERRORS
+        ctx.report.message = f"{len(ctx.report.errors)} item(s) failed; they are retried on the next runs"
     return applied
 
 
-def _waiting_paths(store: Store, actions: list[Action]) -> set[str]:
-    """Paths of ``actions`` whose retry time (backoff after an item error) has not come."""
-    waiting = {e.path for e in store.item_errors() if e.next_retry > time.time()}
-    return {a.path for a in actions if a.path in waiting}
+class _ActionEnds:
+    """Takes each action's end, in the calling thread: records finished work (in batches)
+    and item errors (with their backoff), counts them in the report and tells the progress.
+    Stops the run when the failures in a row say the server is gone (:func:`server_gone`)."""
+
+    def __init__(self, ctx: RunContext, batch: _Batch, applied: Applied, *, total: int) -> None:
+        self.ctx, self.batch, self.applied, self.total = ctx, batch, applied, total
+        self.streak = 0
+        self.transient_failures: list[str] = []  # their backoff is dropped if the run stops
+
+    def done(self, done: Done) -> None:
+        self.streak = transient_streak(self.streak, None)
+        self.batch.add(done)
+        self.applied.note(done)
+        report = self.ctx.report
+        report.done[done.action.kind.value] += 1
+        report.bytes_moved += done.bytes_moved
+        self.ctx.notify("done", {"action": done.action.describe(), "bytes": done.bytes_moved, "total": self.total})
+
+    def failed(self, action: Action, exc: Exception) -> None:
+        """Record the item error. :raises TransientError: the server is gone; the backoff
+        of this streak's failures is dropped, so nothing waits once it is back."""
+        store = self.ctx.store
+        self.streak = transient_streak(self.streak, exc)
+        if server_gone(self.streak):
+            for path in self.transient_failures:
+                store.clear_item_error(path)
+            raise TransientError(f"stopped after {self.streak} failures in a row: {exc}")
+        if isinstance(exc, TransientError):
+            self.transient_failures.append(action.path)
+        info = store.record_item_error(action.path, str(exc), time.time())
+        self.ctx.report.errors.append((action.path, str(exc)))
+        self.ctx.notify("error", {"path": action.path, "error": str(exc), "attempts": info.attempts})
+
+
+def _tell_after_changes(ctx: RunContext, applied: Applied) -> None:
+    """Tell each remote that wants to know which paths the run changed on it."""
+    for side, paths in applied.touched.items():
+        remote = ctx.remotes[side]
+        if paths and isinstance(remote, SupportsAfterChanges):
+            ctx.report.errors.extend((side.value, failure) for failure in remote.after_changes(paths))
 
 
 @dataclass(slots=True)
@@ -339,6 +435,9 @@ class Applied:
     sizes: dict[str, int | None] = field(default_factory=dict)
 
     def note(self, done: Done) -> None:
+        """Add what one finished action wrote or removed."""
+        for side, path in changed_paths(done.action):
+            self.touched[side].add(path)
         for path in done.drop:
             self.sizes[path] = None
         for base in done.put:
@@ -450,16 +549,16 @@ def _planned_bytes(actions: list[Action], listings: Mapping[Side, Mapping[str, E
     return total
 
 
-def _purge_trash(pair: PairConfig, remotes: dict[Side, Remote], now: datetime) -> None:
+def _purge_trash(ctx: RunContext) -> None:
     """Empty trash older than the retention, at most once a day per pair."""
-    stamp = pair.state_dir / "last-trash-purge"
+    stamp = ctx.settings.state_dir / "last-trash-purge"
     try:
         if time.time() - stamp.stat().st_mtime < PURGE_EVERY_S:
             return
     except FileNotFoundError:
         pass
-    cutoff = now - timedelta(days=pair.trash_retention_days)
-    for remote in remotes.values():
+    cutoff = ctx.now - timedelta(days=ctx.settings.trash_retention_days)
+    for remote in ctx.remotes.values():
         try:
             remote.purge_trash(cutoff)
         except SyncdError:
