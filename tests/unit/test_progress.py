@@ -1,0 +1,101 @@
+"""The one renderer of ``syncd now``: the same lines from in-process events and daemon lines."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from syncd.control import result_from_json, result_to_json
+from syncd.models import Outcome
+from syncd.outcomes import RunResult
+from syncd.progress import NowRenderer, naming, report_line, size, summary
+
+PAIR = "alice/default"
+DONE = RunResult(PAIR, Outcome.OK, seconds=0.5, done={"copy": 2}, bytes_moved=3 << 20)
+
+
+def _feed(render: NowRenderer, result: RunResult) -> None:
+    with render:
+        progress = render.progress_for(PAIR)
+        progress("applying", {"actions": 2})
+        progress("done", {"action": "copy     files -> bucket a.txt"})
+        progress("error", {"path": "b\x1b[2J.txt", "error": "refused"})
+        render.result(result)
+
+
+def test_plain_lines(capsys: pytest.CaptureFixture[str]) -> None:
+    _feed(NowRenderer(as_json=False, verbose=True, dry_run=False, bar=False), DONE)
+    out, err = capsys.readouterr()
+    assert out == "alice/default: ok: 2 copy; 3.0 MiB in 0.50s\n"
+    assert err.splitlines() == [
+        "alice/default: 2 action(s) to run",
+        "alice/default: copy     files -> bucket a.txt",
+        "alice/default: error b\\x1b[2J.txt: refused",  # escaped: a name cannot clear the screen
+    ]
+
+
+def test_json_lines_keep_exact_names(capsys: pytest.CaptureFixture[str]) -> None:
+    _feed(NowRenderer(as_json=True, verbose=False, dry_run=False), DONE)
+    lines = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [line["event"] for line in lines] == ["applying", "done", "error", "report"]
+    assert lines[2]["path"] == "b\x1b[2J.txt" and lines[-1] == report_line(DONE)
+
+
+def test_a_result_through_the_daemon_renders_as_in_process(capsys: pytest.CaptureFixture[str]) -> None:
+    result = RunResult(
+        PAIR,
+        Outcome.ITEM_ERRORS,
+        message="1 item(s) failed",
+        errors=(("b.txt", "refused"),),
+        error_count=1,
+        skipped=(("a\nb", "unsafe"),),
+        skipped_count=1,
+        skipped_new=(("a\nb", "unsafe"),),
+        plan=("copy a",),
+    )
+    for as_json in (False, True):
+        shown = []
+        for each in (result, result_from_json(json.loads(json.dumps(result_to_json(result))))):
+            NowRenderer(as_json=as_json, verbose=False, dry_run=True, bar=False).result(each)
+            shown.append(capsys.readouterr())
+        assert shown[0] == shown[1]
+    NowRenderer(as_json=False, verbose=False, dry_run=True, bar=False).result(result)
+    out, err = capsys.readouterr()
+    assert out.splitlines() == [
+        "alice/default: plan (1 actions, nothing changed):",
+        "  copy a",
+        "alice/default: item-errors: nothing to do; 0 B in 0.00s; 1 failed; 1 name(s) skipped",
+    ]
+    assert err.splitlines() == ["alice/default: skipped a\\nb: unsafe", "alice/default: 1 item(s) failed"]
+
+
+def test_a_run_without_a_report_is_one_error_line(capsys: pytest.CaptureFixture[str]) -> None:
+    refused = RunResult.unreported(PAIR, Outcome.PAUSED, "paused; `syncd resume alice/default` first")
+    NowRenderer(as_json=False, verbose=False, dry_run=False, bar=False).result(refused)
+    out, err = capsys.readouterr()
+    assert out == "" and err == "syncd: error: alice/default: paused; `syncd resume alice/default` first\n"
+
+
+def test_daemon_waits_are_said(capsys: pytest.CaptureFixture[str]) -> None:
+    render = NowRenderer(as_json=False, verbose=False, dry_run=False, bar=False)
+    render.event({"event": "joined", "pair": PAIR, "reason": "now"})
+    render.event({"event": "listing", "pair": PAIR})
+    assert capsys.readouterr().err == "alice/default: joined the run in progress\n"
+
+
+def test_the_bar_takes_events_and_results(capsys: pytest.CaptureFixture[str]) -> None:
+    _feed(NowRenderer(as_json=False, verbose=False, dry_run=False, bar=True), DONE)
+    assert "alice/default: ok: 2 copy" in capsys.readouterr().out
+
+
+def test_small_helpers() -> None:
+    assert [size(n) for n in (512, 1536, 5 << 20, 3 << 30, 5 << 40)] == [
+        "512 B",
+        "1.5 KiB",
+        "5.0 MiB",
+        "3.0 GiB",
+        "5120.0 GiB",
+    ]
+    assert naming(PAIR, f"{PAIR}: held") == f"{PAIR}: held" and naming(PAIR, "held") == f"{PAIR}: held"
+    assert summary(RunResult(PAIR, Outcome.RETRY)) == "alice/default: retry: nothing to do; 0 B in 0.00s"
