@@ -43,6 +43,7 @@ from syncd.errors import FatalError, GuardError, SyncdError, TransientError
 from syncd.index.store import Store
 from syncd.lock import pair_lock
 from syncd.models import Action, ActionKind, Base, ConflictPolicy, Entry, Mode, Outcome, Plan, Report, Side
+from syncd.outcomes import INTERRUPTED_MESSAGE
 from syncd.remotes import remote_module
 from syncd.remotes.base import (
     Remote,
@@ -189,7 +190,6 @@ def run_sync(
 
 def _run(ctx: RunContext) -> None:
     options, store, report, notify = ctx.options, ctx.store, ctx.report, ctx.notify
-    interrupted = False  # the record says "interrupted": an outcome of no finished run, so not in Outcome
     try:
         planned, snaps, bases = _plan(ctx)
         report.skipped = [(a.path, a.reason) for a in planned.actions if a.kind is ActionKind.SKIP]
@@ -207,8 +207,7 @@ def _run(ctx: RunContext) -> None:
     except TransientError as exc:
         report.outcome, report.message = Outcome.RETRY, f"{exc}; will retry on the next run"
     except KeyboardInterrupt as exc:  # Ctrl-C, SIGTERM, the daemon stopping: finished actions are recorded
-        interrupted = True
-        report.message = str(exc) or "interrupted; finished actions are recorded, the next run goes on from there"
+        report.outcome, report.message = Outcome.INTERRUPTED, str(exc) or INTERRUPTED_MESSAGE
         raise
     except BaseException as exc:  # a bug: the run record must not say "ok"
         report.outcome, report.message = Outcome.FATAL, f"stopped by {type(exc).__name__}: {exc}"
@@ -217,7 +216,7 @@ def _run(ctx: RunContext) -> None:
         if not options.dry_run:
             store.finish_run(
                 ctx.run_id,
-                outcome="interrupted" if interrupted else report.outcome.value,
+                outcome=report.outcome.value,
                 counts=dict(report.done),
                 errors=len(report.errors),
                 bytes_moved=report.bytes_moved,
