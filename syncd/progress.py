@@ -104,7 +104,8 @@ class _PairCount:
 class NowRenderer:
     """Renders one ``syncd now``: use as a context manager (it owns the bar), feed it
     :meth:`event` and :meth:`result`. ``bar`` None: a bar when stderr is a terminal and
-    the output is not JSON."""
+    the output is not JSON. The bar shows while a run goes on and is gone (transient)
+    before results are printed, so they never mix with it."""
 
     def __init__(self, *, as_json: bool, verbose: bool, dry_run: bool, bar: bool | None = None) -> None:
         self.as_json, self.verbose, self.dry_run = as_json, verbose, dry_run
@@ -114,7 +115,15 @@ class NowRenderer:
         self._tasks: dict[str, Any] = {}
 
     def __enter__(self) -> NowRenderer:
-        if self.use_bar:
+        return self
+
+    def __exit__(
+        self, _type: type[BaseException] | None, _exc: BaseException | None, _tb: TracebackType | None
+    ) -> None:
+        self._stop_bar()
+
+    def _start_bar(self) -> Any:
+        if self._bar is None:
             from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._bar = Progress(
@@ -125,13 +134,13 @@ class NowRenderer:
                 transient=True,
             )
             self._bar.start()
-        return self
+        return self._bar
 
-    def __exit__(
-        self, _type: type[BaseException] | None, _exc: BaseException | None, _tb: TracebackType | None
-    ) -> None:
+    def _stop_bar(self) -> None:
         if self._bar is not None:
             self._bar.stop()
+            self._bar = None
+            self._tasks.clear()
 
     def progress_for(self, pair: str) -> Callable[[str, dict[str, object]], None]:
         """The engine's progress callback for an in-process run of ``pair``."""
@@ -147,7 +156,7 @@ class NowRenderer:
         """One progress event (a control protocol event line)."""
         if self.as_json:
             print(json.dumps(message), flush=True)
-        elif self._bar is not None:
+        elif self.use_bar:
             self._bar_event(str(message.get("pair", "?")), message)
         else:
             self._plain_event(str(message.get("pair", "?")), message)
@@ -172,20 +181,21 @@ class NowRenderer:
 
     def _bar_event(self, pair: str, message: dict[str, Any]) -> None:
         name = message.get("event")
+        bar = self._start_bar()
         task = self._tasks.get(pair)
         if task is None:
-            task = self._tasks[pair] = self._bar.add_task("listing", total=None, pair=pair)
+            task = self._tasks[pair] = bar.add_task("listing", total=None, pair=pair)
         if name == "applying":
-            self._bar.update(task, description="syncing", total=message.get("actions"), completed=0)
+            bar.update(task, description="syncing", total=message.get("actions"), completed=0)
         elif name in ("done", "error"):
-            self._bar.advance(task)
+            bar.advance(task)
             if name == "error":
                 from rich.markup import escape
 
                 line = printable(f"{message.get('path')}: {message.get('error')}")
-                self._bar.console.print(f"[red]error[/] {escape(line)}")
+                bar.console.print(f"[red]error[/] {escape(line)}")
         elif name in ("hashing", "listed", *_WAITING):
-            self._bar.update(task, description=name)
+            bar.update(task, description=name)
 
     # -- results ----------------------------------------------------------------------------
 
@@ -195,6 +205,8 @@ class NowRenderer:
         task = self._tasks.pop(result.pair, None)
         if task is not None:
             self._bar.remove_task(task)
+        if not self._tasks:  # no run left to show: clear the bar before the result's lines
+            self._stop_bar()
         if self.as_json:
             print(json.dumps(report_line(result)), flush=True)
         if not result.reported:
