@@ -7,12 +7,18 @@ the disk and SQLite, whose timing varies on a shared machine.
 
 The profiles are registered here but not loaded globally, so they change nothing for
 Hypothesis tests elsewhere; the model tests pick theirs with :func:`model_settings`.
+The ``model_root`` fixture (a folder in RAM) is shared by every test of this folder.
 """
 
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
 
+import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.errors import InvalidArgument
 
@@ -41,3 +47,19 @@ def model_settings() -> settings:
         return settings.get_profile(os.environ.get("HYPOTHESIS_PROFILE", DEFAULT_PROFILE))
     except InvalidArgument:
         return settings.get_profile(DEFAULT_PROFILE)
+
+
+@pytest.fixture
+def model_root(tmp_path: Path) -> Iterator[Path]:
+    """A folder in RAM when there is one (``/dev/shm``, or ``$SYNCD_MODEL_TMP``): every write
+    the engine makes is fsynced, which on a disk costs more than the whole rest of an example.
+    Durability across power loss is not what this test checks (crashes here are in-process)."""
+    ram = Path(os.environ.get("SYNCD_MODEL_TMP", "/dev/shm"))
+    if not (ram.is_dir() and os.access(ram, os.W_OK)):
+        yield tmp_path
+        return
+    root = Path(tempfile.mkdtemp(prefix="syncd-model-", dir=ram))
+    try:
+        yield root
+    finally:
+        shutil.rmtree(root, ignore_errors=True)

@@ -36,9 +36,7 @@ import hashlib
 import io
 import os
 import shutil
-import tempfile
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -443,22 +441,6 @@ class SyncModel(RuleBasedStateMachine):
             assert set(world.files) <= set(world.bucket), f"upload-only left files off the bucket: {world}"
         else:
             assert set(world.bucket) <= set(world.files), f"download-only left objects off the files: {world}"
-
-
-@pytest.fixture
-def model_root(tmp_path: Path) -> Iterator[Path]:
-    """A folder in RAM when there is one (``/dev/shm``, or ``$SYNCD_MODEL_TMP``): every write
-    the engine makes is fsynced, which on a disk costs more than the whole rest of an example.
-    Durability across power loss is not what this test checks (crashes here are in-process)."""
-    ram = Path(os.environ.get("SYNCD_MODEL_TMP", "/dev/shm"))
-    if not (ram.is_dir() and os.access(ram, os.W_OK)):
-        yield tmp_path
-        return
-    root = Path(tempfile.mkdtemp(prefix="syncd-model-", dir=ram))
-    try:
-        yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def run_model(root: Path, variant: Variant, base: settings) -> None:
