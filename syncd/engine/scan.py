@@ -166,10 +166,11 @@ def paths_needing_hash(
 
 def claims_to_check(snap: Snapshot, other: Snapshot, bases: Mapping[str, Base]) -> list[str]:
     """Paths of ``snap`` (a remote whose hashes are claims: metadata any writer can set) whose
-    claimed hash alone would let the sync skip moving bytes: it equals the hash of the other
-    side's file at that path, the base's (a change that looks like an mtime-only one), or that
-    of a vanished path (a rename). Such a claim is checked against the bytes once; an entry
-    whose etag is the base's was checked when the base was recorded."""
+    claimed hash alone decides what the sync does: it equals the hash of the other side's file
+    at that path, the base's (a change that looks like an mtime-only one), or that of a vanished
+    path (a rename), or it differs from the hash of a file of the same size that changed on the
+    other side too (a conflict, unless the bytes are the same). Such a claim is checked against
+    the bytes once; an entry whose etag is the base's was checked when the base was recorded."""
     side_a = snap.side is Side.A
     vanished = {b.content_hash for p, b in bases.items() if b.content_hash and p not in snap.entries}
     checks = []
@@ -181,8 +182,10 @@ def claims_to_check(snap: Snapshot, other: Snapshot, bases: Mapping[str, Base]) 
         if base is not None and entry.etag == (base.a_etag if side_a else base.b_etag):
             continue
         theirs = other.entries.get(path)
+        same_size_both_changed = theirs is not None and theirs.size == entry.size and _changed_too(theirs, base, side_a)
         if (
             (theirs is not None and theirs.content_hash == claim)
+            or same_size_both_changed
             or (base is not None and base.content_hash == claim)
             or claim in vanished
         ):

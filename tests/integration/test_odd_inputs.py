@@ -265,3 +265,13 @@ def test_a_full_disk_reads_the_same_on_both_sides(tmp_path: Path, small_disk: Pa
     assert "\n" not in on_files + on_bucket
     leftovers = [p for p in small_disk.rglob("*") if p.is_file() and p.stat().st_size > 0]
     assert leftovers == [], f"half-written files left on the full disk: {leftovers}"
+
+
+def test_identical_bytes_under_a_lying_hash_are_never_a_conflict(env: PairEnv) -> None:
+    """Both sides new with the same bytes, the bucket's metadata claiming another hash: the
+    claim is checked against the bytes, which are the same: recorded, not a conflict."""
+    env.write_a("same.txt", b"the same bytes")
+    _plant_lying_object(env, "same.txt", b"the same bytes", hashlib.sha256(b"something else").hexdigest())
+    report = env.sync()
+    assert report.outcome is Outcome.OK and report.done == {"record": 1}, (report.done, report.errors)
+    assert env.tree_a() == env.tree_b() == {"same.txt": b"the same bytes"}
