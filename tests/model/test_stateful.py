@@ -42,9 +42,9 @@ Checked after every sync (see DESIGN.md, invariants 1-6, 8, 10, 13, 18, 19):
   claim is never recorded).
 
 Behind a lying claim of a change on the bucket (and only there), the oracle also accepts what
-believing the claim leads to: the same bytes copied over themselves, a deletion undone
-(modify wins), and, as a known gap (``CLAIMS_OF_CHANGE_BELIEVED``), a conflict where the
-bytes say there is none.
+believing the claim leads to where only a download could tell: the same bytes copied over
+themselves, a deletion undone (modify wins), and, as a known gap (``CLAIMS_OF_CHANGE_BELIEVED``),
+a conflict with an edit of another size where the bucket's bytes did not change.
 
 A crashed run is followed, at the latest at the next ``sync`` step, by a normal run that must
 converge with no manual step. Profiles: ``tests/model/conftest.py`` (``HYPOTHESIS_PROFILE=ci``).
@@ -93,13 +93,12 @@ from tests.model.odd_inputs import (
 # compares it with the real dates of trashed versions) never purges anything during a test.
 NOW = datetime(2026, 1, 2, 3, 4, 5)
 
-# Known syncd gap (tests/model/test_foreign_claims.py, xfail strict until fixed): where
-# both sides changed (or are new), a bucket claim that says "changed, and not what the files
-# side holds" is believed without reading the bytes, which a remote without hashes would read
-# in that very case. Unchanged bytes then become a conflict with a real edit (under
-# prefer-bucket, the stale version wins the name), and the same bytes on both sides a
-# conflict (DESIGN 3). Nothing is lost, so while this is True the oracle also accepts the
-# result of believing the claim; set it to False once those tests pass.
+# Known syncd gap (test_foreign_claims.py, "other-size-edit", xfail strict until fixed): where
+# both sides changed and the files side's file has another size than the bucket's object, a
+# bucket claim that its object changed is believed unread (a remote without hashes is read in
+# that case). If the object's bytes are in fact the base's, a real edit meets a conflict that
+# is none (under prefer-bucket the stale version takes the name back). Nothing is lost, so
+# while this is True the oracle also accepts that result; set it to False once that test passes.
 CLAIMS_OF_CHANGE_BELIEVED = True
 
 NFC = "caf\u00e9.txt"
@@ -183,23 +182,17 @@ class Expected:
 
 
 def tolerated_move(before: World, bases: dict[str, Base], path: str) -> str | None:
-    """Why syncd may move the same bytes over themselves at ``path``, or None. Only ever
-    behind a lying claim on the bucket (checked against the bytes where it would spare a
-    transfer, believed where it causes one):
-
-    * ``"claimed edit"``: the bytes are the base's on both sides, but the bucket's claim says
-      they changed: syncd copies them. Checking the claim would cost the very download the
-      copy makes, and the copy is checked against the bytes: a fair trade, not a bug.
-    * ``"claimed difference"``: both sides new or changed to the same bytes: a conflict (a
-      known gap, see ``CLAIMS_OF_CHANGE_BELIEVED``).
-    """
+    """Why syncd may move the same bytes over themselves at ``path``, or None. Only one case,
+    behind a lying claim on the bucket: the bytes are the base's on both sides, but the
+    bucket's claim says they changed, and nothing else changed: syncd copies them. Checking
+    the claim would cost the very download the copy makes, and the copy is checked against
+    the bytes: a fair trade, not a bug. (The same bytes new or changed on both sides are
+    never a conflict: syncd reads a claim before it would make one of them.)"""
     a, b = before.files.get(path), before.bucket.get(path)
     if a is None or a != b or path not in before.lying:
         return None
     base = bases.get(path)
-    if base is not None and base.content_hash == sha256(a):
-        return "claimed edit"
-    return "claimed difference" if CLAIMS_OF_CHANGE_BELIEVED else None
+    return "claimed edit" if base is not None and base.content_hash == sha256(a) else None
 
 
 def winner(policy: ConflictPolicy, before: World, path: str) -> Side:
@@ -242,12 +235,13 @@ def expect_two_way(before: World, bases: dict[str, Base], policy: ConflictPolicy
         a, b = version[Side.A], version[Side.B]
         results = [decide(before, path, changed, a == b, policy)]
         if b is not None and path in before.lying:
-            # syncd may take the claim's word: the bucket's version changed, and is not the files'.
-            # Where the files side deleted its file, that restores it (modify wins): what a
-            # remote without hashes does too, as only a download would tell. Where the files
-            # side changed too, it is the known gap.
-            believed = decide(before, path, {Side.A: changed[Side.A], Side.B: True}, False, policy)
-            if believed != results[0] and (a is None or CLAIMS_OF_CHANGE_BELIEVED):
+            # syncd may take the claim's word that the bucket's version changed. Where the files
+            # side deleted its file, that restores it (modify wins): what a remote without
+            # hashes does too, as only a download would tell. Where the files side changed to
+            # another size, it is the known gap; at the same size, syncd reads the bytes.
+            believed = decide(before, path, {Side.A: changed[Side.A], Side.B: True}, a == b, policy)
+            other_size = a is not None and len(a) != len(b)
+            if believed != results[0] and (a is None or (other_size and CLAIMS_OF_CHANGE_BELIEVED)):
                 results.append(believed)
         out.results[path] = results
     return out
