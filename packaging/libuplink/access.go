@@ -12,7 +12,8 @@ import (
 )
 
 // requestAccessTimeout bounds the satellite round trip of
-// uplink_request_access_with_passphrase, which has no cancel handle.
+// uplink_request_access_with_passphrase, which has no cancel handle and no
+// timeout argument (syncd_request_access_with_passphrase has one).
 const requestAccessTimeout = 60 * time.Second
 
 func accessResult(access *uplink.Access, err error) C.UplinkAccessResult {
@@ -37,10 +38,32 @@ func uplink_request_access_with_passphrase(satellite, apiKey, passphrase *C.char
 	if satellite == nil || apiKey == nil || passphrase == nil {
 		return C.UplinkAccessResult{error: mallocError(errNull)}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), requestAccessTimeout)
-	defer cancel()
-	return accessResult(uplink.RequestAccessWithPassphrase(ctx,
-		C.GoString(satellite), C.GoString(apiKey), C.GoString(passphrase)))
+	return requestAccess(satellite, apiKey, passphrase, requestAccessTimeout)
+}
+
+// syncd_request_access_with_passphrase is a syncd extension (not in uplink-c):
+// uplink_request_access_with_passphrase whose satellite round trip ends with
+// SYNCD_ERROR_TIMEOUT after timeoutMilliseconds (<= 0: the default, 60 s).
+//
+//export syncd_request_access_with_passphrase
+func syncd_request_access_with_passphrase(satellite, apiKey, passphrase *C.char, timeoutMilliseconds C.int64_t) C.UplinkAccessResult {
+	if satellite == nil || apiKey == nil || passphrase == nil {
+		return C.UplinkAccessResult{error: mallocError(errNull)}
+	}
+	d := time.Duration(timeoutMilliseconds) * time.Millisecond
+	if d <= 0 {
+		d = requestAccessTimeout
+	}
+	return requestAccess(satellite, apiKey, passphrase, d)
+}
+
+func requestAccess(satellite, apiKey, passphrase *C.char, d time.Duration) C.UplinkAccessResult {
+	var access *uplink.Access
+	err := callWithin(context.Background(), "request access", d, func(ctx context.Context) (err error) {
+		access, err = uplink.RequestAccessWithPassphrase(ctx, C.GoString(satellite), C.GoString(apiKey), C.GoString(passphrase))
+		return err
+	})
+	return accessResult(access, err)
 }
 
 func lookupAccess(c *C.UplinkAccess) (*uplink.Access, error) {

@@ -62,6 +62,10 @@ func mallocError(err error) *C.UplinkError {
 	if errors.Is(err, object.ErrFailedPrecondition) || rpcstatus.Code(err) == rpcstatus.FailedPrecondition {
 		cerr.code = C.SYNCD_ERROR_FAILED_PRECONDITION
 	}
+	var timeout *timeoutError
+	if errors.As(err, &timeout) {
+		cerr.code = C.SYNCD_ERROR_TIMEOUT
+	}
 	cerr.message = C.CString(fmt.Sprintf("%v", err))
 	return cerr
 }

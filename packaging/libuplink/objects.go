@@ -94,14 +94,18 @@ func uplink_free_object_result(result C.UplinkObjectResult) {
 }
 
 type objectIterator struct {
-	it *uplink.ObjectIterator
+	scope  // the listing's: cancelled when a page does not come in time
+	it     *uplink.ObjectIterator
+	limits *limits
+	// timedOut is the deadline a Next missed (then the listing is over).
+	timedOut time.Duration
 }
 
 //export uplink_list_objects
 func uplink_list_objects(c *C.UplinkProject, bucket *C.char, options *C.UplinkListObjectsOptions) *C.UplinkObjectIterator {
 	// Errors (bad handle, NULL bucket) surface through
 	// uplink_object_iterator_err, as in uplink-c.
-	var it *uplink.ObjectIterator
+	var it *objectIterator
 	p, err := lookupProject(c)
 	if err == nil && bucket != nil {
 		opts := &uplink.ListObjectsOptions{}
@@ -116,7 +120,10 @@ func uplink_list_objects(c *C.UplinkProject, bucket *C.char, options *C.UplinkLi
 			opts.System = bool(options.system)
 			opts.Custom = bool(options.custom)
 		}
-		it = p.ListObjects(p.ctx, C.GoString(bucket), opts)
+		// Pages are fetched by Next with the context given here: the listing's
+		// own scope, which Next cancels when a page is late.
+		s := p.child()
+		it = &objectIterator{scope: s, it: p.ListObjects(s.ctx, C.GoString(bucket), opts), limits: p.limits}
 	} else if err == nil {
 		err = errNull
 	}
@@ -124,7 +131,7 @@ func uplink_list_objects(c *C.UplinkProject, bucket *C.char, options *C.UplinkLi
 	if err != nil {
 		ci._handle = addHandle(err)
 	} else {
-		ci._handle = addHandle(&objectIterator{it: it})
+		ci._handle = addHandle(it)
 	}
 	return ci
 }
@@ -138,7 +145,17 @@ func uplink_object_iterator_next(ci *C.UplinkObjectIterator) C.bool {
 	if !ok {
 		return false
 	}
-	return C.bool(it.it.Next())
+	if it.timedOut > 0 {
+		return false
+	}
+	// A Next that fetches a page is one satellite request.
+	d := it.limits.forBytes(0)
+	var more bool
+	if it.watch(d, func() { more = it.it.Next() }) {
+		it.timedOut = d
+		return false
+	}
+	return C.bool(more)
 }
 
 //export uplink_object_iterator_item
@@ -161,6 +178,9 @@ func uplink_object_iterator_err(ci *C.UplinkObjectIterator) *C.UplinkError {
 	}
 	switch v := getHandle(ci._handle).(type) {
 	case *objectIterator:
+		if v.timedOut > 0 {
+			return mallocError(&timeoutError{op: "list objects", after: v.timedOut})
+		}
 		return mallocError(v.it.Err())
 	case error:
 		return mallocError(v)
@@ -173,6 +193,9 @@ func uplink_object_iterator_err(ci *C.UplinkObjectIterator) *C.UplinkError {
 func uplink_free_object_iterator(ci *C.UplinkObjectIterator) {
 	if ci == nil {
 		return
+	}
+	if it, ok := getHandle(ci._handle).(*objectIterator); ok {
+		it.cancel()
 	}
 	delHandle(ci._handle)
 	cfree(unsafe.Pointer(ci))

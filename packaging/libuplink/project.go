@@ -4,6 +4,7 @@ package main
 import "C"
 
 import (
+	"context"
 	"time"
 	"unsafe"
 
@@ -16,6 +17,13 @@ type project struct {
 	*uplink.Project
 	// segmentsInFlight bounds what one upload buffers (0: uplink's default, unbounded here).
 	segmentsInFlight int
+	// limits are the deadlines of the project's calls (see deadline.go).
+	limits *limits
+}
+
+// call runs one request to the satellite under the project's deadline.
+func (p *project) call(op string, fn func(ctx context.Context) error) error {
+	return callWithin(p.ctx, op, p.limits.forBytes(0), fn)
 }
 
 func lookupProject(c *C.UplinkProject) (*project, error) {
@@ -69,8 +77,27 @@ func openProject(config C.UplinkConfig, c *C.UplinkAccess, segmentsInFlight int)
 		return C.UplinkProjectResult{error: mallocError(err)}
 	}
 	cp := (*C.UplinkProject)(calloc(1, C.sizeof_UplinkProject))
-	cp._handle = addHandle(&project{s, p, segmentsInFlight})
+	cp._handle = addHandle(&project{s, p, segmentsInFlight, &limits{}})
 	return C.UplinkProjectResult{project: cp}
+}
+
+// syncd_project_set_limits is a syncd extension (not in uplink-c): from then
+// on, a call on the project (or on an upload, download or listing started from
+// it) that may wait on the network ends with SYNCD_ERROR_TIMEOUT when it has
+// not returned within timeoutMilliseconds, plus, for a call that moves data,
+// the time its bytes need at minBytesPerSecond. A timed-out upload, download or
+// listing is cancelled: its later calls fail too. timeoutMilliseconds <= 0
+// leaves calls unbounded, as uplink-c does.
+//
+//export syncd_project_set_limits
+func syncd_project_set_limits(c *C.UplinkProject, timeoutMilliseconds, minBytesPerSecond C.int64_t) *C.UplinkError {
+	p, err := lookupProject(c)
+	if err != nil {
+		return mallocError(err)
+	}
+	p.limits.floor.Store(int64(timeoutMilliseconds) * int64(time.Millisecond))
+	p.limits.minRate.Store(int64(minBytesPerSecond))
+	return nil
 }
 
 //export uplink_close_project
@@ -113,7 +140,12 @@ func uplink_stat_bucket(c *C.UplinkProject, bucket *C.char) C.UplinkBucketResult
 	if err != nil || bucket == nil {
 		return C.UplinkBucketResult{error: mallocError(firstErr(err, errNull))}
 	}
-	return bucketResult(p.StatBucket(p.ctx, C.GoString(bucket)))
+	var b *uplink.Bucket
+	err = p.call("stat bucket", func(ctx context.Context) (err error) {
+		b, err = p.StatBucket(ctx, C.GoString(bucket))
+		return err
+	})
+	return bucketResult(b, err)
 }
 
 //export uplink_ensure_bucket
@@ -122,7 +154,12 @@ func uplink_ensure_bucket(c *C.UplinkProject, bucket *C.char) C.UplinkBucketResu
 	if err != nil || bucket == nil {
 		return C.UplinkBucketResult{error: mallocError(firstErr(err, errNull))}
 	}
-	return bucketResult(p.EnsureBucket(p.ctx, C.GoString(bucket)))
+	var b *uplink.Bucket
+	err = p.call("ensure bucket", func(ctx context.Context) (err error) {
+		b, err = p.EnsureBucket(ctx, C.GoString(bucket))
+		return err
+	})
+	return bucketResult(b, err)
 }
 
 //export uplink_free_bucket_result
@@ -140,7 +177,12 @@ func uplink_stat_object(c *C.UplinkProject, bucket, key *C.char) C.UplinkObjectR
 	if err != nil || bucket == nil || key == nil {
 		return C.UplinkObjectResult{error: mallocError(firstErr(err, errNull))}
 	}
-	return objectResult(p.StatObject(p.ctx, C.GoString(bucket), C.GoString(key)))
+	var obj *uplink.Object
+	err = p.call("stat object", func(ctx context.Context) (err error) {
+		obj, err = p.StatObject(ctx, C.GoString(bucket), C.GoString(key))
+		return err
+	})
+	return objectResult(obj, err)
 }
 
 //export uplink_delete_object
@@ -149,7 +191,12 @@ func uplink_delete_object(c *C.UplinkProject, bucket, key *C.char) C.UplinkObjec
 	if err != nil || bucket == nil || key == nil {
 		return C.UplinkObjectResult{error: mallocError(firstErr(err, errNull))}
 	}
-	return objectResult(p.DeleteObject(p.ctx, C.GoString(bucket), C.GoString(key)))
+	var obj *uplink.Object
+	err = p.call("delete object", func(ctx context.Context) (err error) {
+		obj, err = p.DeleteObject(ctx, C.GoString(bucket), C.GoString(key))
+		return err
+	})
+	return objectResult(obj, err)
 }
 
 //export uplink_move_object
@@ -162,8 +209,9 @@ func uplink_move_object(c *C.UplinkProject, oldBucket, oldKey, newBucket, newKey
 	if oldBucket == nil || oldKey == nil || newBucket == nil || newKey == nil {
 		return mallocError(errNull)
 	}
-	return mallocError(p.MoveObject(p.ctx, C.GoString(oldBucket), C.GoString(oldKey),
-		C.GoString(newBucket), C.GoString(newKey), nil))
+	return mallocError(p.call("move object", func(ctx context.Context) error {
+		return p.MoveObject(ctx, C.GoString(oldBucket), C.GoString(oldKey), C.GoString(newBucket), C.GoString(newKey), nil)
+	}))
 }
 
 func firstErr(errs ...error) error {
@@ -182,6 +230,10 @@ func uplink_copy_object(c *C.UplinkProject, oldBucket, oldKey, newBucket, newKey
 	if err != nil || oldBucket == nil || oldKey == nil || newBucket == nil || newKey == nil {
 		return C.UplinkObjectResult{error: mallocError(firstErr(err, errNull))}
 	}
-	return objectResult(p.CopyObject(p.ctx, C.GoString(oldBucket), C.GoString(oldKey),
-		C.GoString(newBucket), C.GoString(newKey), nil))
+	var obj *uplink.Object
+	err = p.call("copy object", func(ctx context.Context) (err error) {
+		obj, err = p.CopyObject(ctx, C.GoString(oldBucket), C.GoString(oldKey), C.GoString(newBucket), C.GoString(newKey), nil)
+		return err
+	})
+	return objectResult(obj, err)
 }

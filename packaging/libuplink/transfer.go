@@ -15,6 +15,10 @@ import (
 // maxEmptyReads bounds the retries of a Read that returned neither data nor error.
 const maxEmptyReads = 1000
 
+// defaultSegmentsInFlight is how many segments of one upload uplink keeps in
+// flight when the project does not bound them (its scheduler's default).
+const defaultSegmentsInFlight = 10
+
 // objectUpload is what both a plain upload (*uplink.Upload) and a
 // conditional one (*object.VersionedUpload) offer.
 type objectUpload interface {
@@ -31,11 +35,67 @@ type upload struct {
 	// budget is this upload's share of the soft memory limit (see memory.go).
 	budget  *uploadBudget
 	written int64
+	limits  *limits
+	// inFlightMost is the most data a Write may wait to see sent (the segments
+	// in flight: a Write blocks until one of them is done); a Commit also waits
+	// for the segment being filled.
+	inFlightMost int64
+	// timedOut is the deadline a call missed (then the upload is cancelled).
+	timedOut time.Duration
+}
+
+// bounded runs fn, a call that may wait until the upload's unsent bytes have
+// moved, under its deadline; a missed deadline cancels the upload and becomes
+// the call's error.
+func (u *upload) bounded(op string, fn func() error) error {
+	if u.timedOut > 0 {
+		return &timeoutError{op: op, after: u.timedOut}
+	}
+	var err error
+	d := u.limits.forBytes(min(u.written, u.inFlightMost))
+	if u.watch(d, func() { err = fn() }) {
+		u.timedOut = d
+		return &timeoutError{op: op, after: d}
+	}
+	return err
+}
+
+// settle runs fn, Commit or Abort, under the upload's deadline. Both wait for the
+// upload's goroutines, and after a cancellation those delete the unfinished
+// object on the satellite with a context that cannot be cancelled
+// (streamupload.deleteCancelledObject): with a satellite that stopped answering
+// they would not return for as long as its connection stays open. So past the
+// deadline the caller gets its timeout at once and fn ends in the background,
+// touching only Go memory. An upload that has already timed out is not waited
+// for again.
+func (u *upload) settle(op string, fn func() error) error {
+	if u.timedOut > 0 {
+		go func() { _ = fn() }()
+		return &timeoutError{op: op, after: u.timedOut}
+	}
+	d := u.limits.forBytes(min(u.written, u.inFlightMost+segmentBufferBytes))
+	if d <= 0 {
+		return fn()
+	}
+	done := make(chan error, 1)
+	go func() { done <- fn() }()
+	timer := time.NewTimer(d)
+	defer timer.Stop()
+	select {
+	case err := <-done:
+		return err
+	case <-timer.C:
+		u.cancel()
+		u.timedOut = d
+		return &timeoutError{op: op, after: d}
+	}
 }
 
 type download struct {
 	scope
 	*uplink.Download
+	limits   *limits
+	timedOut time.Duration
 }
 
 //export uplink_upload_object
@@ -62,29 +122,40 @@ func startUpload(c *C.UplinkProject, bucket, key *C.char, options *C.UplinkUploa
 		expires = time.Unix(int64(options.expires), 0)
 	}
 	s := p.child()
-	u := &upload{scope: s}
-	if ifAbsent {
-		opts := &object.UploadOptions{Expires: expires, IfNoneMatch: []string{"*"}}
-		vu, err := object.UploadObject(s.ctx, p.Project, C.GoString(bucket), C.GoString(key), opts)
-		if err != nil {
-			s.cancel()
-			return C.UplinkUploadResult{error: mallocError(err)}
-		}
-		u.objectUpload = vu
-		u.info = func() *uplink.Object {
-			if v := vu.Info(); v != nil {
-				return &v.Object
+	segments := p.segmentsInFlight
+	if segments <= 0 {
+		segments = defaultSegmentsInFlight
+	}
+	u := &upload{scope: s, limits: p.limits, inFlightMost: int64(segments) * segmentBufferBytes}
+	// The upload lives in s: starting it may ask the satellite, so the start is
+	// bounded like any other call of the upload.
+	err = u.bounded("start upload", func() error {
+		if ifAbsent {
+			opts := &object.UploadOptions{Expires: expires, IfNoneMatch: []string{"*"}}
+			vu, err := object.UploadObject(s.ctx, p.Project, C.GoString(bucket), C.GoString(key), opts)
+			if err != nil {
+				return err
+			}
+			u.objectUpload = vu
+			u.info = func() *uplink.Object {
+				if v := vu.Info(); v != nil {
+					return &v.Object
+				}
+				return nil
 			}
 			return nil
 		}
-	} else {
 		pu, err := p.UploadObject(s.ctx, C.GoString(bucket), C.GoString(key), &uplink.UploadOptions{Expires: expires})
 		if err != nil {
-			s.cancel()
-			return C.UplinkUploadResult{error: mallocError(err)}
+			return err
 		}
 		u.objectUpload = pu
 		u.info = pu.Info
+		return nil
+	})
+	if err != nil {
+		s.cancel()
+		return C.UplinkUploadResult{error: mallocError(err)}
 	}
 	u.budget = newUploadBudget(p.segmentsInFlight)
 	cu := (*C.UplinkUpload)(calloc(1, C.sizeof_UplinkUpload))
@@ -115,8 +186,13 @@ func uplink_upload_write(c *C.UplinkUpload, data unsafe.Pointer, length C.size_t
 	if data == nil {
 		return C.UplinkWriteResult{error: mallocError(errNull)}
 	}
-	// The slice aliases the caller's buffer only for the duration of Write.
-	n, err := u.Write(unsafe.Slice((*byte)(data), int(length)))
+	// The slice aliases the caller's buffer only for the duration of Write,
+	// which may wait for a segment in flight to be sent before it takes more.
+	var n int
+	err = u.bounded("upload write", func() (err error) {
+		n, err = u.Write(unsafe.Slice((*byte)(data), int(length)))
+		return err
+	})
 	u.written += int64(n)
 	u.budget.grow(u.written)
 	return C.UplinkWriteResult{bytes_written: C.size_t(n), error: mallocError(err)}
@@ -138,7 +214,8 @@ func uplink_upload_commit(c *C.UplinkUpload) *C.UplinkError {
 		return mallocError(err)
 	}
 	defer u.budget.release()
-	return mallocError(u.Commit())
+	// Commit sends what is left and then asks the satellite to commit.
+	return mallocError(u.settle("upload commit", u.Commit))
 }
 
 //export uplink_upload_abort
@@ -148,7 +225,13 @@ func uplink_upload_abort(c *C.UplinkUpload) *C.UplinkError {
 		return mallocError(err)
 	}
 	defer u.budget.release()
-	return mallocError(u.Abort())
+	if u.timedOut > 0 {
+		// Cancelled already, so nothing can become visible: the clean-up goes on
+		// in the background (see settle).
+		go func() { _ = u.Abort() }()
+		return nil
+	}
+	return mallocError(u.settle("upload abort", u.Abort))
 }
 
 //export uplink_upload_info
@@ -191,14 +274,20 @@ func uplink_download_object(c *C.UplinkProject, bucket, key *C.char, options *C.
 		opts.Offset = int64(options.offset)
 		opts.Length = int64(options.length)
 	}
+	// The download lives in s; starting it asks the satellite where the
+	// object's segments are.
 	s := p.child()
-	d, err := p.DownloadObject(s.ctx, C.GoString(bucket), C.GoString(key), opts)
+	var d *uplink.Download
+	start := p.limits.forBytes(0)
+	if s.watch(start, func() { d, err = p.DownloadObject(s.ctx, C.GoString(bucket), C.GoString(key), opts) }) {
+		err = &timeoutError{op: "start download", after: start}
+	}
 	if err != nil {
 		s.cancel()
 		return C.UplinkDownloadResult{error: mallocError(err)}
 	}
 	cd := (*C.UplinkDownload)(calloc(1, C.sizeof_UplinkDownload))
-	cd._handle = addHandle(&download{s, d})
+	cd._handle = addHandle(&download{scope: s, Download: d, limits: p.limits})
 	return C.UplinkDownloadResult{download: cd}
 }
 
@@ -222,13 +311,24 @@ func uplink_download_read(c *C.UplinkDownload, buf unsafe.Pointer, length C.size
 	if buf == nil || length == 0 {
 		return C.UplinkReadResult{error: mallocError(errNull)}
 	}
+	if d.timedOut > 0 {
+		return C.UplinkReadResult{error: mallocError(&timeoutError{op: "download read", after: d.timedOut})}
+	}
 	p := unsafe.Slice((*byte)(buf), int(length))
 	// uplink's Download.Read may return (0, nil) where one segment ends and the
 	// next begins; a C caller would take 0 bytes for the end of the stream, so
-	// read again (a bounded number of times) until data, an error or EOF.
+	// read again (a bounded number of times) until data, an error or EOF. The
+	// whole call waits for at most the bytes asked for (and, at a segment
+	// boundary, one satellite request).
 	var n int
-	for try := 0; try < maxEmptyReads && n == 0 && err == nil; try++ {
-		n, err = d.Read(p)
+	limit := d.limits.forBytes(int64(length))
+	if d.watch(limit, func() {
+		for try := 0; try < maxEmptyReads && n == 0 && err == nil; try++ {
+			n, err = d.Read(p)
+		}
+	}) {
+		d.timedOut = limit
+		n, err = 0, &timeoutError{op: "download read", after: limit}
 	}
 	return C.UplinkReadResult{bytes_read: C.size_t(n), error: mallocError(err)}
 }

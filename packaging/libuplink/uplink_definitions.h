@@ -95,6 +95,9 @@ typedef struct UplinkError {
 // syncd extension (not an uplink-c code): a conditional write found the key
 // taken (syncd_upload_object_if_absent).
 #define SYNCD_ERROR_FAILED_PRECONDITION 0x1001
+// syncd extension: a call did not return within the deadline that
+// syncd_project_set_limits (or syncd_request_access_with_passphrase) gave it.
+#define SYNCD_ERROR_TIMEOUT 0x1002
 
 typedef struct UplinkAccessResult { UplinkAccess *access; UplinkError *error; } UplinkAccessResult;
 typedef struct UplinkProjectResult { UplinkProject *project; UplinkError *error; } UplinkProjectResult;

@@ -9,7 +9,8 @@ chunks: nothing here ever holds a whole object in memory.
 The library is found at ``$SYNCD_LIBUPLINK``, else at
 ``packaging/libuplink/build/libuplink.so`` in the source tree (our build),
 else inside an installed ``storj-uplink`` wheel (uplink-c as Storj builds
-it, x86-64 only; it lacks our ``syncd_*`` extensions). Errors from
+it, x86-64 only; it lacks our ``syncd_*`` extensions, among them the
+deadlines that bound every call that waits on the network). Errors from
 the library are raised as :class:`UplinkError` subclasses defined here; the
 Storj remote maps them onto syncd's own error tree.
 """
@@ -39,6 +40,7 @@ __all__ = [
     "BucketNotEmptyError",
     "BucketNotFoundError",
     "CanceledError",
+    "DeadlineExceededError",
     "Download",
     "FailedPreconditionError",
     "InternalError",
@@ -181,6 +183,13 @@ class FailedPreconditionError(UplinkError):
     code, name = 0x1001, "failed_precondition"
 
 
+class DeadlineExceededError(UplinkError):
+    """A call did not return within the deadline of its project (syncd extension, not
+    uplink-c): the satellite or a node kept the connection open without answering."""
+
+    code, name = 0x1002, "timeout"
+
+
 class InvalidAccessError(UplinkError):
     """A serialized access grant that cannot be parsed (raised by Access.parse)."""
 
@@ -206,6 +215,7 @@ _ERRORS_BY_CODE: Final[Mapping[int, type[UplinkError]]] = {
         ObjectNotFoundError,
         UploadDoneError,
         FailedPreconditionError,
+        DeadlineExceededError,
     )
 }
 
@@ -213,6 +223,10 @@ _ERRORS_BY_CODE: Final[Mapping[int, type[UplinkError]]] = {
 def _error_for(code: int, message: str) -> UplinkError:
     cls = _ERRORS_BY_CODE.get(code)
     if cls is None:  # a code from a newer library: keep it, classify as internal
+        if code == _EOF and not message:
+            # uplink-c reports any io.EOF so, without a message; outside a download's
+            # end it is a connection that closed under a call.
+            message = "the connection closed (EOF)"
         return InternalError(message, code=code)
     return cls(message)
 
@@ -361,6 +375,12 @@ class _Api:
         self.config_open_project_tuned = self._bind_optional(
             "syncd_config_open_project", _ProjectResult, _Config, _HandleP, ctypes.c_int32
         )
+        self.project_set_limits = self._bind_optional(
+            "syncd_project_set_limits", _ErrorP, _HandleP, ctypes.c_int64, ctypes.c_int64
+        )
+        self.request_access_within = self._bind_optional(
+            "syncd_request_access_with_passphrase", _AccessResult, _s, _s, _s, ctypes.c_int64
+        )
         # download
         self.download_object = f(
             "uplink_download_object", _DownloadResult, _HandleP, _s, _s, ctypes.POINTER(_DownloadOptions)
@@ -470,6 +490,11 @@ class ObjectInfo:
     custom: Mapping[str, str] = field(default_factory=dict)
 
 
+def _milliseconds(seconds: float) -> int:
+    # At least 1: 0 would mean "no deadline" to the library.
+    return max(1, round(seconds * 1000))
+
+
 def _enc(text: str) -> bytes:
     # surrogateescape: keys that came from the library as undecodable bytes
     # round-trip unchanged.
@@ -573,10 +598,19 @@ class Access:
         return cls._from_result(api, api.parse_access(_enc(serialized)), parsing=True)
 
     @classmethod
-    def request(cls, satellite_address: str, api_key: str, passphrase: str) -> Access:
-        """Derive an access grant from satellite + API key + passphrase (asks the satellite)."""
+    def request(cls, satellite_address: str, api_key: str, passphrase: str, *, timeout: float | None = None) -> Access:
+        """Derive an access grant from satellite + API key + passphrase (asks the satellite).
+
+        :param timeout: seconds the satellite has to answer (our libuplink build; a
+            stock uplink-c library waits as long as the connection stays open, ours 60 s).
+        :raises DeadlineExceededError: no answer within ``timeout``.
+        """
         api = load_library()
-        result = api.request_access_with_passphrase(_enc(satellite_address), _enc(api_key), _enc(passphrase))
+        args = (_enc(satellite_address), _enc(api_key), _enc(passphrase))
+        if timeout is not None and api.request_access_within is not None:
+            result = api.request_access_within(*args, _milliseconds(timeout))
+        else:
+            result = api.request_access_with_passphrase(*args)
         return cls._from_result(api, result, parsing=False)
 
     @property
@@ -597,11 +631,24 @@ class Access:
             self._api.free_string_result(result)
 
     def open_project(
-        self, *, user_agent: str, dial_timeout: float | None = None, segments_in_flight: int = 0
+        self,
+        *,
+        user_agent: str,
+        dial_timeout: float | None = None,
+        segments_in_flight: int = 0,
+        timeout: float | None = None,
+        min_rate: int = 0,
     ) -> Project:
         """Open the project. ``segments_in_flight``: at most that many segments (up to 64 MiB
         each) of one upload are held in memory at once; 0, or a library without our
-        extension, keeps uplink's default (up to 10)."""
+        extension, keeps uplink's default (up to 10).
+
+        ``timeout`` (seconds) bounds every call of the project that may wait on the
+        network, plus, for a call that moves data, the time its bytes need at ``min_rate``
+        bytes per second; a call past its deadline raises :class:`DeadlineExceededError`
+        and cancels the upload, download or listing it belongs to. It needs our libuplink
+        build: with another library calls stay unbounded and ``Project.bounded`` is False.
+        """
         config = _Config(
             user_agent=_enc(user_agent),
             dial_timeout_milliseconds=int(dial_timeout * 1000) if dial_timeout else 0,
@@ -615,7 +662,14 @@ class Access:
         if exc is not None:
             self._api.free_project_result(result)
             raise exc
-        return Project(self._api, result)
+        project = Project(self._api, result)
+        if timeout is not None:
+            try:
+                project.set_limits(timeout, min_rate)
+            except BaseException:
+                project.close()
+                raise
+        return project
 
     def _live(self) -> Any:
         if not self._finalizer.alive:
@@ -641,6 +695,7 @@ class Project:
     def __init__(self, api: _Api, result: Any) -> None:
         self._api = api
         self._handle = result.project
+        self._bounded = False
         self._finalizer = weakref.finalize(self, _close_project, api, result)
 
     def close(self) -> None:
@@ -660,6 +715,21 @@ class Project:
         if not self._finalizer.alive:
             raise InvalidHandleError("project is closed")
         return self._handle
+
+    @property
+    def bounded(self) -> bool:
+        """Whether the project's calls run under deadlines (see :meth:`set_limits`)."""
+        return self._bounded
+
+    def set_limits(self, timeout: float, min_rate: int = 0) -> None:
+        """Bound the project's calls (see :meth:`Access.open_project`); a no-op with a
+        library that lacks our extension (``bounded`` stays False)."""
+        if timeout <= 0 or min_rate < 0:
+            raise ValueError("timeout must be positive and min_rate not negative")
+        if self._api.project_set_limits is None:
+            return
+        self._api.check(self._api.project_set_limits(self._live(), _milliseconds(timeout), min_rate))
+        self._bounded = True
 
     # -- buckets
 

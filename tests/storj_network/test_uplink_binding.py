@@ -7,13 +7,16 @@ import os
 import secrets
 import subprocess
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 from syncd.remotes import _uplink as u
 from tests.storj_network.fixture import StorjNetwork, require_libuplink, storj_network  # noqa: F401
+from tests.storj_network.relay import TcpRelay
 
 USER_AGENT = "syncd/test"
 
@@ -283,10 +286,114 @@ def test_an_incompatible_library_is_one_line_naming_what_to_install(library: str
     env = {**os.environ, "SYNCD_LIBUPLINK": str(path)}
     done = subprocess.run(
         [sys.executable, "-m", "syncd", "--config", str(config), "now"],
-        env=env, capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        stdin=subprocess.DEVNULL,
     )
     assert done.returncode == 4, done.stderr
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, lines
     assert str(path) in lines[0] and "packaging/libuplink/build.sh" in lines[0] and "storj-uplink" in lines[0]
     assert (files / "a.txt").read_text() == "keep me"
+
+
+# --------------------------------------------------------------------------- deadlines
+
+STALL_DEADLINE = 1.0  # seconds: the deadline floor of the projects below
+# Upper bound for a call to come back after its deadline on a loaded machine: only
+# exceeding it fails a test.
+RETURN_SLACK = 30.0
+
+
+@dataclass
+class Stalled:
+    project: u.Project
+    bucket: str
+    relay: TcpRelay
+
+
+@pytest.fixture
+def stalled(storj_network: StorjNetwork) -> Iterator[Stalled]:  # noqa: F811
+    """A project with 1 s deadlines whose satellite, reached through a relay, stops
+    answering (connections stay open) once a bucket with object "k" is set up."""
+    require_libuplink()
+    node_id, _, host_port = storj_network.satellite_addr.partition("@")
+    host, _, port = host_port.rpartition(":")
+    with TcpRelay((host, int(port))) as relay:
+        address = f"{node_id}@127.0.0.1:{relay.port}"
+        with (
+            u.Access.request(address, storj_network.api_key, "stalled") as access,
+            access.open_project(user_agent=USER_AGENT, timeout=STALL_DEADLINE, min_rate=1 << 20) as proj,
+        ):
+            if not proj.bounded:
+                pytest.skip(f"{u.library_path()} has no call deadlines (not syncd's libuplink build)")
+            name = "st-" + secrets.token_hex(6)
+            proj.ensure_bucket(name)
+            proj.upload(name, "k", io.BytesIO(b"data"))
+            relay.stall()
+            yield Stalled(proj, name, relay)
+
+
+def _upload(proj: u.Project, bucket: str) -> None:
+    with proj.open_upload(bucket, "new") as upload:
+        upload.write(b"x" * 1000)
+        upload.commit()
+
+
+def _download(proj: u.Project, bucket: str) -> None:
+    with proj.open_download(bucket, "k") as download:
+        download.read()
+
+
+CALLS: dict[str, Callable[[u.Project, str], object]] = {
+    "stat bucket": lambda p, b: p.stat_bucket(b),
+    "stat object": lambda p, b: p.stat_object(b, "k"),
+    "list objects": lambda p, b: list(p.list_objects(b)),
+    "delete object": lambda p, b: p.delete_object(b, "k"),
+    "move object": lambda p, b: p.move_object(b, "k", b, "k2"),
+    "copy object": lambda p, b: p.copy_object(b, "k", b, "k2"),
+    "upload": _upload,
+    "download": _download,
+}
+
+
+@pytest.mark.parametrize("call", sorted(CALLS))
+def test_a_call_to_a_silent_satellite_ends_at_its_deadline(stalled: Stalled, call: str) -> None:
+    """Each kind of call ends with DeadlineExceededError once its deadline has passed
+    (not before: the satellite really is silent), and the project works again as soon as
+    the satellite answers: a deadline cancels a call, not the project."""
+    started = time.monotonic()
+    with pytest.raises(u.DeadlineExceededError, match="no answer from the Storj network within"):
+        CALLS[call](stalled.project, stalled.bucket)
+    took = time.monotonic() - started
+    assert STALL_DEADLINE <= took < STALL_DEADLINE + RETURN_SLACK, took
+    stalled.relay.resume()
+    # A call may still pick a pooled connection that the restart closed: it fails at once
+    # (a transient error, the connection is dropped), and a later one dials anew.
+    failures: list[u.UplinkError] = []
+    for _ in range(4):
+        try:
+            assert stalled.project.stat_object(stalled.bucket, "k").content_length == 4
+            break
+        except (u.CanceledError, u.InternalError) as exc:
+            failures.append(exc)
+    else:
+        pytest.fail(f"the project did not recover: {failures}")
+
+
+def test_request_access_to_a_silent_satellite_ends_at_its_timeout(storj_network: StorjNetwork) -> None:  # noqa: F811
+    require_libuplink()
+    if u.load_library().request_access_within is None:
+        pytest.skip(f"{u.library_path()} has no request timeout (not syncd's libuplink build)")
+    node_id, _, host_port = storj_network.satellite_addr.partition("@")
+    host, _, port = host_port.rpartition(":")
+    with TcpRelay((host, int(port))) as relay:
+        relay.stall()
+        started = time.monotonic()
+        with pytest.raises(u.DeadlineExceededError, match="request access"):
+            u.Access.request(f"{node_id}@127.0.0.1:{relay.port}", storj_network.api_key, "pw", timeout=STALL_DEADLINE)
+        assert time.monotonic() - started < STALL_DEADLINE + RETURN_SLACK
+        assert relay.connections >= 1  # it did reach the relay: the wait was for an answer
