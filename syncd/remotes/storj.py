@@ -14,12 +14,17 @@
 * An etag is derived from what a listing shows (creation time, size and syncd's
   metadata): it changes whenever an object is replaced by syncd, and for objects
   written by other tools whenever their creation second or size changes.
+* Every call that may wait on the network has a deadline (our libuplink build): ``timeout``
+  seconds, plus, for a call that moves data, the time its bytes need at ``min_speed``. A
+  satellite or node that keeps a connection open without answering ends the call with a
+  TransientError (the run stops, the next one resumes), never a hung run.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import re
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
@@ -59,6 +64,9 @@ SHA256_KEY = "syncd:sha256"
 USER_AGENT = f"syncd/{__version__}"
 
 T = TypeVar("T")
+KiB = 1024
+
+log = logging.getLogger("syncd.remotes.storj")
 
 # How uplink words a TLS peer whose node ID is not the one asked for.
 _PEER_ID_MISMATCH = "peer ID did not match requested ID"
@@ -86,6 +94,11 @@ class Settings(RemoteSettings, frozen=True):
     # transfer near 64 MiB whatever the file's size; more overlap segments (faster on
     # fast links) at 64 MiB each.
     upload_segments: Annotated[int, msgspec.Meta(ge=1, le=10)] = 1
+    # Deadlines: a call to the satellite or a node may take `timeout` seconds, plus, when
+    # it moves data, the time its bytes need at `min_speed` KiB/s (a call of an upload may
+    # wait for its segments in flight: 64 MiB each). A slower call is abandoned as dead.
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 60.0  # seconds
+    min_speed: Annotated[int, msgspec.Meta(ge=1)] = 32  # KiB/s
 
     def __post_init__(self) -> None:
         self._check_credentials()
@@ -121,7 +134,9 @@ def open_remote(settings: Settings, ctx: OpenContext) -> StorjRemote:
         passphrase = read_secret(
             file=settings.passphrase_file, env=settings.passphrase_env, what=f"{ctx.label} Storj passphrase"
         )
-        grant = request_grant(settings.satellite_address, api_key, passphrase, label=ctx.label)
+        grant = request_grant(
+            settings.satellite_address, api_key, passphrase, label=ctx.label, timeout=settings.timeout
+        )
     else:
         grant = read_secret(
             file=settings.access_grant_file, env=settings.access_grant_env, what=f"{ctx.label} Storj access grant"
@@ -133,17 +148,22 @@ def open_remote(settings: Settings, ctx: OpenContext) -> StorjRemote:
         create_bucket=settings.create_bucket,
         dial_timeout=settings.dial_timeout,
         upload_segments=settings.upload_segments,
+        timeout=settings.timeout,
+        min_speed=settings.min_speed * KiB,
         label=ctx.label,
     )
 
 
-def request_grant(satellite_address: str, api_key: str, passphrase: str, *, label: str) -> str:
+def request_grant(
+    satellite_address: str, api_key: str, passphrase: str, *, label: str, timeout: float | None = None
+) -> str:
     """Derive a serialized access grant (asks the satellite for the project's salt).
 
-    :raises FatalError: refused key or bad address. :raises TransientError: unreachable.
+    :raises FatalError: refused key or bad address.
+    :raises TransientError: unreachable, or no answer within ``timeout`` seconds.
     """
     try:
-        with uplink.Access.request(satellite_address, api_key, passphrase) as access:
+        with uplink.Access.request(satellite_address, api_key, passphrase, timeout=timeout) as access:
             return access.serialize()
     except uplink.UplinkLibraryError as exc:
         raise FatalError(f"{label}: {exc}") from exc
@@ -204,6 +224,9 @@ def _map_error(exc: uplink.UplinkError, path: str, label: str, *, satellite: str
         raise NotFound(path) from exc
     if isinstance(exc, uplink.ObjectKeyInvalidError):
         raise UnsafePath(path, f"Storj refuses this key: {exc.message}") from exc
+    if isinstance(exc, uplink.DeadlineExceededError):
+        # A connection that stays open with nobody answering: gone for now, not refused.
+        raise TransientError(f"{label}: Storj network not answering: {exc.message}") from exc
     if isinstance(exc, uplink.InternalError) and any(sign in exc.message for sign in _NETWORK_SIGNS):
         raise TransientError(f"{label}: Storj network unreachable: {exc.message}") from exc
     if isinstance(exc, uplink.TooManyRequestsError | uplink.CanceledError | uplink.InternalError):
@@ -225,6 +248,13 @@ def _map_error(exc: uplink.UplinkError, path: str, label: str, *, satellite: str
 
 
 class StorjRemote:
+    """A bucket (under ``prefix``) as a remote; see the module doc.
+
+    ``timeout`` (seconds) and ``min_speed`` (bytes per second) bound every call that may
+    wait on the network (None: unbounded, as uplink-c is); a call past its deadline raises
+    TransientError.
+    """
+
     def __init__(
         self,
         access_grant: str,
@@ -234,6 +264,8 @@ class StorjRemote:
         create_bucket: bool = False,
         dial_timeout: float | None = None,
         upload_segments: int = 1,
+        timeout: float | None = 60.0,
+        min_speed: int = 32 * KiB,
         label: str = "storj",
     ) -> None:
         self.name = label
@@ -247,12 +279,20 @@ class StorjRemote:
         self._project: uplink.Project | None = None
         self._satellite = ""
         try:
-            self._connect(access_grant, create_bucket, dial_timeout, upload_segments)
+            self._connect(access_grant, create_bucket, dial_timeout, upload_segments, timeout, min_speed)
         except BaseException:
             self.close()
             raise
 
-    def _connect(self, grant: str, create_bucket: bool, dial_timeout: float | None, upload_segments: int) -> None:
+    def _connect(
+        self,
+        grant: str,
+        create_bucket: bool,
+        dial_timeout: float | None,
+        upload_segments: int,
+        timeout: float | None,
+        min_speed: int,
+    ) -> None:
         try:
             self._access = uplink.Access.parse(grant)
         except uplink.UplinkLibraryError as exc:
@@ -264,8 +304,19 @@ class StorjRemote:
             # No satellite round trip here unless the bucket is to be created: the first
             # listing (always before any change) reports a missing bucket or a bad grant.
             self._project = self._access.open_project(
-                user_agent=USER_AGENT, dial_timeout=dial_timeout, segments_in_flight=upload_segments
+                user_agent=USER_AGENT,
+                dial_timeout=dial_timeout,
+                segments_in_flight=upload_segments,
+                timeout=timeout,
+                min_rate=min_speed,
             )
+            if timeout is not None and not self._project.bounded:
+                log.warning(
+                    "%s: %s has no call deadlines (not syncd's libuplink build): a satellite that "
+                    "stops answering can hang a run",
+                    self.name,
+                    uplink.library_path(),
+                )
             if create_bucket:
                 self._project.ensure_bucket(self.bucket)
         except uplink.UplinkError as exc:

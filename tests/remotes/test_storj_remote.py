@@ -12,7 +12,7 @@ from typing import NoReturn
 import msgspec
 import pytest
 
-from syncd.errors import FatalError, PreconditionFailed
+from syncd.errors import FatalError, PreconditionFailed, TransientError
 from syncd.remotes import _uplink as uplink
 from syncd.remotes.settings import OpenContext
 from syncd.remotes.storj import (
@@ -27,6 +27,7 @@ from syncd.remotes.storj import (
 )
 from tests.remotes.contract import MTIME, RemoteContract, listing, put, read
 from tests.storj_network.fixture import StorjNetwork, require_libuplink, storj_network  # noqa: F401
+from tests.storj_network.relay import TcpRelay
 
 
 def _fresh_bucket(network: StorjNetwork) -> str:
@@ -141,9 +142,54 @@ def test_create_bucket_option(storj_network: StorjNetwork, tmp_path: Path) -> No
 def test_settings_validation() -> None:
     decode = msgspec.convert
     assert decode({"type": "storj", "bucket": "abc", "prefix": "a/b"}, Settings).prefix == "a/b/"
-    for bad in ({"prefix": "/abs"}, {"prefix": "a/../b"}, {"bucket": "ab"}, {"dial_timeout": 0}, {"nope": 1}):
+    bad_ones: list[dict[str, object]] = [
+        {"prefix": "/abs"},
+        {"prefix": "a/../b"},
+        {"bucket": "ab"},
+        {"dial_timeout": 0},
+        {"timeout": 0},
+        {"timeout": -1},
+        {"min_speed": 0},
+        {"nope": 1},
+    ]
+    for bad in bad_ones:
         with pytest.raises((msgspec.ValidationError, ValueError)):
             decode({"type": "storj", "bucket": "abc", **bad}, Settings)
+
+
+def test_every_call_is_bounded_by_default(storj_network: StorjNetwork, bucket: str, tmp_path: Path) -> None:  # noqa: F811
+    """A remote opened from a config has deadlines (60 s, and 32 KiB/s for the bytes a call
+    moves) unless its libuplink cannot have them (the wheel's stock uplink-c)."""
+    settings = msgspec.convert({"type": "storj", "bucket": bucket, "access_grant_env": "SYNCD_TEST_GRANT"}, Settings)
+    assert (settings.timeout, settings.min_speed) == (60.0, 32)
+    grant_file = tmp_path / "grant"
+    grant_file.write_text(storj_network.access_grant)
+    settings = Settings(type="storj", access_grant_file=grant_file, bucket=bucket)
+    remote = open_remote(settings, OpenContext(label="alice/default bucket", state_dir=tmp_path))
+    try:
+        assert remote.project.bounded == (uplink.load_library().project_set_limits is not None)
+    finally:
+        remote.close()
+
+
+def test_a_silent_satellite_is_a_transient_error(storj_network: StorjNetwork, bucket: str) -> None:  # noqa: F811
+    """A satellite that keeps its connections open and never answers: the listing that
+    starts every run ends at its deadline with a TransientError (retry), never a hang or a
+    fatal error."""
+    node_id, _, host_port = storj_network.satellite_addr.partition("@")
+    host, _, port = host_port.rpartition(":")
+    with TcpRelay((host, int(port))) as relay:
+        with uplink.Access.request(f"{node_id}@127.0.0.1:{relay.port}", storj_network.api_key, "silent") as access:
+            grant = access.serialize()
+        remote = StorjRemote(grant, bucket, timeout=1.0, label="alice/default bucket")
+        try:
+            if not remote.project.bounded:
+                pytest.skip(f"{uplink.library_path()} has no call deadlines (not syncd's libuplink build)")
+            relay.stall()
+            with pytest.raises(TransientError, match="alice/default bucket: Storj network not answering: list"):
+                listing(remote)
+        finally:
+            remote.close()
 
 
 def test_malformed_grant_is_fatal(tmp_path: Path) -> None:
