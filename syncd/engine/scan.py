@@ -168,8 +168,9 @@ def claims_to_check(snap: Snapshot, other: Snapshot, bases: Mapping[str, Base]) 
     """Paths of ``snap`` (a remote whose hashes are claims: metadata any writer can set) whose
     claimed hash alone decides what the sync does: it equals the hash of the other side's file
     at that path, the base's (a change that looks like an mtime-only one), or that of a vanished
-    path (a rename), or it differs from the hash of a file of the same size that changed on the
-    other side too (a conflict, unless the bytes are the same). Such a claim is checked against
+    path (a rename), or, where the other side changed too, it claims a change of a file whose
+    size is that of the other side's or of the base (a conflict, unless the bytes say the same
+    file, or no change on this side). Such a claim is checked against
     the bytes once; an entry whose etag is the base's was checked when the base was recorded."""
     side_a = snap.side is Side.A
     vanished = {b.content_hash for p, b in bases.items() if b.content_hash and p not in snap.entries}
@@ -182,10 +183,13 @@ def claims_to_check(snap: Snapshot, other: Snapshot, bases: Mapping[str, Base]) 
         if base is not None and entry.etag == (base.a_etag if side_a else base.b_etag):
             continue
         theirs = other.entries.get(path)
-        same_size_both_changed = theirs is not None and theirs.size == entry.size and _changed_too(theirs, base, side_a)
+        # where both sides changed, a conflict unless the bytes say the same file as theirs,
+        # or no change of ours since the base
+        both_changed = theirs is not None and _changed_too(theirs, base, side_a)
+        sizes_agree = entry.size in ((theirs.size if theirs is not None else -1), (base.size if base else -1))
         if (
             (theirs is not None and theirs.content_hash == claim)
-            or same_size_both_changed
+            or (both_changed and sizes_agree)
             or (base is not None and base.content_hash == claim)
             or claim in vanished
         ):

@@ -107,14 +107,6 @@ def test_lying_claim_moved_to_a_vanished_path_is_no_rename(model: SyncModel) -> 
     assert world.trash[X] >= 1
 
 
-KNOWN_GAP = pytest.mark.xfail(
-    strict=True,
-    raises=AssertionError,
-    reason="where both sides changed and the bucket's object has its base's size, syncd believes the "
-    "bucket's claim that it changed without reading the bytes (a remote without hashes is read then)",
-)
-
-
 def test_identical_bytes_behind_a_lying_claim_are_no_conflict(model: SyncModel) -> None:
     """X new on both sides, the bucket's metadata claiming some other hash: identical content
     is never a conflict (DESIGN 3), whatever the metadata says. The sizes are equal, so only
@@ -132,7 +124,7 @@ def test_identical_bytes_behind_a_lying_claim_are_no_conflict(model: SyncModel) 
     "edit",
     [
         pytest.param(Y, id="same-size-edit"),
-        pytest.param(Z, id="other-size-edit", marks=KNOWN_GAP),
+        pytest.param(Z, id="other-size-edit"),
     ],
 )
 def test_unchanged_bytes_behind_a_claim_of_change_do_not_beat_an_edit(model_root: Path, edit: bytes) -> None:

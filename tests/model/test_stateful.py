@@ -43,8 +43,8 @@ Checked after every sync (see DESIGN.md, invariants 1-6, 8, 10, 13, 18, 19):
 
 Behind a lying claim of a change on the bucket (and only there), the oracle also accepts what
 believing the claim leads to where only a download could tell: the same bytes copied over
-themselves, a deletion undone (modify wins), and, as a known gap (``CLAIMS_OF_CHANGE_BELIEVED``),
-a conflict with an edit of another size where the bucket's bytes did not change.
+themselves, and a deletion undone (modify wins). A conflict where the bucket's bytes did not
+change is never accepted: syncd reads the bytes behind a claim where both sides changed.
 
 A crashed run is followed, at the latest at the next ``sync`` step, by a normal run that must
 converge with no manual step. Profiles: ``tests/model/conftest.py`` (``HYPOTHESIS_PROFILE=ci``).
@@ -92,14 +92,6 @@ from tests.model.odd_inputs import (
 # A fixed clock for conflict-copy names. It lies before today, so the trash purge (which
 # compares it with the real dates of trashed versions) never purges anything during a test.
 NOW = datetime(2026, 1, 2, 3, 4, 5)
-
-# Known syncd gap (test_foreign_claims.py, "other-size-edit", xfail strict until fixed): where
-# both sides changed and the files side's file has another size than the bucket's object, a
-# bucket claim that its object changed is believed unread (a remote without hashes is read in
-# that case). If the object's bytes are in fact the base's, a real edit meets a conflict that
-# is none (under prefer-bucket the stale version takes the name back). Nothing is lost, so
-# while this is True the oracle also accepts that result; set it to False once that test passes.
-CLAIMS_OF_CHANGE_BELIEVED = True
 
 NFC = "caf\u00e9.txt"
 NFD = "cafe\u0301.txt"
@@ -174,8 +166,8 @@ class PathResult:
 class Expected:
     """What a complete two-way run must leave, path by path, predicted from the index (the
     base) and both sides before the run: DESIGN.md's decision table, written independently
-    of the planner. A path's first result is the table's; any other is tolerated (see
-    ``CLAIMS_OF_CHANGE_BELIEVED``)."""
+    of the planner. A path's first result is the table's; a second one is tolerated only
+    behind a lying claim where the files side deleted its file (see the module docstring)."""
 
     results: dict[str, list[PathResult]] = field(default_factory=dict)
     quiet: set[str] = field(default_factory=set)  # changed on neither side: no bytes may move
@@ -235,13 +227,12 @@ def expect_two_way(before: World, bases: dict[str, Base], policy: ConflictPolicy
         a, b = version[Side.A], version[Side.B]
         results = [decide(before, path, changed, a == b, policy)]
         if b is not None and path in before.lying:
-            # syncd may take the claim's word that the bucket's version changed. Where the files
-            # side deleted its file, that restores it (modify wins): what a remote without
-            # hashes does too, as only a download would tell. Where the files side changed to
-            # another size, it is the known gap; at the same size, syncd reads the bytes.
+            # syncd may take the claim's word that the bucket's version changed where the files
+            # side deleted its file: that restores it (modify wins), what a remote without
+            # hashes does too, as only a download would tell. Where both sides changed, syncd
+            # reads the bytes behind the claim.
             believed = decide(before, path, {Side.A: changed[Side.A], Side.B: True}, a == b, policy)
-            other_size = a is not None and len(a) != len(b)
-            if believed != results[0] and (a is None or (other_size and CLAIMS_OF_CHANGE_BELIEVED)):
+            if believed != results[0] and a is None:
                 results.append(believed)
         out.results[path] = results
     return out
@@ -686,7 +677,7 @@ class SyncModel(RuleBasedStateMachine):
                 f"\nbefore: {before}\nbases: {bases}"
             )
             if found is not results[0]:
-                event("a lying claim of a change was believed (known, see CLAIMS_OF_CHANGE_BELIEVED)")
+                event("a lying claim of a change restored a file deleted on the files side")
         for dest in copies.values():
             assert dest is not None and "(conflicted copy " in dest and dest not in expected.results, dest
         extra = {p for p in set(after.files) | set(after.bucket) if p not in expected.results}
