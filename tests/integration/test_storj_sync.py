@@ -4,6 +4,7 @@ through gateway-st; interop with rclone; bad credentials and servers that go awa
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -11,6 +12,7 @@ import os
 import secrets
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -35,7 +37,11 @@ from tests.storj_network.relay import TcpRelay
 
 REPO = Path(__file__).resolve().parents[2]
 MiB = 1 << 20
+# Upper bound of one run (the 1 GiB test takes ~1 min here): only reaching it fails a test.
 RUN_TIMEOUT = 600.0
+# Slack for a run to notice its deadlines and end on a loaded 2-core machine (start-up,
+# recording what finished, exit): generous, since only exceeding it fails the test.
+END_SLACK = 60.0
 
 
 @dataclass
@@ -44,12 +50,15 @@ class Run:
     report: dict[str, Any]
     stderr: str
     peak_rss_mb: float
+    ended: float  # time.monotonic() when the process had exited
 
 
 # Runs the CLI and, at exit, writes the process's own peak RSS (VmHWM). wait4's ru_maxrss is
 # no good here: exec keeps the parent's high-water mark, and pytest's grows through a full run.
+# SIGUSR1 prints every thread's stack to stderr: what a run that overstays shows the test.
 _MEASURED_CLI = """
-import atexit, sys
+import atexit, faulthandler, signal, sys
+faulthandler.register(signal.SIGUSR1, all_threads=True)
 rss_file = sys.argv[1]
 def _peak():
     with open("/proc/self/status") as status, open(rss_file, "w") as out:
@@ -61,30 +70,58 @@ sys.exit(main())
 """
 
 
-def run_syncd(config: Path, *args: str, timeout: float = RUN_TIMEOUT) -> Run:
-    """`syncd --config X now --json`, in a child process whose own peak RSS is measured."""
-    out_path, err_path = config.parent / "stdout.log", config.parent / "stderr.log"
+def run_syncd(
+    config: Path, *args: str, timeout: float = RUN_TIMEOUT, on_event: Callable[[dict[str, Any]], None] | None = None
+) -> Run:
+    """`syncd --config X now --json`, in a child process whose own peak RSS is measured.
+
+    ``on_event`` is called (in a reader thread) with each progress event as the child prints
+    it: tests act on what the run reports, never on a guess of how long it takes. A run
+    still going after ``timeout`` fails the test with its threads' stacks.
+    """
+    err_path = config.parent / "stderr.log"
     rss_path = config.parent / "peak-rss-kb"
     rss_path.unlink(missing_ok=True)
-    with out_path.open("wb") as out, err_path.open("wb") as err:
+    with err_path.open("wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "-c", _MEASURED_CLI, str(rss_path), "--config", str(config), "now", "--json", *args],
-            stdout=out,
+            stdout=subprocess.PIPE,
             stderr=err,
             stdin=subprocess.DEVNULL,
             cwd=REPO,
             start_new_session=True,
         )
-    timer = threading.Timer(timeout, lambda: os.killpg(proc.pid, signal.SIGKILL))
-    timer.start()
+    lines: list[str] = []
+    reader = threading.Thread(target=_read_events, args=(proc, lines, on_event), daemon=True)
+    reader.start()
     try:
+        proc.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGUSR1)  # the stacks, then the end
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=5)
+        os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
-    finally:
-        timer.cancel()
-    stdout = out_path.read_text()
-    reports = [json.loads(line) for line in stdout.splitlines() if '"event": "report"' in line]
+        reader.join(timeout=10)
+        pytest.fail(f"syncd still running after {timeout:.0f} s; stderr and stacks:\n{err_path.read_text()}")
+    ended = time.monotonic()
+    reader.join(timeout=30)  # the pipe is at its end once the process is gone
+    assert not reader.is_alive(), "the event reader did not end"
+    reports = [json.loads(line) for line in lines if '"event": "report"' in line]
     peak_kb = int(rss_path.read_text()) if rss_path.exists() else float("inf")  # no figure: never "small"
-    return Run(proc.returncode, reports[-1] if reports else {}, err_path.read_text(), peak_kb / 1024)
+    return Run(proc.returncode, reports[-1] if reports else {}, err_path.read_text(), peak_kb / 1024, ended)
+
+
+def _read_events(
+    proc: subprocess.Popen[bytes], lines: list[str], on_event: Callable[[dict[str, Any]], None] | None
+) -> None:
+    assert proc.stdout is not None
+    with proc.stdout:
+        for raw in proc.stdout:  # ends with the process (its end of the pipe closes)
+            line = raw.decode()
+            lines.append(line)
+            if on_event is not None and line.startswith("{"):
+                on_event(json.loads(line))
 
 
 def fresh_bucket(net: StorjNetwork) -> str:
@@ -110,8 +147,8 @@ class Pair:
             f"bucket = {bucket_spec}\n"
         )
 
-    def sync(self, *args: str) -> Run:
-        return run_syncd(self.config, *args)
+    def sync(self, *args: str, on_event: Callable[[dict[str, Any]], None] | None = None) -> Run:
+        return run_syncd(self.config, *args, on_event=on_event)
 
     def write_a(self, path: str, data: bytes, mtime: float | None = None) -> None:
         target = self.files / path
@@ -364,20 +401,34 @@ def _random_files(pair: Pair, count: int, size: int) -> dict[str, bytes]:
     return files
 
 
-def _sync_interrupted(pair: Pair, ready: Callable[[], bool], interrupt: Callable[[], object], wait_s: float) -> Run:
-    """A sync during which a thread waits (at most ``wait_s``) for ``ready``, then interrupts."""
+@dataclass
+class Interrupted:
+    run: Run
+    at: float | None  # time.monotonic() of the interruption; None: the run never got there
 
-    def watch() -> None:
-        deadline = time.monotonic() + wait_s
-        while time.monotonic() < deadline and not ready():
-            time.sleep(0.05)
-        interrupt()
+    @property
+    def took(self) -> float:
+        """Seconds from the interruption to the end of the run."""
+        assert self.at is not None, "the run ended before it was interrupted"
+        return self.run.ended - self.at
 
-    watcher = threading.Thread(target=watch)
-    watcher.start()
-    run = pair.sync()
-    watcher.join(timeout=wait_s + 10)
-    return run
+
+def _sync_interrupted(pair: Pair, interrupt: Callable[[], object], *, after_done: int) -> Interrupted:
+    """A sync that ``interrupt`` breaks right after the run reports its ``after_done``-th
+    finished action (called from the thread that reads the run's events)."""
+    done = 0
+    at: float | None = None
+
+    def on_event(event: dict[str, Any]) -> None:
+        nonlocal done, at
+        if event.get("event") == "done":
+            done += 1
+            if done == after_done:
+                interrupt()
+                at = time.monotonic()
+
+    run = pair.sync(on_event=on_event)
+    return Interrupted(run, at)
 
 
 def test_read_only_grant_is_exit_4_and_nothing_lost(storj_network: StorjNetwork, storj_pair: Pair) -> None:  # noqa: F811
@@ -430,39 +481,95 @@ def test_switching_to_another_projects_grant_wipes_nothing(storj_network: StorjN
     assert storj_pair.tree_a() == storj_pair.tree_b() == files
 
 
+@dataclass
+class RelayedPair:
+    pair: Pair
+    checker: StorjRemote  # straight to the satellite, for checks
+    timeout: float  # the pair's configured deadline floor (seconds)
+
+
+@contextlib.contextmanager
+def relayed_storj_pair(net: StorjNetwork, root: Path, relay: TcpRelay, *, timeout: float) -> Iterator[RelayedPair]:
+    """A pair whose syncd reaches the satellite through ``relay`` (API key + passphrase:
+    every run also derives its grant through it), with a deadline floor of ``timeout``."""
+    node_id, _, _ = net.satellite_addr.partition("@")
+    bucket = fresh_bucket(net)
+    passphrase = "relayed " + secrets.token_hex(4)
+    (root / "api-key").write_text(net.api_key)
+    (root / "passphrase").write_text(passphrase)
+    with uplink.Access.request(net.satellite_addr, net.api_key, passphrase) as access:
+        checker = StorjRemote(access.serialize(), bucket, prefix="alice/")
+    spec = (
+        f'{{ type = "storj", satellite_address = "{node_id}@127.0.0.1:{relay.port}", api_key_file = "api-key", '
+        f'passphrase_file = "passphrase", bucket = "{bucket}", prefix = "alice/", dial_timeout = 5, '
+        f"timeout = {timeout} }}"
+    )
+    try:
+        yield RelayedPair(Pair(root, spec, checker), checker, timeout)
+    finally:
+        checker.close()
+
+
+def _satellite_relay(net: StorjNetwork) -> TcpRelay:
+    host, _, port = net.satellite_addr.partition("@")[2].rpartition(":")
+    return TcpRelay((host, int(port)))
+
+
+def _broken_then_recovers(relayed: RelayedPair, relay: TcpRelay, interrupt: Callable[[], object]) -> Interrupted:
+    """150 files up; ``interrupt`` breaks the satellite after 10 are done: exit 1 or 6,
+    nothing lost, no torn object; after ``relay.resume()`` the next run completes."""
+    pair = relayed.pair
+    files = _random_files(pair, 150, 32 * 1024)
+    broken = _sync_interrupted(pair, interrupt, after_done=10)
+    run = broken.run
+    assert broken.at is not None, (run.code, run.stderr, run.report)
+    assert run.code in (1, 6), (run.code, run.stderr, run.report)
+    assert relay.connections > 0
+    assert pair.tree_a() == files  # nothing lost locally
+    uploaded = pair.tree_b()
+    assert 10 <= len(uploaded) < len(files)
+    assert all(files[path] == data for path, data in uploaded.items())  # no torn object
+
+    relay.resume()  # the satellite is back
+    fixed = pair.sync()
+    assert fixed.code == 0, (fixed.stderr, fixed.report)
+    assert pair.tree_b() == files
+    assert pair.sync().report["done"] == {}
+    return broken
+
+
 def test_satellite_unreachable_mid_sync_then_recovers(storj_network: StorjNetwork, tmp_path: Path) -> None:  # noqa: F811
     """syncd reaches the satellite through a relay that is cut during the uploads (what a
     client sees when the satellite dies): exit 1 or 6, nothing lost, the next run completes."""
-    net = storj_network
-    node_id, _, host_port = net.satellite_addr.partition("@")
-    host, _, port = host_port.rpartition(":")
-    bucket = fresh_bucket(net)
-    passphrase = "mid-sync " + secrets.token_hex(4)
-    (tmp_path / "api-key").write_text(net.api_key)
-    (tmp_path / "passphrase").write_text(passphrase)
-    with uplink.Access.request(net.satellite_addr, net.api_key, passphrase) as access:
-        checker = StorjRemote(access.serialize(), bucket, prefix="alice/")  # straight to the satellite
-    with TcpRelay((host, int(port))) as relay:
-        spec = (
-            f'{{ type = "storj", satellite_address = "{node_id}@127.0.0.1:{relay.port}", api_key_file = "api-key", '
-            f'passphrase_file = "passphrase", bucket = "{bucket}", prefix = "alice/", dial_timeout = 5 }}'
-        )
-        pair = Pair(tmp_path, spec, checker)
-        files = _random_files(pair, 150, 32 * 1024)
-        broken = _sync_interrupted(pair, lambda: sum(1 for _ in checker.list()) >= 10, relay.cut, wait_s=120)
-        assert broken.code in (1, 6), (broken.code, broken.stderr, broken.report)
-        assert relay.connections > 0
-        assert pair.tree_a() == files  # nothing lost locally
-        uploaded = pair.tree_b()
-        assert 10 <= len(uploaded) < len(files)
-        assert all(files[path] == data for path, data in uploaded.items())  # no torn object
+    with _satellite_relay(storj_network) as relay, relayed_storj_pair(storj_network, tmp_path, relay, timeout=60) as rp:
+        _broken_then_recovers(rp, relay, relay.cut)
 
-        relay.resume()  # the satellite is back
-        fixed = pair.sync()
-        assert fixed.code == 0, (fixed.stderr, fixed.report)
-        assert pair.tree_b() == files
-        assert pair.sync().report["done"] == {}
-    checker.close()
+
+def test_satellite_stalled_mid_sync_ends_within_its_deadline(storj_network: StorjNetwork, tmp_path: Path) -> None:  # noqa: F811
+    """The satellite keeps its connections open and stops answering during the uploads
+    (a hung satellite, or a middlebox dropping packets): nothing but syncd's own deadlines
+    can end its calls. The run ends within them (plus slack) with exit 1 or 6, nothing
+    lost, and the next run, the satellite back, completes."""
+    with _satellite_relay(storj_network) as relay, relayed_storj_pair(storj_network, tmp_path, relay, timeout=3) as rp:
+        broken = _broken_then_recovers(rp, relay, relay.stall)
+    # The calls in flight miss their deadlines (3 s + 1 s for a 32 KiB file at the
+    # default 32 KiB/s), and so may those the workers started before the run gave up.
+    assert broken.took < 2 * (rp.timeout + 1) + END_SLACK, broken.took
+    assert "not answering" in broken.run.stderr, broken.run.stderr
+
+
+def test_satellite_stalled_from_the_start_is_exit_6(storj_network: StorjNetwork, tmp_path: Path) -> None:  # noqa: F811
+    """A satellite that accepts connections and never answers, before the run begins:
+    deriving the grant (the run's first satellite call) ends at its deadline, exit 6."""
+    with _satellite_relay(storj_network) as relay, relayed_storj_pair(storj_network, tmp_path, relay, timeout=2) as rp:
+        relay.stall()
+        rp.pair.write_a("keep.txt", b"precious")
+        started = time.monotonic()
+        run = rp.pair.sync()
+        assert run.code == 6, (run.code, run.stderr)
+        assert "not answering" in _one_line(run.stderr)
+        assert run.ended - started < rp.timeout + END_SLACK
+        assert rp.pair.tree_a() == {"keep.txt": b"precious"}
 
 
 def test_s3_wrong_secret_is_exit_4_without_the_secret(storj_network: StorjNetwork, tmp_path: Path) -> None:  # noqa: F811
@@ -476,6 +583,18 @@ def test_s3_wrong_secret_is_exit_4_without_the_secret(storj_network: StorjNetwor
     line = _one_line(run.stderr)
     assert "refused access" in line and bad not in line and net.s3_secret_key not in line
     assert pair.tree_a() == {"keep.txt": b"precious"}
+
+
+def _wait_listening(port: int, proc: subprocess.Popen[bytes], *, attempts: int = 200) -> None:
+    """Until 127.0.0.1:``port`` accepts (a server started), at most ``attempts`` tries."""
+    for _ in range(attempts):
+        assert proc.poll() is None, f"the server exited with {proc.returncode}"
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)  # between connection attempts: a poll, not a guess of a duration
+    pytest.fail(f"nothing listening on 127.0.0.1:{port} after {attempts} attempts")
 
 
 def test_s3_server_stopped_mid_sync_then_recovers(tmp_path: Path) -> None:
@@ -499,23 +618,16 @@ def test_s3_server_stopped_mid_sync_then_recovers(tmp_path: Path) -> None:
         spec = s3_spec(server.endpoint, "mid", root, server.access_key, server.secret_key, ", retries = 1, timeout = 5")
         pair = Pair(root, spec, setup)
         files = _random_files(pair, 120, 256 * 1024)
-        uploading = lambda: any((data / "mid" / "alice" / "f").glob("*.bin"))  # noqa: E731
-        broken = _sync_interrupted(pair, uploading, lambda: stop_rclone_s3(proc), wait_s=60)
-        assert broken.code in (1, 6), (broken.code, broken.stderr, broken.report)
+        broken = _sync_interrupted(pair, lambda: stop_rclone_s3(proc), after_done=5)
+        assert broken.at is not None, (broken.run.code, broken.run.stderr)
+        assert broken.run.code in (1, 6), (broken.run.code, broken.run.stderr, broken.run.report)
         assert pair.tree_a() == files  # nothing lost locally
 
         # the server comes back on the same port and folder: the next run recovers
+        address = server.endpoint.removeprefix("http://")
+        auth = f"{server.access_key},{server.secret_key}"
         proc2 = subprocess.Popen(
-            [
-                "rclone",
-                "serve",
-                "s3",
-                "--addr",
-                server.endpoint.removeprefix("http://"),
-                "--auth-key",
-                f"{server.access_key},{server.secret_key}",
-                str(data),
-            ],
+            ["rclone", "serve", "s3", "--addr", address, "--auth-key", auth, str(data)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
             stdin=subprocess.DEVNULL,
@@ -523,13 +635,7 @@ def test_s3_server_stopped_mid_sync_then_recovers(tmp_path: Path) -> None:
             start_new_session=True,
         )
         try:
-            deadline = time.monotonic() + 20
-            while time.monotonic() < deadline:
-                try:
-                    setup.client.head_bucket(Bucket="mid")
-                    break
-                except Exception:
-                    time.sleep(0.2)
+            _wait_listening(int(address.rpartition(":")[2]), proc2)
             fixed = pair.sync()
             assert fixed.code == 0, (fixed.stderr, fixed.report)
             assert pair.tree_b() == files
@@ -539,6 +645,25 @@ def test_s3_server_stopped_mid_sync_then_recovers(tmp_path: Path) -> None:
         setup.close()
     finally:
         stop_rclone_s3(proc)
+
+
+def test_s3_server_that_never_answers_ends_the_run(tmp_path: Path) -> None:
+    """An S3 endpoint that accepts connections and never answers (a hung server): every
+    request ends at its read timeout, retried a bounded number of times; exit 6."""
+    with TcpRelay(("127.0.0.1", free_port())) as hung:
+        hung.stall()
+        endpoint = f"http://127.0.0.1:{hung.port}"
+        spec = s3_spec(endpoint, "abc", tmp_path, "a" * 20, "b" * 32, ", retries = 2, timeout = 2")
+        pair = Pair(tmp_path, spec, remote=None)  # type: ignore[arg-type]
+        pair.write_a("keep.txt", b"precious")
+        started = time.monotonic()
+        run = pair.sync()
+        assert run.code == 6, (run.code, run.stderr)
+        assert "did not answer" in _one_line(run.stderr)
+        # 2 attempts of 2 s each, and botocore's backoff between them (at most a few s).
+        assert run.ended - started < 2 * 2 + END_SLACK
+        assert hung.connections >= 2
+        assert pair.tree_a() == {"keep.txt": b"precious"}
 
 
 def test_unreachable_s3_endpoint_is_exit_6(tmp_path: Path) -> None:
