@@ -107,8 +107,10 @@ def _snapshot(
 
 
 def printable(path: str) -> str:
-    """``path`` as a key of the skipped names: bytes that are not UTF-8 become ``\\xNN``."""
-    return path.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+    """``path`` as a key of the skipped names, exact but for bytes that are not UTF-8 (kept by
+    Python as lone surrogates, which no text column or JSON string holds): those become ``\\xNN``.
+    Control characters stay: display escapes them (:mod:`syncd.display`), ``--json`` keeps them."""
+    return path.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
 
 
 def stat_paths(

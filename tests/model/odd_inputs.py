@@ -68,9 +68,10 @@ def is_refused(name: str) -> bool:
 
 
 def reported_forms(name: str) -> set[str]:
-    """The forms under which a skipped name may be reported: as it is, or escaped as a
-    report line shows a name that is not printable UTF-8."""
-    escaped = name.encode("utf-8", "backslashreplace").decode("ascii", "backslashreplace")
+    """The forms under which a skipped name may be reported: exactly as it is, or with each
+    byte that is not UTF-8 (a lone surrogate U+DC80-U+DCFF in Python) as ``\\xNN`` and every
+    other character exact."""
+    escaped = "".join(f"\\x{ord(c) - 0xDC00:02x}" if 0xDC80 <= ord(c) <= 0xDCFF else c for c in name)
     return {name, escaped}
 
 
