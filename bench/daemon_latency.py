@@ -113,8 +113,21 @@ def bench(files: int, samples: int, quiet: float, full_sync: bool) -> dict[str, 
         config, sock = write_config(base), base / "control.sock"
         started = time.monotonic()
         with open(base / "daemon.log", "wb") as log:
-            proc = subprocess.Popen([*daemon_cmd(), "--config", str(config), "run", "--quiet-period", str(quiet),
-                                     "--first-run-within", "604800"], stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
+            proc = subprocess.Popen(
+                [
+                    *daemon_cmd(),
+                    "--config",
+                    str(config),
+                    "run",
+                    "--quiet-period",
+                    str(quiet),
+                    "--first-run-within",
+                    "604800",
+                ],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                cwd=REPO,
+            )
         wait_answer(sock, proc, 600)
         figures = {"start_s": time.monotonic() - started}
         if full_sync:
@@ -138,8 +151,11 @@ def bench(files: int, samples: int, quiet: float, full_sync: bool) -> dict[str, 
             latencies.append(time.monotonic() - began)
             time.sleep(quiet + 0.3)
             wait_idle(sock, 60)  # the echo of the bucket write: one no-op hinted run
-        figures.update(latency_median_s=statistics.median(latencies), latency_max_s=max(latencies),
-                       peak_rss_mb=peak_rss_mb(proc.pid))
+        figures.update(
+            latency_median_s=statistics.median(latencies),
+            latency_max_s=max(latencies),
+            peak_rss_mb=peak_rss_mb(proc.pid),
+        )
         return figures
     finally:
         if proc is not None and proc.poll() is None:
@@ -174,8 +190,10 @@ def main() -> None:
     print(f"{'files':>8} {'start s':>8} {'full sync s':>12} {'latency median s':>17} {'max s':>7} {'peak RSS MB':>12}")
     for size, f in rows:
         full = f"{f['full_sync_s']:.1f}" if "full_sync_s" in f else "-"
-        print(f"{size:>8} {f['start_s']:>8.2f} {full:>12} {f['latency_median_s']:>17.3f} {f['latency_max_s']:>7.3f} "
-              f"{f['peak_rss_mb']:>12.0f}")
+        print(
+            f"{size:>8} {f['start_s']:>8.2f} {full:>12} {f['latency_median_s']:>17.3f} {f['latency_max_s']:>7.3f} "
+            f"{f['peak_rss_mb']:>12.0f}"
+        )
 
 
 if __name__ == "__main__":

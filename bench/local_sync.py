@@ -183,8 +183,11 @@ def print_table(table: dict[str, dict[str, Sample]]) -> None:
         print(f"{name:<15}{cells}")
     if "rclone bisync" in table:
         ratios = {p: table["syncd"][p].seconds / table["rclone bisync"][p].seconds for p in phases}
-        print("\nsyncd / rclone bisync (time): " + ", ".join(f"{p} {r:.2f}x" for p, r in ratios.items())
-              + "   (target <= 0.50x)")
+        print(
+            "\nsyncd / rclone bisync (time): "
+            + ", ".join(f"{p} {r:.2f}x" for p, r in ratios.items())
+            + "   (target <= 0.50x)"
+        )
 
 
 if __name__ == "__main__":

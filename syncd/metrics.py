@@ -43,19 +43,26 @@ class Metrics:
             raise FatalError("--metrics needs prometheus-client (pip install prometheus-client)") from None
         host, port = parse_address(address)
         registry = prom.CollectorRegistry()
-        self.runs = prom.Counter("syncd_runs_total", "Finished runs", ["pair", "outcome", "reason"],
-                                 registry=registry)
-        self.seconds = prom.Histogram("syncd_run_seconds", "Run duration", ["pair"], registry=registry,
-                                      buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 1800, 7200))
+        self.runs = prom.Counter("syncd_runs_total", "Finished runs", ["pair", "outcome", "reason"], registry=registry)
+        self.seconds = prom.Histogram(
+            "syncd_run_seconds",
+            "Run duration",
+            ["pair"],
+            registry=registry,
+            buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 1800, 7200),
+        )
         self.bytes = prom.Counter("syncd_bytes_moved_total", "Bytes copied", ["pair"], registry=registry)
         self.actions = prom.Counter("syncd_actions_total", "Actions done", ["pair", "kind"], registry=registry)
-        self.item_errors = prom.Gauge("syncd_item_errors", "Items that failed in the last run", ["pair"],
-                                      registry=registry)
-        self.last_run = prom.Gauge("syncd_last_run_timestamp_seconds", "End of the last run", ["pair"],
-                                   registry=registry)
+        self.item_errors = prom.Gauge(
+            "syncd_item_errors", "Items that failed in the last run", ["pair"], registry=registry
+        )
+        self.last_run = prom.Gauge(
+            "syncd_last_run_timestamp_seconds", "End of the last run", ["pair"], registry=registry
+        )
         self.paused = prom.Gauge("syncd_pair_paused", "1 when the pair is paused", ["pair"], registry=registry)
-        self.events = prom.Counter("syncd_watch_events_total", "File events that marked a pair dirty", ["pair"],
-                                   registry=registry)
+        self.events = prom.Counter(
+            "syncd_watch_events_total", "File events that marked a pair dirty", ["pair"], registry=registry
+        )
         try:
             self.server: Any = prom.start_http_server(port, addr=host, registry=registry)
         except OSError as exc:

@@ -1,4 +1,4 @@
-"""The project's own checks, part of the suite so CI runs them: ruff and mypy --strict."""
+"""The project's own checks, part of the suite so CI runs them: ruff (lint and format) and mypy --strict."""
 
 from __future__ import annotations
 
@@ -21,6 +21,13 @@ def test_ruff_lint_is_clean() -> None:
         pytest.fail("ruff is not installed: pip install -e '.[test]'")
     result = run("ruff", "check", "syncd", "migrations", "bench", "tests")
     assert result.returncode == 0, result.stdout[-4000:]
+
+
+def test_ruff_format_is_clean() -> None:
+    if shutil.which("ruff") is None:
+        pytest.fail("ruff is not installed: pip install -e '.[test]'")
+    result = run("ruff", "format", "--check", "syncd", "migrations", "bench", "tests")
+    assert result.returncode == 0, (result.stdout + result.stderr)[-4000:]
 
 
 def test_mypy_strict_is_clean() -> None:

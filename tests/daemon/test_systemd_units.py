@@ -41,15 +41,17 @@ def _executable() -> str:
     return found
 
 
-@pytest.mark.parametrize(("source", "as_name"), [("syncd.service", "syncd.service"),
-                                                 ("syncd@.service", "syncd@alice.service")])
+@pytest.mark.parametrize(
+    ("source", "as_name"), [("syncd.service", "syncd.service"), ("syncd@.service", "syncd@alice.service")]
+)
 def test_unit_verifies_cleanly(tmp_path: Path, source: str, as_name: str) -> None:
     tool = _analyze()
     text = (UNITS / source).read_text().replace("/usr/bin/syncd", _executable())
     unit = tmp_path / as_name  # a template is verified as one of its instances
     unit.write_text(text)
-    out = subprocess.run([tool, "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False,
-                         cwd=tmp_path)
+    out = subprocess.run(
+        [tool, "verify", str(unit)], capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path
+    )
     assert out.returncode == 0, out.stderr
     assert out.stderr.strip() == "", out.stderr  # unknown keys are only warnings: none allowed
 
@@ -57,8 +59,16 @@ def test_unit_verifies_cleanly(tmp_path: Path, source: str, as_name: str) -> Non
 def test_units_keep_their_promises() -> None:
     for name in ("syncd.service", "syncd@.service"):
         text = (UNITS / name).read_text()
-        for line in ("Type=notify", "User=syncd", "NoNewPrivileges=yes", "ProtectSystem=strict", "PrivateTmp=yes",
-                     "ReadWritePaths=/var/lib/syncd /run/syncd", "WatchdogSec=", "ExecReload=/bin/kill -HUP $MAINPID"):
+        for line in (
+            "Type=notify",
+            "User=syncd",
+            "NoNewPrivileges=yes",
+            "ProtectSystem=strict",
+            "PrivateTmp=yes",
+            "ReadWritePaths=/var/lib/syncd /run/syncd",
+            "WatchdogSec=",
+            "ExecReload=/bin/kill -HUP $MAINPID",
+        ):
             assert line in text, (name, line)
     assert "run --only %i" in (UNITS / "syncd@.service").read_text()
     tmpfiles = (UNITS / "syncd.tmpfiles").read_text()

@@ -77,8 +77,9 @@ class PairEnv:
     # -- bucket side ---------------------------------------------------------------------------
 
     def write_b(self, key: str, data: bytes, mtime_ns: int = 1_600_000_000_000_000_000) -> None:
-        self.bucket.write(key, io.BytesIO(data), size=len(data), mtime_ns=mtime_ns,
-                          content_hash=hashlib.sha256(data).hexdigest())
+        self.bucket.write(
+            key, io.BytesIO(data), size=len(data), mtime_ns=mtime_ns, content_hash=hashlib.sha256(data).hexdigest()
+        )
 
     def read_b(self, key: str) -> bytes:
         with self.bucket.open_read(key) as stream:

@@ -456,9 +456,7 @@ def test_a_temp_file_about_to_be_committed_is_not_swept(tmp_path: Path) -> None:
     assert temp.exists(), "the temp file of a write in flight was removed by a listing"
 
 
-def test_an_abandoned_temp_file_with_a_future_mtime_is_swept(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_an_abandoned_temp_file_with_a_future_mtime_is_swept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(local, "STALE_TEMP_S", 0.5)
     files = tmp_path / "files"
     temp = leftover(files / f"{TMP_PREFIX}0123456789ab")

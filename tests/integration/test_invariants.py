@@ -41,6 +41,7 @@ def synced(env: PairEnv, files: dict[str, bytes]) -> None:
 
 # 1 ---------------------------------------------------------------------------------------------
 
+
 def test_inv01_never_half_written(env: PairEnv) -> None:
     """A download whose bytes do not match the object's size/hash is never committed."""
     synced(env, {"doc.txt": b"good version"})
@@ -56,6 +57,7 @@ def test_inv01_never_half_written(env: PairEnv) -> None:
 
 
 # 2 ---------------------------------------------------------------------------------------------
+
 
 def test_inv02_index_records_only_finished_work(env: PairEnv) -> None:
     """After a run where some actions fail, every base in the index is true on both sides."""
@@ -75,6 +77,7 @@ def test_inv02_index_records_only_finished_work(env: PairEnv) -> None:
 
 # 3 ---------------------------------------------------------------------------------------------
 
+
 def test_inv03_identical_content_is_never_a_conflict(env: PairEnv) -> None:
     env.write_a("same.txt", b"identical", mtime_s=1_000_000)
     env.write_b("same.txt", b"identical", mtime_ns=2_000_000_000_000_000_000)
@@ -84,6 +87,7 @@ def test_inv03_identical_content_is_never_a_conflict(env: PairEnv) -> None:
 
 
 # 4 ---------------------------------------------------------------------------------------------
+
 
 def test_inv04_conflicts_never_lose_a_version(env: PairEnv) -> None:
     synced(env, {"c.txt": b"v0"})
@@ -101,6 +105,7 @@ def test_inv04_conflicts_never_lose_a_version(env: PairEnv) -> None:
 
 # 5 ---------------------------------------------------------------------------------------------
 
+
 def test_inv05_modify_beats_delete(env: PairEnv) -> None:
     synced(env, {"m.txt": b"v0", "n.txt": b"v0"})
     (env.files / "m.txt").unlink()
@@ -114,6 +119,7 @@ def test_inv05_modify_beats_delete(env: PairEnv) -> None:
 
 
 # 6 ---------------------------------------------------------------------------------------------
+
 
 def test_inv06_a_side_that_lists_empty_aborts_with_zero_changes(env: PairEnv) -> None:
     synced(env, {"a.txt": b"1", "b/c.txt": b"2"})
@@ -135,6 +141,7 @@ def test_inv06_a_missing_root_aborts_with_zero_changes(env: PairEnv) -> None:
 
 
 # 7 ---------------------------------------------------------------------------------------------
+
 
 def test_inv07_transport_errors_are_never_deletions(env: PairEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     synced(env, {f"f{i}.txt": b"x" for i in range(10)})
@@ -184,6 +191,7 @@ def test_inv07_a_server_gone_mid_run_stops_the_run_and_delays_nothing(
 
 # 8 ---------------------------------------------------------------------------------------------
 
+
 def test_inv08_mass_delete_guard_stops_before_any_change(env: PairEnv) -> None:
     synced(env, {f"f{i}.txt": bytes([i]) * 10 for i in range(10)})
     for i in range(6):
@@ -207,6 +215,7 @@ def test_inv08_renames_do_not_count_as_deletes(env: PairEnv) -> None:
 
 # 9 ---------------------------------------------------------------------------------------------
 
+
 def test_inv09_changing_excludes_is_not_a_deletion(env: PairEnv) -> None:
     synced(env, {"keep.txt": b"k", "cache/a.bin": b"1", "cache/b.bin": b"2"})
     env.extra = 'exclude = ["cache"]\n'
@@ -218,6 +227,7 @@ def test_inv09_changing_excludes_is_not_a_deletion(env: PairEnv) -> None:
 
 
 # 10 --------------------------------------------------------------------------------------------
+
 
 def test_inv10_a_second_run_does_nothing(env: PairEnv) -> None:
     env.write_a("a.txt", b"a")
@@ -231,6 +241,7 @@ def test_inv10_a_second_run_does_nothing(env: PairEnv) -> None:
 
 # 11 --------------------------------------------------------------------------------------------
 
+
 def test_inv11_syncd_own_writes_are_not_new_changes(env: PairEnv) -> None:
     env.write_b("down.txt", b"downloaded")
     assert env.sync().done["copy"] == 1
@@ -241,6 +252,7 @@ def test_inv11_syncd_own_writes_are_not_new_changes(env: PairEnv) -> None:
 
 
 # 12 --------------------------------------------------------------------------------------------
+
 
 def test_inv12_a_concurrent_change_becomes_a_conflict_not_an_overwrite(env: PairEnv) -> None:
     synced(env, {"race.txt": b"v0"})
@@ -261,6 +273,7 @@ def test_inv12_a_concurrent_change_becomes_a_conflict_not_an_overwrite(env: Pair
 
 # 13 --------------------------------------------------------------------------------------------
 
+
 def test_inv13_mtime_only_change_moves_no_bytes(env: PairEnv) -> None:
     synced(env, {"t.txt": b"same bytes"})
     etag_before = env.bucket.stat("t.txt").etag
@@ -273,6 +286,7 @@ def test_inv13_mtime_only_change_moves_no_bytes(env: PairEnv) -> None:
 
 # 14 --------------------------------------------------------------------------------------------
 
+
 def test_inv14_clock_skew_changes_nothing(env: PairEnv) -> None:
     future = int((time.time() + 10 * 365 * 86400) * 1e9)
     env.write_b("skew.txt", b"from a machine whose clock is 10 years ahead", mtime_ns=future)
@@ -284,6 +298,7 @@ def test_inv14_clock_skew_changes_nothing(env: PairEnv) -> None:
 
 
 # 15 --------------------------------------------------------------------------------------------
+
 
 def test_inv15_downloads_are_verified_before_they_replace_anything(
     env: PairEnv, monkeypatch: pytest.MonkeyPatch
@@ -325,6 +340,7 @@ def test_inv15_stable_bytes_against_a_claimed_hash_win_and_the_replaced_version_
 
 # 16 --------------------------------------------------------------------------------------------
 
+
 def test_inv16_a_file_changing_while_read_fails_that_item(env: PairEnv, monkeypatch: pytest.MonkeyPatch) -> None:
     env.write_a("growing.log", b"x" * 3_000_000)
     env.write_a("other.txt", b"fine")
@@ -350,6 +366,7 @@ def test_inv16_a_file_changing_while_read_fails_that_item(env: PairEnv, monkeypa
 
 # 17 --------------------------------------------------------------------------------------------
 
+
 def test_inv17_one_run_per_pair_at_a_time(env: PairEnv) -> None:
     pair = env.pair()
     held = threading.Event()
@@ -374,9 +391,9 @@ def test_inv17_one_run_per_pair_at_a_time(env: PairEnv) -> None:
 
 # 18 --------------------------------------------------------------------------------------------
 
+
 def test_inv18_names_differing_by_case_or_unicode_form_never_overwrite_each_other(env: PairEnv) -> None:
-    names = {"Report.txt": b"upper", "report.txt": b"lower",
-             "caf\u00e9.txt": b"nfc", "cafe\u0301.txt": b"nfd"}
+    names = {"Report.txt": b"upper", "report.txt": b"lower", "caf\u00e9.txt": b"nfc", "cafe\u0301.txt": b"nfd"}
     for name, data in names.items():
         env.write_b(name, data)
     env.sync()
@@ -386,9 +403,18 @@ def test_inv18_names_differing_by_case_or_unicode_form_never_overwrite_each_othe
 
 # 19 --------------------------------------------------------------------------------------------
 
+
 def test_inv19_no_remote_key_escapes_the_root(env: PairEnv) -> None:
-    hostile = ["../escape.txt", "/etc/evil.txt", "a/../../up.txt", "nul\x00byte.txt",
-               "x" * 300 + ".txt", "bad-\udcff-utf8.txt", "back\\slash.txt", "./dot.txt"]
+    hostile = [
+        "../escape.txt",
+        "/etc/evil.txt",
+        "a/../../up.txt",
+        "nul\x00byte.txt",
+        "x" * 300 + ".txt",
+        "bad-\udcff-utf8.txt",
+        "back\\slash.txt",
+        "./dot.txt",
+    ]
     for key in hostile:
         env.write_b(key, b"hostile")
     env.write_b("fine/ok.txt", b"ok")

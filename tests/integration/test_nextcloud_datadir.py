@@ -68,7 +68,7 @@ def test_a_failed_scan_is_reported_and_the_files_are_still_synced(tmp_path: Path
     put(DirBucket(tmp_path / "bucket"), "new.txt", b"from the bucket")
     report = sync_pair(load_config(config).pairs[0])
     assert report.outcome is Outcome.ITEM_ERRORS
-    (_, message), = report.errors
+    ((_, message),) = report.errors
     assert "files:scan for 'alice/files' failed (exit 1): Permission denied" in message
     assert (files / "new.txt").read_bytes() == b"from the bucket"
 

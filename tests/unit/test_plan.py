@@ -21,15 +21,16 @@ def entry(
 
 
 def base(path: str = "f.txt", h: str | None = H1, size: int = 10, inode: int | None = None) -> Base:
-    return Base(path=path, size=size, content_hash=h, a_etag="a0", b_etag="b0",
-                a_mtime_ns=1000, b_mtime_ns=1000, a_inode=inode)
+    return Base(
+        path=path, size=size, content_hash=h, a_etag="a0", b_etag="b0", a_mtime_ns=1000, b_mtime_ns=1000, a_inode=inode
+    )
 
 
-def run(
-    bases: list[Base], a: list[Entry], b: list[Entry], **settings: object
-) -> list[Action]:
+def run(bases: list[Base], a: list[Entry], b: list[Entry], **settings: object) -> list[Action]:
     result = plan(
-        {x.path: x for x in bases}, {x.path: x for x in a}, {x.path: x for x in b},
+        {x.path: x for x in bases},
+        {x.path: x for x in a},
+        {x.path: x for x in b},
         PlanSettings(**settings),  # type: ignore[arg-type]
         NOW,
     )
@@ -42,6 +43,7 @@ def only(actions: list[Action]) -> Action:
 
 
 # -- the decision table, row by row -------------------------------------------------------------
+
 
 def test_same_same_does_nothing() -> None:
     assert run([base()], [entry("f.txt", "a0")], [entry("f.txt", "b0")]) == []
@@ -119,6 +121,7 @@ def test_mtime_only_change_records_and_moves_no_bytes() -> None:
 
 # -- policies ------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize(
     ("policy", "kind", "side"),
     [
@@ -157,6 +160,7 @@ def test_conflict_copy_name_never_reuses_an_existing_path() -> None:
 
 # -- one-way modes -------------------------------------------------------------------------------
 
+
 def test_upload_only_never_deletes_in_the_bucket() -> None:
     action = only(run([base()], [], [entry("f.txt", "b0")], mode=Mode.UPLOAD_ONLY))
     assert action.kind is ActionKind.FORGET
@@ -174,9 +178,7 @@ def test_upload_only_conflict_keeps_files_version_and_trashes_bucket_version() -
 
 
 def test_download_only_never_writes_the_bucket() -> None:
-    actions = run(
-        [base()], [entry("f.txt", "a1", H2), entry("new.txt", "n")], [], mode=Mode.DOWNLOAD_ONLY
-    )
+    actions = run([base()], [entry("f.txt", "a1", H2), entry("new.txt", "n")], [], mode=Mode.DOWNLOAD_ONLY)
     assert all(a.side is not Side.B for a in actions), actions
 
 
@@ -186,6 +188,7 @@ def test_upload_only_does_not_turn_renames_into_bucket_moves() -> None:
 
 
 # -- renames -------------------------------------------------------------------------------------
+
 
 def test_rename_on_files_by_hash_becomes_a_move_on_bucket() -> None:
     action = only(run([base("old.txt")], [entry("new.txt", "a9", H1)], [entry("old.txt", "b0")]))
@@ -215,6 +218,7 @@ def test_same_size_different_content_is_not_a_move() -> None:
 
 
 # -- name clashes (invariant 18) -----------------------------------------------------------------
+
 
 def test_case_clash_on_a_case_insensitive_side_is_skipped_not_overwritten() -> None:
     fold = Folding(case=True)

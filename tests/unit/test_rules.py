@@ -22,9 +22,20 @@ def test_safe_keys(key: str) -> None:
 
 @pytest.mark.parametrize(
     ("key", "why"),
-    [("", "empty"), ("../x", "'..'"), ("a/../../b", "'..'"), ("/etc/passwd", "absolute"),
-     ("C:/x", "absolute"), ("a\\b", "backslash"), ("nul\x00", "control"), ("new\nline", "control"),
-     ("a//b", "''"), ("./a", "'.'"), ("x" * 256, "longer than 255"), ("bad\udcff", "UTF-8")],
+    [
+        ("", "empty"),
+        ("../x", "'..'"),
+        ("a/../../b", "'..'"),
+        ("/etc/passwd", "absolute"),
+        ("C:/x", "absolute"),
+        ("a\\b", "backslash"),
+        ("nul\x00", "control"),
+        ("new\nline", "control"),
+        ("a//b", "''"),
+        ("./a", "'.'"),
+        ("x" * 256, "longer than 255"),
+        ("bad\udcff", "UTF-8"),
+    ],
 )
 def test_unsafe_keys(key: str, why: str) -> None:
     with pytest.raises(UnsafePath, match=why):
