@@ -27,24 +27,9 @@ from tests.daemon.conftest import (
     tree_files,
     wait_for,
 )
+from tests.integration.cli_helpers import REPORT_KEYS
 
 WATCH_TIMEOUT_S = 20.0
-REPORT_KEYS = {
-    "event",
-    "pair",
-    "outcome",
-    "message",
-    "reported",
-    "done",
-    "errors",
-    "error_count",
-    "skipped",
-    "skipped_count",
-    "skipped_new",
-    "bytes",
-    "seconds",
-    "plan",
-}
 
 
 def test_now_through_the_socket_streams_progress_and_result(world: World) -> None:

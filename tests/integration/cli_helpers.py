@@ -13,6 +13,24 @@ from pathlib import Path
 
 from syncd.remotes.dirbucket import DirBucket
 
+# One `report` line per pair ends `syncd now --json`, in process and through the daemon alike.
+REPORT_KEYS = {
+    "event",
+    "pair",
+    "outcome",
+    "message",
+    "reported",
+    "done",
+    "errors",
+    "error_count",
+    "skipped",
+    "skipped_count",
+    "skipped_new",
+    "bytes",
+    "seconds",
+    "plan",
+}
+
 # syncd from this checkout; the tests that need the installed script say so.
 SYNCD_MODULE = (sys.executable, "-m", "syncd")
 

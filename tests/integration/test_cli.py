@@ -13,26 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.cli_helpers import syncd
+from tests.integration.cli_helpers import REPORT_KEYS, syncd
 
 REPO = Path(__file__).resolve().parents[2]
-# One `report` line per pair ends `syncd now --json`, in process and through the daemon alike.
-REPORT_KEYS = {
-    "event",
-    "pair",
-    "outcome",
-    "message",
-    "reported",
-    "done",
-    "errors",
-    "error_count",
-    "skipped",
-    "skipped_count",
-    "skipped_new",
-    "bytes",
-    "seconds",
-    "plan",
-}
 
 
 @pytest.fixture
