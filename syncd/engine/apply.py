@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from syncd.errors import ChangedWhileReading, ContentMismatch, FatalError, ItemError
+from syncd.errors import ChangedWhileReading, ContentMismatch, FatalError, ItemError, TransientError
 from syncd.models import Action, ActionKind, Base, Entry, Side
 from syncd.remotes.base import (
     CHUNK,
@@ -473,18 +473,25 @@ def run_actions(
     this thread, per action, as each ends. Item and transient errors (and any unexpected
     error of one action) are handed to ``on_error`` and the rest go on; a batch's files it
     did not create are queued to run alone first; a fatal error or an interrupt stops the run.
+
+    After a transient failure nothing new starts while units are in flight, then one unit
+    probes alone until one ends otherwise: against a server that stopped answering, the
+    units in flight end together at their deadline (and the caller's rule for failures in a
+    row stops the run), instead of new units each waiting a deadline of their own.
     """
     limit = max(1, workers)
     queue: deque[Work] = deque(batches)  # batches first: the biggest units start early
     queue.extend(actions)
     in_flight: dict[Future[Done | BatchOutcome], Work] = {}
+    probing = False
     with ThreadPoolExecutor(max_workers=limit) as pool:
         try:
             while queue or in_flight:
-                while queue and len(in_flight) < limit:
+                while queue and len(in_flight) < (1 if probing else limit):
                     work = queue.popleft()
                     in_flight[pool.submit(_perform, applier, work)] = work
                 for work, result in _finished(in_flight):
+                    probing = isinstance(result, TransientError)
                     _report(work, result, queue, on_done, on_error)
         except BaseException:
             for future in in_flight:
