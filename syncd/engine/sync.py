@@ -456,7 +456,8 @@ def _keep_folder_etags(
         if snap.folder_etags is None:
             continue
         written = folders_holding(applied.touched[side]) - holders
-        kept = {folder: etag for folder, etag in snap.folder_etags.items() if folder not in holders | written}
+        stale = holders | written  # once, not per folder
+        kept = {folder: etag for folder, etag in snap.folder_etags.items() if folder not in stale}
         kept.update(_settled(remotes[side], written, snap, applied.sizes))
         store.save_folder_etags(side.value, kept)
 

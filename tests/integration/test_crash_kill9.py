@@ -36,11 +36,9 @@ import io
 import json
 import os
 import random
-import shutil
 import signal
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 from collections import Counter
@@ -57,6 +55,7 @@ from syncd.models import Base, Outcome
 from syncd.paths import TEMP_PREFIX as TMP_PREFIX
 from syncd.remotes import local
 from syncd.remotes.dirbucket import DirBucket
+from tests.integration.helpers import ram_folder
 
 pytestmark = pytest.mark.slow
 
@@ -350,15 +349,8 @@ class Rig:
 def rig_root(tmp_path: Path) -> Iterator[Path]:
     """A RAM folder when there is one (``/dev/shm`` or ``$SYNCD_CRASH_TMP``): a SIGKILL loses
     no page cache, so RAM changes nothing this test checks, and it spares thousands of fsyncs."""
-    ram = Path(os.environ.get("SYNCD_CRASH_TMP", "/dev/shm"))
-    if not (ram.is_dir() and os.access(ram, os.W_OK)):
-        yield tmp_path
-        return
-    root = Path(tempfile.mkdtemp(prefix="syncd-kill9-", dir=ram))
-    try:
+    with ram_folder(tmp_path, "SYNCD_CRASH_TMP", "syncd-kill9-") as root:
         yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
 
 
 def test_kill9_at_random_moments_then_converge(rig_root: Path) -> None:

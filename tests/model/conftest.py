@@ -13,14 +13,14 @@ The ``model_root`` fixture (a folder in RAM) is shared by every test of this fol
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis.errors import InvalidArgument
+
+from tests.integration.helpers import ram_folder
 
 DEFAULT_PROFILE = "model-default"
 
@@ -54,12 +54,5 @@ def model_root(tmp_path: Path) -> Iterator[Path]:
     """A folder in RAM when there is one (``/dev/shm``, or ``$SYNCD_MODEL_TMP``): every write
     the engine makes is fsynced, which on a disk costs more than the whole rest of an example.
     Durability across power loss is not what this test checks (crashes here are in-process)."""
-    ram = Path(os.environ.get("SYNCD_MODEL_TMP", "/dev/shm"))
-    if not (ram.is_dir() and os.access(ram, os.W_OK)):
-        yield tmp_path
-        return
-    root = Path(tempfile.mkdtemp(prefix="syncd-model-", dir=ram))
-    try:
+    with ram_folder(tmp_path, "SYNCD_MODEL_TMP", "syncd-model-") as root:
         yield root
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
