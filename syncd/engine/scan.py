@@ -172,10 +172,10 @@ def claims_to_check(snap: Snapshot, other: Snapshot, bases: Mapping[str, Base]) 
     at that path, the base's (a change that looks like an mtime-only one), or that of a vanished
     path (a rename), or, where the other side changed too, it claims a change of a file whose
     size is that of the other side's or of the base (a conflict, unless the bytes say the same
-    file, or no change on this side). Such a claim is checked against
-    the bytes once; an entry whose etag is the base's was checked when the base was recorded."""
+    file, or no change on this side). Such a claim is checked against the bytes once; an
+    entry whose etag is the base's was checked when the base was recorded."""
     side_a = snap.side is Side.A
-    vanished = {b.content_hash for p, b in bases.items() if b.content_hash and p not in snap.entries}
+    vanished: set[str] | None = None  # hashes of vanished paths: a pass over the index, only if asked
     checks = []
     for path, entry in snap.entries.items():
         claim = entry.content_hash
@@ -193,8 +193,12 @@ def claims_to_check(snap: Snapshot, other: Snapshot, bases: Mapping[str, Base]) 
             (theirs is not None and theirs.content_hash == claim)
             or (both_changed and sizes_agree)
             or (base is not None and base.content_hash == claim)
-            or claim in vanished
         ):
+            checks.append(path)
+            continue
+        if vanished is None:
+            vanished = {b.content_hash for p, b in bases.items() if b.content_hash and p not in snap.entries}
+        if claim in vanished:
             checks.append(path)
     return checks
 
