@@ -18,6 +18,7 @@ import signal
 import sys
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import TYPE_CHECKING, Any
@@ -37,21 +38,25 @@ _OLD_INTERRUPTED = ("fatal", "stopped by KeyboardInterrupt")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The one parser of ``syncd`` (the man page and the shell completions are made from it).
+    Global options (:func:`_add_global_options`) go before or after the command."""
     parser = argparse.ArgumentParser(prog="syncd", description="Two-way sync of Nextcloud/Pydio files with Storj.")
     parser.add_argument("--version", action="version", version=f"syncd {__version__}")
-    parser.add_argument("--config", metavar="FILE", help="config file (default $SYNCD_CONFIG or /etc/syncd/syncd.toml)")
+    _add_global_options(parser, default=None)
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     now = sub.add_parser("now", help="sync now (USER or USER/PAIR; all pairs by default)")
     now.add_argument("target", nargs="?", metavar="USER[/PAIR]")
-    now.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    now.add_argument("--dry-run", action="store_true", help="print the plan (even one a guard refuses), change nothing")
     now.add_argument("--json", action="store_true", help="one JSON object per line, for scripts")
-    now.add_argument("-v", "--verbose", action="store_true", help="print every action as it is done")
+    now.add_argument(
+        "-v", "--verbose", action="store_true", help="print every action as it is done (above the progress bar)"
+    )
     now.add_argument("--force", action="store_true", help="override the empty-side and mass-delete guards")
     now.set_defaults(handler=cmd_now)
 
     for name, handler, help_text in (
-        ("status", cmd_status, "last run, counts, errors and skipped names of every pair"),
+        ("status", cmd_status, "what runs, what is paused, next run, last run, errors and skipped names"),
         ("log", cmd_log, "what changed when"),
         ("conflicts", cmd_conflicts, "conflict copies made, newest first"),
         ("check", cmd_check, "validate the config and reach every remote"),
@@ -66,10 +71,28 @@ def build_parser() -> argparse.ArgumentParser:
                 "-v", "--verbose", action="store_true", help="list every item error and every skipped name"
             )
         cmd.set_defaults(handler=handler)
+
+    # Commands of other modules: each module's add_commands(sub) registers its own, one line here.
     from syncd.cli_daemon import add_commands
 
     add_commands(sub)
+
+    for command in {id(p): p for p in sub.choices.values()}.values():  # every command, whoever added it
+        _add_global_options(command, default=argparse.SUPPRESS)
     return parser
+
+
+def _add_global_options(parser: argparse.ArgumentParser, *, default: Any) -> None:
+    """The options every command takes, before or after its name (``syncd --config F now`` and
+    ``syncd now --config F``). A command's copy defaults to SUPPRESS, so that an option given
+    before the command name is not overwritten by the command's default."""
+    if "--config" not in parser._option_string_actions:
+        parser.add_argument(
+            "--config",
+            metavar="FILE",
+            default=default,
+            help="config file (default $SYNCD_CONFIG or /etc/syncd/syncd.toml)",
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -267,6 +290,15 @@ def _history(args: argparse.Namespace, action: str | None) -> int:
         finally:
             store.close()
     out.sort(key=lambda row: row[1].at, reverse=True)
+    if not out and not args.json:
+        where = f" in {args.target}" if args.target else ""
+        print(
+            printable(
+                f"no conflicts{where}: no conflict copy was made"
+                if action == "conflict"
+                else f"nothing was changed{where} yet"
+            )
+        )
     for key, item in out[: args.limit]:
         if args.json:
             print(
@@ -298,38 +330,84 @@ def cmd_conflicts(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    """The config is valid (else exit 4 from loading it), the state folders are writable and
-    every remote answers. Problems go to stderr, one line each; any of them makes exit 4."""
+    """The config is valid (else exit 4), the state folders are writable and every remote
+    answers. One line per check (problems on stderr), or with ``--json`` one object:
+    ``{"config", "ok", "pairs", "checks": [{"pair", "what", "ok", "detail"}]}`` (``pair``
+    null for the config and the daemon's state folder; ``what`` one of config, state, open
+    (opening the pair's remotes), files, bucket).
+    Any problem makes exit 4."""
+    from syncd.config import config_path
+
+    try:
+        config = _config(args)
+    except ConfigError as exc:
+        if not args.json:
+            raise
+        problem = {"pair": None, "what": "config", "ok": False, "detail": str(exc)}
+        print(json.dumps({"config": str(config_path(args.config)), "ok": False, "pairs": 0, "checks": [problem]}))
+        return ExitCode.FATAL
+    checks = [_Check(None, "config", True, f"valid, {len(config.pairs)} pair(s)")]
+    checks.append(_check_folder(None, config.daemon.state_dir))
+    for pair in config.select(args.target):
+        checks.append(_check_folder(pair.key, pair.state_dir))
+        checks += _check_remotes(pair)
+    ok = all(check.ok for check in checks)
+    if args.json:
+        rows = [{"pair": c.pair, "what": c.what, "ok": c.ok, "detail": c.detail} for c in checks]
+        print(json.dumps({"config": str(config.path), "ok": ok, "pairs": len(config.pairs), "checks": rows}))
+    else:
+        for one in checks:
+            _print_check(one, config.path)
+    return ExitCode.OK if ok else ExitCode.FATAL
+
+
+@dataclass(frozen=True, slots=True)
+class _Check:
+    """One thing ``check`` tried: ``pair`` None for the config and the daemon's state folder."""
+
+    pair: str | None
+    what: str  # config | state | open (opening the remotes) | files | bucket
+    ok: bool
+    detail: str
+
+
+def _print_check(check: _Check, config_file: Path) -> None:
+    label = {"config": str(config_file), "open": ""}.get(check.what, check.what)
+    if check.pair is not None:
+        label = f"{check.pair} {label}".rstrip()
+    if check.ok:
+        print(printable(f"{label}: {check.detail}"))
+    else:
+        _say(f"{label}: {check.detail}")
+
+
+def _check_remotes(pair: PairConfig) -> list[_Check]:
     from syncd.engine.sync import open_remotes
 
-    config = _config(args)
-    print(printable(f"{config.path}: valid, {len(config.pairs)} pair(s)"))
-    worst = ExitCode.OK if _check_folder("state", config.daemon.state_dir) else ExitCode.FATAL
-    for pair in config.select(args.target):
-        if not _check_folder(f"{pair.key} state", pair.state_dir):
-            worst = ExitCode.FATAL
-        try:
-            remotes = open_remotes(pair)
+    try:
+        remotes = open_remotes(pair)
+    except SyncdError as exc:
+        return [_Check(pair.key, "open", False, str(exc))]
+    checks = []
+    try:
+        for side, remote in remotes.items():
             try:
-                for side, remote in remotes.items():
-                    _probe(remote)
-                    print(printable(f"{pair.key} {side.value}: reachable ({remote.name})"))
-            finally:
-                for remote in remotes.values():
-                    remote.close()
-        except SyncdError as exc:
-            _say(f"{pair.key}: {exc}")
-            worst = ExitCode.FATAL
-    return worst
+                _probe(remote)
+            except SyncdError as exc:
+                checks.append(_Check(pair.key, side.value, False, str(exc)))
+            else:
+                checks.append(_Check(pair.key, side.value, True, f"reachable ({remote.name})"))
+    finally:
+        for remote in remotes.values():
+            remote.close()
+    return checks
 
 
-def _check_folder(label: str, folder: Path) -> bool:
+def _check_folder(pair: str | None, folder: Path) -> _Check:
     problem = writable_problem(folder)
     if problem is not None:
-        _say(f"{label}: {problem}")
-        return False
-    print(printable(f"{label}: writable ({folder})"))
-    return True
+        return _Check(pair, "state", False, problem)
+    return _Check(pair, "state", True, f"writable ({folder})")
 
 
 STATE_FILES = ("lock", "index.db", "index.db-wal", "index.db-shm")

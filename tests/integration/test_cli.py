@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import shutil
@@ -170,3 +171,64 @@ def test_missing_secret_file_is_one_clear_line_and_changes_nothing(tmp_path: Pat
         assert "secrets/alice.webdav does not exist" in result.stderr
         assert "Traceback" not in result.stderr
     assert not (tmp_path / "bucket" / "objects").exists() or not list((tmp_path / "bucket").rglob("*.json"))
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("--config", "{config}", "now", "demo"),
+        ("now", "--config", "{config}", "demo"),
+        ("now", "demo", "--config", "{config}"),
+        ("--config", "/nonexistent.toml", "now", "--config", "{config}"),  # the later one wins
+    ],
+)
+def test_global_options_go_before_or_after_the_command(demo: Path, args: tuple[str, ...]) -> None:
+    result = syncd(None, *(arg.format(config=demo) for arg in args))
+    assert result.returncode == 0, result.stderr
+    assert "demo/default: ok: 4 copy" in result.stdout
+
+
+def test_every_command_takes_the_global_options() -> None:
+    from syncd.cli import build_parser
+
+    parser = build_parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    assert {"now", "status", "log", "conflicts", "check", "run", "pause", "resume", "reload"} <= set(commands)
+    for name, command in commands.items():
+        assert "--config" in command._option_string_actions, name
+        assert parser.parse_args([name, "--config", "x"]).config == "x", name
+    assert parser.parse_args(["--config", "before", "status"]).config == "before"
+    assert parser.parse_args(["status", "--config", "after"]).config == "after"
+    assert parser.parse_args(["status"]).config is None
+
+
+def test_conflicts_with_none_says_so(demo: Path) -> None:
+    result = syncd(demo, "conflicts")
+    assert result.returncode == 0 and result.stdout == "no conflicts: no conflict copy was made\n"
+    assert syncd(demo, "conflicts", "--json").stdout == ""
+
+
+def test_check_json(demo: Path) -> None:
+    result = syncd(demo, "check", "--json")
+    assert result.returncode == 0, result.stderr
+    report = json.loads(result.stdout)
+    assert report["ok"] is True and report["pairs"] == 1
+    seen = {(c["pair"], c["what"]): c for c in report["checks"]}
+    assert set(seen) == {
+        (None, "config"),
+        (None, "state"),
+        ("demo/default", "state"),
+        ("demo/default", "files"),
+        ("demo/default", "bucket"),
+    }
+    assert all(c["ok"] for c in report["checks"])
+    shutil.rmtree(demo.parent / "demo" / "files")
+    broken = syncd(demo, "check", "--json")
+    assert broken.returncode == 4
+    files = next(c for c in json.loads(broken.stdout)["checks"] if c["what"] in ("files", "open"))
+    assert files["ok"] is False and "files" in files["detail"]
+    bad = demo.parent / "bad.toml"
+    bad.write_text("[users.a]\nfiles = 3\n")
+    config_error = syncd(bad, "check", "--json")
+    assert config_error.returncode == 4
+    assert json.loads(config_error.stdout)["checks"][0]["what"] == "config"
