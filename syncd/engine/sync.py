@@ -1,9 +1,10 @@
 """One sync run of one pair: lock -> list -> hash what is needed -> plan -> guards -> apply.
 
-``sync_pair`` is the wiring the CLI and the daemon call: it takes the pair's lock, opens its
-index and both remotes from the config, and hands them to ``run_sync``. ``run_sync`` is the
-engine: it runs on whatever opened remotes and index it is given (a test's, a caller's own),
-and opens or closes none of them.
+``sync_pair(pair, options, progress)`` is the wiring the CLI and the daemon call: it takes the
+pair's lock, opens its index and both remotes from the config, and hands them to the engine's
+entry, ``run_sync(remotes, store, settings, options)``. ``run_sync`` runs on whatever opened
+remotes and index it is given (a test's, a caller's own), and opens or closes none of them.
+Keeping folder etags after the run is :mod:`syncd.engine.folder_etags`.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -22,11 +23,11 @@ from syncd.engine.apply import (
     Checkpoint,
     Done,
     batch_settings,
-    changed_paths,
     choose_batches,
     prepare_target_folders,
     run_actions,
 )
+from syncd.engine.folder_etags import Applied, keep_folder_etags
 from syncd.engine.plan import Folding, PlanSettings, plan
 from syncd.engine.safety import check_mass_delete, check_side_not_empty
 from syncd.engine.scan import (
@@ -39,7 +40,7 @@ from syncd.engine.scan import (
     paths_needing_hash,
     stat_paths,
 )
-from syncd.errors import FatalError, GuardError, SyncdError, TransientError
+from syncd.errors import FatalError, GuardError, SideLooksEmpty, SyncdError, TooManyDeletes, TransientError
 from syncd.index.store import Store
 from syncd.lock import pair_lock
 from syncd.models import Action, ActionKind, Base, ConflictPolicy, Entry, Mode, Outcome, Plan, Report, Side
@@ -48,7 +49,6 @@ from syncd.remotes import remote_module
 from syncd.remotes.base import (
     Remote,
     SupportsAfterChanges,
-    SupportsFolderTotals,
     SupportsNameRules,
     SupportsTreeListing,
 )
@@ -198,7 +198,7 @@ def _run(ctx: RunContext) -> None:
             applier = Applier(ctx.remotes, listings, bases, options.checkpoint)
             applied = _apply(ctx, applier, planned)
             unsettled = {path for path, _ in report.errors} | applied.deferred
-            _keep_folder_etags(store, ctx.remotes, snaps, applied, unsettled=unsettled)
+            keep_folder_etags(store, ctx.remotes, snaps, applied, unsettled=unsettled)
             _purge_trash(ctx)
     except GuardError as exc:
         report.outcome, report.message = Outcome.ABORTED, str(exc)
@@ -243,15 +243,35 @@ def _plan(ctx: RunContext) -> tuple[Plan, dict[Side, Snapshot], dict[str, Base]]
             why = f"cannot list this folder on {side.value} ({cause}); its files are left as they were"
             ctx.report.errors.append((folder, why))
     if not ctx.options.force and hints is None:
-        check_side_not_empty(len(bases), {side: len(snaps[side].entries) for side in Side})
+        _guard(ctx, check_side_not_empty, len(bases), {side: len(snaps[side].entries) for side in Side})
     _hash(ctx, snaps, bases)
     skipped = {**snaps[Side.A].skipped, **snaps[Side.B].skipped}
     planned = plan(bases, snaps[Side.A].entries, snaps[Side.B].entries, _plan_settings(ctx), ctx.now, skipped)
     if not ctx.options.force:
         counted = len(bases) if hints is None else ctx.store.count_bases()
-        check_mass_delete(planned, counted, ctx.settings.max_delete_ratio)
+        _guard(ctx, check_mass_delete, planned, counted, ctx.settings.max_delete_ratio)
     ctx.report.plan = planned
     return planned, snaps, bases
+
+
+GUARD_NAMES = {SideLooksEmpty: "empty-side", TooManyDeletes: "mass-delete"}
+
+
+def _guard(ctx: RunContext, check: Callable[..., None], *args: object) -> None:
+    """Run one safety guard. A dry run goes on past a guard that would abort the real run,
+    so that its plan is still shown: its report says which guard and why (outcome aborted).
+
+    :raises GuardError: the guard refuses, in a real run.
+    """
+    try:
+        check(*args)
+    except GuardError as exc:
+        if not ctx.options.dry_run:
+            raise
+        name = GUARD_NAMES.get(type(exc), type(exc).__name__)
+        said = f"{ctx.report.message} Also, " if ctx.report.outcome is Outcome.ABORTED else "dry run: "
+        ctx.report.outcome = Outcome.ABORTED
+        ctx.report.message = f"{said}the {name} guard would abort the real run: {exc}"
 
 
 def _plan_settings(ctx: RunContext) -> PlanSettings:
@@ -422,92 +442,6 @@ def _tell_after_changes(ctx: RunContext, applied: Applied) -> None:
         remote = ctx.remotes[side]
         if paths and isinstance(remote, SupportsAfterChanges):
             ctx.report.errors.extend((side.value, failure) for failure in remote.after_changes(paths))
-
-
-@dataclass(slots=True)
-class Applied:
-    """What a run's actions changed: the paths they wrote or removed on each side, and the
-    size each path has on both sides now (None: gone from both)."""
-
-    deferred: set[str]
-    touched: dict[Side, set[str]] = field(default_factory=lambda: {Side.A: set(), Side.B: set()})
-    sizes: dict[str, int | None] = field(default_factory=dict)
-
-    def note(self, done: Done) -> None:
-        """Add what one finished action wrote or removed."""
-        for side, path in changed_paths(done.action):
-            self.touched[side].add(path)
-        for path in done.drop:
-            self.sizes[path] = None
-        for base in done.put:
-            self.sizes[base.path] = base.size
-
-
-def _keep_folder_etags(
-    store: Store, remotes: Mapping[Side, Remote], snaps: dict[Side, Snapshot], applied: Applied, *, unsettled: set[str]
-) -> None:
-    """Keep the folder etags of a tree listing once every action was tried, except those of
-    the folders holding an ``unsettled`` path (failed or deferred): a folder skipped next time
-    must not hide such an item, while every other unchanged folder is still skipped. The
-    etags of the folders the run wrote into changed with its writes: they are read again and
-    kept where the folder holds exactly the bytes the run expects (see :func:`_settled`)."""
-    holders = folders_holding(unsettled)
-    for side, snap in snaps.items():
-        if snap.folder_etags is None:
-            continue
-        written = folders_holding(applied.touched[side]) - holders
-        stale = holders | written  # once, not per folder
-        kept = {folder: etag for folder, etag in snap.folder_etags.items() if folder not in stale}
-        kept.update(_settled(remotes[side], written, snap, applied.sizes))
-        store.save_folder_etags(side.value, kept)
-
-
-def _settled(remote: Remote, folders: set[str], snap: Snapshot, sizes: Mapping[str, int | None]) -> dict[str, str]:
-    """The new etags of ``folders`` whose bytes below are what the listing and the run's own
-    changes add up to. Another client's change there since would show as another total (or
-    as another etag on the next run); a folder that does not add up is listed again next run."""
-    if not folders or not isinstance(remote, SupportsFolderTotals):
-        return {}
-    try:
-        totals = remote.folder_totals(folders)
-    except SyncdError:
-        return {}  # not worth failing a finished run for: the next run lists those folders
-    expected = expected_totals(snap.entries, sizes, set(totals))
-    return {folder: etag for folder, (etag, size) in totals.items() if expected.get(folder) == size}
-
-
-def expected_totals(entries: Mapping[str, Entry], sizes: Mapping[str, int | None], folders: set[str]) -> dict[str, int]:
-    """The bytes below each of ``folders`` once ``sizes`` (path -> size, None for gone)
-    replaced what ``entries`` listed."""
-    totals = dict.fromkeys(folders, 0)
-
-    def add(path: str, size: int) -> None:
-        folder = path
-        while folder:
-            folder = folder.rpartition("/")[0]
-            if folder in totals:
-                totals[folder] += size
-
-    for path, entry in entries.items():
-        if path not in sizes:
-            add(path, entry.size)
-    for path, size in sizes.items():
-        if size is not None:
-            add(path, size)
-    return totals
-
-
-def folders_holding(paths: set[str]) -> set[str]:
-    """Every folder (the root as "") that holds one of ``paths``, at any depth."""
-    holders: set[str] = set()
-    for path in paths:
-        folder = path
-        while folder:
-            folder = folder.rpartition("/")[0]
-            if folder in holders:
-                break
-            holders.add(folder)
-    return holders
 
 
 class _Batch:
