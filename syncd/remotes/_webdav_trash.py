@@ -20,7 +20,8 @@ from syncd.remotes._webdav_presets import parent_of
 from syncd.remotes._webdav_session import DavSession
 from syncd.remotes._webdav_state import JsonFile, JsonObject
 from syncd.remotes._webdav_xml import DavResource, IncompleteMultistatus, parse_multistatus, propfind_body
-from syncd.remotes.base import TRASH_PREFIX, trash_date, trash_key
+from syncd.remotes.base import TRASH_PREFIX
+from syncd.remotes.bucket_trash import due_for_purge, moment_folder, trash_key
 
 
 class TrashLedger(JsonFile):
@@ -105,12 +106,9 @@ class DavTrash:
         return self._purge_own_trash(older_than)
 
     def _purge_own_trash(self, older_than: datetime) -> int:
-        files_by_folder: dict[str, int] = {}
-        for key in self._lister.list_internal(TRASH_PREFIX.rstrip("/")):
-            when = trash_date(key)
-            if when is None or when >= older_than:
-                continue
-            folder = "/".join(key.split("/")[:3])  # .syncd-trash/<date>/<time>
+        files_by_folder: dict[str, int] = {}  # one DELETE per moment's folder
+        for key in due_for_purge(self._lister.list_internal(TRASH_PREFIX.rstrip("/")), older_than):
+            folder = moment_folder(key)
             files_by_folder[folder] = files_by_folder.get(folder, 0) + 1
         for folder in files_by_folder:
             with contextlib.suppress(NotFound):

@@ -339,19 +339,3 @@ def known_or_read_hash(remote: Remote, path: str) -> str:
         return known
     with remote.open_read(path) as stream:
         return sha256_stream(stream)[0]
-
-
-def trash_key(path: str, when: datetime) -> str:
-    """Where a bucket-like remote keeps a trashed version: ``.syncd-trash/<date>/<time>/<path>``."""
-    return f"{TRASH_PREFIX}{when:%Y-%m-%d}/{when:%H%M%S%f}/{path}"
-
-
-def trash_date(key: str) -> datetime | None:
-    """The moment a key made by :func:`trash_key` was trashed, or None if it is not one."""
-    parts = key[len(TRASH_PREFIX) :].split("/", 2)
-    if not key.startswith(TRASH_PREFIX) or len(parts) < 3:
-        return None
-    try:
-        return datetime.strptime(f"{parts[0]} {parts[1]}", "%Y-%m-%d %H%M%S%f")
-    except ValueError:
-        return None

@@ -20,13 +20,13 @@ import os
 import secrets
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
 from syncd.errors import ChangedWhileReading, ContentMismatch, FatalError, NotFound, PreconditionFailed, TransientError
 from syncd.models import Entry
-from syncd.remotes.base import CHUNK, TRASH_PREFIX, Capabilities, disk_write_error, trash_date, trash_key
+from syncd.remotes.base import CHUNK, TRASH_PREFIX, Capabilities, disk_write_error
+from syncd.remotes.bucket_trash import BucketTrash
 from syncd.remotes.settings import OpenContext, RemoteSettings
 from syncd.times import clamp_ns
 
@@ -43,7 +43,7 @@ def open_remote(settings: Settings, ctx: OpenContext) -> DirBucket:
     return DirBucket(settings.path, create=settings.create, label=ctx.label)
 
 
-class DirBucket:
+class DirBucket(BucketTrash):
     """A bucket kept in a folder on this machine (``root``,
     :class:`~syncd.remotes.base.SupportsLocalPath`): objects sharded by their key's hash,
     metadata in a sidecar, no empty folders."""
@@ -280,24 +280,17 @@ class DirBucket:
         self._data(src_obj, meta["etag"]).unlink(missing_ok=True)
         return self._entry(new)
 
-    def keep_version(self, path: str, *, if_match: str | None = None) -> str:
-        """A server-side copy into the trash: the bytes are hard-linked, not copied."""
-        dest = trash_key(path, datetime.now())
-        src_obj, dst_obj = self._id(path), self._id(dest)
+    def copy_object(self, src: str, dst: str, *, if_match: str | None) -> None:
+        """A server-side copy (into the trash): the bytes are hard-linked, not copied."""
+        src_obj, dst_obj = self._id(src), self._id(dst)
         dst_obj.parent.mkdir(exist_ok=True)
         with self._locked():
-            meta = self._meta(path)
+            meta = self._meta(src)
             if if_match is not None and meta["etag"] != if_match:
-                raise PreconditionFailed(path)
-            copy = dict(meta, key=dest, etag=secrets.token_hex(8))
+                raise PreconditionFailed(src)
+            copy = dict(meta, key=dst, etag=secrets.token_hex(8))
             os.link(self._data(src_obj, meta["etag"]), self._data(dst_obj, copy["etag"]))
             self._put_sidecar(dst_obj, copy)
-        return dest
-
-    def trash(self, path: str, *, if_match: str | None = None) -> str:
-        dest = trash_key(path, datetime.now())
-        self.move(path, dest, if_match=if_match)
-        return dest
 
     def trashed(self) -> Iterator[Entry]:
         """Every version in the bucket's trash."""
@@ -306,21 +299,16 @@ class DirBucket:
             if folder.is_dir():
                 for name in os.listdir(folder):
                     if name.endswith(".json"):
-                        meta = json.loads((folder / name).read_bytes())
+                        try:
+                            meta = json.loads((folder / name).read_bytes())
+                        except FileNotFoundError:
+                            continue  # deleted since the folder was read
                         if meta["key"].startswith(TRASH_PREFIX):
                             yield self._entry(meta)
 
-    def purge_trash(self, older_than: datetime) -> int:
-        purged = 0
-        for entry in list(self.trashed()):
-            when = trash_date(entry.path)
-            if when is not None and when < older_than:
-                try:
-                    self.delete(entry.path)
-                    purged += 1
-                except NotFound:
-                    pass
-        return purged
+    def trash_objects(self) -> Iterator[tuple[str, int]]:
+        for entry in self.trashed():
+            yield entry.path, entry.size
 
     def close(self) -> None:
         pass

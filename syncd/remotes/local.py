@@ -36,7 +36,8 @@ from syncd.errors import (
 )
 from syncd.models import Entry
 from syncd.paths import RESERVED_PREFIXES, TEMP_PREFIX, check_key
-from syncd.remotes.base import CHUNK, Capabilities, ListingNotes, disk_write_error, sha256_stream
+from syncd.remotes.base import CHUNK, TRASH_PREFIX, Capabilities, ListingNotes, disk_write_error, sha256_stream
+from syncd.remotes.bucket_trash import TrashedVersion, parse_moment, parse_trash_key, trash_relpath, versions_of
 from syncd.remotes.nextcloud_scan import nextcloud_user, run_scans
 from syncd.remotes.settings import OpenContext, RemoteSettings
 from syncd.times import NS_MAX, NS_MIN, clamp_ns
@@ -408,8 +409,7 @@ class LocalRemote:
         return str(dest)
 
     def _trash_path(self, path: str) -> Path:
-        now = datetime.now()
-        dest = self.trash_dir / f"{now:%Y-%m-%d}" / f"{now:%H%M%S%f}" / path
+        dest = self.trash_dir / trash_relpath(path, datetime.now())
         dest.parent.mkdir(parents=True, exist_ok=True)
         return dest
 
@@ -443,16 +443,50 @@ class LocalRemote:
             return 0
         for day in sorted(self.trash_dir.iterdir()):
             for moment in sorted(day.iterdir()) if day.is_dir() else []:
-                try:
-                    when = datetime.strptime(f"{day.name} {moment.name}", "%Y-%m-%d %H%M%S%f")
-                except ValueError:
-                    continue
-                if when < older_than:
+                when = parse_moment(day.name, moment.name)
+                if when is not None and when < older_than:
                     purged += sum(1 for p in moment.rglob("*") if p.is_file())
                     shutil.rmtree(moment)
             if day.is_dir() and not any(day.iterdir()):
                 day.rmdir()
         return purged
+
+    def trashed_versions(self, path: str | None = None) -> builtins.list[TrashedVersion]:
+        """The versions kept in the trash folder under the state dir (of ``path`` when given)."""
+        found: builtins.list[tuple[str, int]] = []
+        if not self.trash_dir.is_dir():
+            return []
+        for day in self.trash_dir.iterdir():
+            for moment in day.iterdir() if day.is_dir() else []:
+                files = [moment / path] if path is not None else moment.rglob("*")
+                for file in files:
+                    with suppress(OSError):
+                        st = file.lstat()
+                        if statmod.S_ISREG(st.st_mode):
+                            found.append((TRASH_PREFIX + file.relative_to(self.trash_dir).as_posix(), st.st_size))
+        return versions_of(found, path)
+
+    def _trashed_file(self, key: str) -> Path:
+        if parse_trash_key(key) is None:
+            raise NotFound(key)
+        relative = key[len(TRASH_PREFIX) :]
+        check_key(relative)
+        return self.trash_dir / relative
+
+    def stat_trashed(self, key: str) -> Entry:
+        try:
+            return _entry(key, os.stat(self._trashed_file(key)))
+        except FileNotFoundError:
+            raise NotFound(key) from None
+
+    @contextmanager
+    def open_trashed(self, key: str) -> Iterator[BinaryIO]:
+        try:
+            stream = open(self._trashed_file(key), "rb")  # noqa: SIM115
+        except FileNotFoundError:
+            raise NotFound(key) from None
+        with stream:
+            yield stream
 
     def _prune_parents(self, full: str) -> None:
         """Remove folders left empty by a delete or move, up to (not including) the root."""

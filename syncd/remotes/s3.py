@@ -65,9 +65,8 @@ from syncd.remotes.base import (
     Capabilities,
     check_precondition,
     known_or_read_hash,
-    trash_date,
-    trash_key,
 )
+from syncd.remotes.bucket_trash import BucketTrash
 from syncd.remotes.settings import OpenContext, RemoteSettings, read_secret
 from syncd.times import clamp_ns
 
@@ -292,7 +291,7 @@ class _MetaCache:
 # --------------------------------------------------------------------------- remote
 
 
-class S3Remote:
+class S3Remote(BucketTrash):
     def __init__(
         self,
         *,
@@ -742,38 +741,28 @@ class S3Remote:
         self._cache.drop(src_key)
         return moved
 
-    def keep_version(self, path: str, *, if_match: str | None = None) -> str:
-        """A server-side copy into the trash (no data transfer), metadata included."""
-        listed, _ = self._head(path)
-        if if_match is not None and self._entry(path, listed, None, None).etag != if_match:
-            raise PreconditionFailed(path)
-        dest = trash_key(path, datetime.now())
-        self._copy(path, dest, listed.size, listed.s3_etag)
-        return dest
+    def copy_object(self, src: str, dst: str, *, if_match: str | None) -> None:
+        """A server-side copy (no data transfer), metadata included."""
+        listed, _ = self._head(src)
+        if if_match is not None and self._entry(src, listed, None, None).etag != if_match:
+            raise PreconditionFailed(src)
+        self._copy(src, dst, listed.size, listed.s3_etag)
 
-    def trash(self, path: str, *, if_match: str | None = None) -> str:
-        dest = trash_key(path, datetime.now())
-        self.move(path, dest, if_match=if_match)
-        return dest
-
-    def purge_trash(self, older_than: datetime) -> int:
-        stale: list[str] = []
+    def trash_objects(self) -> Iterator[tuple[str, int]]:
+        # Collected first: a caller deleting while a listing streams could disturb its cursor.
+        found: list[tuple[str, int]] = []
         paginator = self.client.get_paginator("list_objects_v2")
         try:
             for page in paginator.paginate(Bucket=self.bucket, Prefix=self._key(TRASH_PREFIX)):
-                for obj in page.get("Contents", []):
-                    path = obj["Key"][len(self.prefix) :]
-                    when = trash_date(path)
-                    if when is not None and when < older_than:
-                        stale.append(path)
+                found += [(obj["Key"][len(self.prefix) :], int(obj["Size"])) for obj in page.get("Contents", [])]
         except (bexc.ClientError, bexc.BotoCoreError, OSError) as exc:
             self._raise(exc, TRASH_PREFIX)
-        purged = 0
-        for path in stale:
-            key = self._key(path)
-            self._call(path, lambda: self.client.delete_object(Bucket=self.bucket, Key=key))  # noqa: B023
-            purged += 1
-        return purged
+        return iter(found)
+
+    def delete_trashed(self, key: str) -> None:
+        """One DeleteObject, no HEAD first: a key already gone is no error here."""
+        full = self._key(key)
+        self._call(key, lambda: self.client.delete_object(Bucket=self.bucket, Key=full))
 
     def close(self) -> None:
         with self._pool_lock:

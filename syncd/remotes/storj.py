@@ -53,9 +53,8 @@ from syncd.remotes.base import (
     Capabilities,
     check_precondition,
     known_or_read_hash,
-    trash_date,
-    trash_key,
 )
+from syncd.remotes.bucket_trash import BucketTrash
 from syncd.remotes.settings import OpenContext, RemoteSettings, read_secret
 from syncd.times import clamp_ns
 
@@ -247,7 +246,7 @@ def _map_error(exc: uplink.UplinkError, path: str, label: str, *, satellite: str
 # --------------------------------------------------------------------------- remote
 
 
-class StorjRemote:
+class StorjRemote(BucketTrash):
     """A bucket (under ``prefix``) as a remote; see the module doc.
 
     ``timeout`` (seconds) and ``min_speed`` (bytes per second) bound every call that may
@@ -449,40 +448,23 @@ class StorjRemote:
         self._call(src, lambda: self.project.move_object(self.bucket, self._key(src), self.bucket, self._key(dst)))
         return self.stat(dst)
 
-    def keep_version(self, path: str, *, if_match: str | None = None) -> str:
-        """A server-side copy into the trash (no data transfer), metadata included."""
-        self._check_precondition(path, if_match=if_match, create_only=False)
-        dest = trash_key(path, datetime.now())
-        self._call(path, lambda: self.project.copy_object(self.bucket, self._key(path), self.bucket, self._key(dest)))
-        return dest
+    def copy_object(self, src: str, dst: str, *, if_match: str | None) -> None:
+        """A server-side copy (no data transfer), metadata included."""
+        self._check_precondition(src, if_match=if_match, create_only=False)
+        self._call(src, lambda: self.project.copy_object(self.bucket, self._key(src), self.bucket, self._key(dst)))
 
-    def trash(self, path: str, *, if_match: str | None = None) -> str:
-        dest = trash_key(path, datetime.now())
-        self.move(path, dest, if_match=if_match)
-        return dest
-
-    def purge_trash(self, older_than: datetime) -> int:
-        purged = 0
-        # Collect first: deleting while a listing streams could disturb its cursor.
-        stale: list[str] = []
-        iterator = self.project.list_objects(self.bucket, prefix=self._key(TRASH_PREFIX), system=False, custom=False)
+    def trash_objects(self) -> Iterator[tuple[str, int]]:
+        # Collected first: a caller deleting while a listing streams could disturb its cursor.
+        found: list[tuple[str, int]] = []
+        iterator = self.project.list_objects(self.bucket, prefix=self._key(TRASH_PREFIX), system=True, custom=False)
         try:
             for info in iterator:
-                path = info.key[len(self.prefix) :]
-                when = trash_date(path)
-                if when is not None and when < older_than:
-                    stale.append(path)
+                found.append((info.key[len(self.prefix) :], info.content_length or 0))
         except uplink.UplinkError as exc:
             self._fail(exc, TRASH_PREFIX)
         finally:
             iterator.close()
-        for path in stale:
-            try:
-                self.delete(path)
-                purged += 1
-            except NotFound:
-                pass
-        return purged
+        return iter(found)
 
     def close(self) -> None:
         project, access = self._project, self._access

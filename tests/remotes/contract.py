@@ -21,6 +21,7 @@ import pytest
 from syncd.errors import ChangedWhileReading, NotFound, PreconditionFailed
 from syncd.models import Entry
 from syncd.remotes.base import Remote
+from syncd.remotes.bucket_trash import SupportsTrashVersions
 
 MTIME = 1_700_000_000_123_456_789  # 2023-11-14, with nanoseconds
 
@@ -179,6 +180,30 @@ class RemoteContract:
         if remote.capabilities.conditional_writes:
             with pytest.raises(PreconditionFailed):
                 remote.keep_version("k/v.txt", if_match=old.etag)
+
+    def test_trashed_versions_are_listed_and_read_back(self, remote: Remote) -> None:
+        """What ``syncd restore`` needs of a remote whose trash syncd keeps itself."""
+        if not isinstance(remote, SupportsTrashVersions):
+            pytest.skip("this remote's trash is the server's own (no syncd trash to restore from)")
+        old = put(remote, "r/doc.txt", b"version one")
+        remote.keep_version("r/doc.txt", if_match=old.etag)
+        put(remote, "r/doc.txt", b"version two!", if_match=remote.stat("r/doc.txt").etag)
+        remote.trash("r/doc.txt")
+        put(remote, "r/other.txt", b"x")
+        remote.trash("r/other.txt")
+        versions = remote.trashed_versions("r/doc.txt")
+        assert [v.size for v in versions] == [11, 12]  # oldest first
+        assert {v.path for v in versions} == {"r/doc.txt"}
+        kept = versions[0].key
+        assert versions[0].trashed_at <= versions[1].trashed_at
+        assert {v.path for v in remote.trashed_versions()} == {"r/doc.txt", "r/other.txt"}
+        with remote.open_trashed(kept) as stream:
+            assert stream.read() == b"version one"
+        entry = remote.stat_trashed(kept)
+        assert entry.size == 11 and entry.mtime_ns // 1_000_000_000 == MTIME // 1_000_000_000
+        with pytest.raises(NotFound):
+            remote.stat_trashed(kept.replace("doc.txt", "nothing.txt"))
+        assert listing(remote) == {}
 
     def test_unusual_names_round_trip(self, remote: Remote) -> None:
         names = [
