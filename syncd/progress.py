@@ -67,9 +67,13 @@ def report_line(result: RunResult) -> dict[str, Any]:
 
 
 def summary(result: RunResult) -> str:
-    """``user/pair: ok: 4 copy; 1.2 KiB in 0.31s`` (+ failed and skipped counts)."""
-    done = ", ".join(f"{n} {kind}" for kind, n in sorted(result.done.items())) or "nothing to do"
-    line = f"{result.pair}: {result.outcome.value}: {done}; {size(result.bytes_moved)} in {result.seconds:.2f}s"
+    """``user/pair: ok: 4 copy; 1.2 KiB in 0.31s`` (+ failed and skipped counts); for a dry
+    run ``user/pair: dry run, ok: 4 action(s) planned, nothing changed``."""
+    if result.plan is not None:  # a dry run: what it would do
+        line = f"{result.pair}: dry run, {result.outcome.value}: {len(result.plan)} action(s) planned, nothing changed"
+    else:
+        done = ", ".join(f"{n} {kind}" for kind, n in sorted(result.done.items())) or "nothing to do"
+        line = f"{result.pair}: {result.outcome.value}: {done}; {size(result.bytes_moved)} in {result.seconds:.2f}s"
     if result.error_count:
         line += f"; {result.error_count} failed"
     if result.skipped_count:

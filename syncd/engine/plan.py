@@ -198,7 +198,7 @@ def _resolve_conflict(
         return _copy(path, Side.A, "changed on both sides; download-only: bucket wins, files version to trash")
     winner = conflict_winner(settings.policy, ea, eb)
     if settings.policy is ConflictPolicy.KEEP_BOTH:
-        dest = conflict_copy_name(path, now, taken)
+        dest = conflict_copy_name(path, conflict_stamp(eb if winner is Side.A else ea, now), taken)
         taken.add(dest)
         return Action(
             ActionKind.CONFLICT,
@@ -212,6 +212,20 @@ def _resolve_conflict(
         winner.other,
         f"changed on both sides: {settings.policy.value}, {winner.other.value} version to trash",
     )
+
+
+def conflict_stamp(loser: Entry, now: datetime) -> datetime:
+    """The time a conflict copy is named for: when the losing version was last modified (as
+    Nextcloud's client dates its conflict copies), so the same listings always give the same
+    name and a dry run shows the name the real run then uses. A version without a usable time
+    (at or before 1970, or past year 9999) is dated by the run's clock ``now``."""
+    seconds = loser.mtime_ns // 1_000_000_000
+    if seconds <= 0:
+        return now
+    try:
+        return datetime.fromtimestamp(seconds)  # local time, as Nextcloud names them
+    except (OverflowError, OSError, ValueError):
+        return now
 
 
 def _detect_moves(

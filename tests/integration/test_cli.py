@@ -232,3 +232,52 @@ def test_check_json(demo: Path) -> None:
     config_error = syncd(bad, "check", "--json")
     assert config_error.returncode == 4
     assert json.loads(config_error.stdout)["checks"][0]["what"] == "config"
+
+
+def _conflict_on_readme(demo: Path, bucket_mtime_ns: int) -> None:
+    """README.txt edited on both sides since the last sync."""
+    import io
+
+    from syncd.remotes.dirbucket import DirBucket
+
+    (demo.parent / "demo" / "files" / "README.txt").write_text("edited on files")
+    data = b"edited in the bucket"
+    DirBucket(demo.parent / "demo-bucket").write(
+        "README.txt", io.BytesIO(data), size=len(data), mtime_ns=bucket_mtime_ns
+    )
+
+
+def test_dry_run_shows_the_conflict_copy_name_the_real_run_then_uses(demo: Path) -> None:
+    assert syncd(demo, "now").returncode == 0
+    _conflict_on_readme(demo, time.time_ns() - 3 * 86400 * 10**9)
+    dry = syncd(demo, "now", "--dry-run", "--json")
+    assert dry.returncode == 0, dry.stderr
+    plan = json.loads(dry.stdout.splitlines()[-1])["plan"]
+    conflict = next(line for line in plan if line.startswith("conflict"))
+    copy = conflict.split(" -> ", 1)[1].split("  (", 1)[0]
+    assert copy.startswith("README (conflicted copy ") and copy.endswith(").txt")
+    time.sleep(1.1)  # a name from the clock would differ by now
+    assert syncd(demo, "now").returncode == 0
+    files = demo.parent / "demo" / "files"
+    assert (files / copy).read_bytes() == b"edited in the bucket"
+    assert (files / "README.txt").read_text() == "edited on files"
+    assert f"the bucket version is now '{copy}'" in syncd(demo, "conflicts").stdout
+
+
+def test_dry_run_shows_the_plan_a_guard_would_abort_and_says_which_guard(demo: Path) -> None:
+    assert syncd(demo, "now").returncode == 0
+    files = demo.parent / "demo" / "files"
+    shutil.rmtree(files)
+    files.mkdir()
+    dry = syncd(demo, "now", "--dry-run")
+    assert dry.returncode == 3
+    assert "plan (4 actions, nothing changed):" in dry.stdout
+    assert "delete   on bucket docs/notes.md" in dry.stdout
+    assert "dry run, aborted: 4 action(s) planned, nothing changed" in dry.stdout
+    assert "the empty-side guard would abort the real run: the files side lists no files" in dry.stderr
+    assert "the mass-delete guard would abort the real run: the plan deletes 4 of 4 files" in dry.stderr
+    assert len(list((demo.parent / "demo-bucket").rglob("*.json"))) == 4  # nothing changed
+    report = json.loads(syncd(demo, "now", "--dry-run", "--json").stdout.splitlines()[-1])
+    assert report["outcome"] == "aborted" and len(report["plan"]) == 4 and "empty-side guard" in report["message"]
+    real = syncd(demo, "now")
+    assert real.returncode == 3 and "lists no files" in real.stderr and "plan (" not in real.stdout

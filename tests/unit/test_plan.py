@@ -12,6 +12,8 @@ from syncd.models import Action, ActionKind, Base, ConflictPolicy, Entry, Mode, 
 
 NOW = datetime(2026, 11, 25, 1, 30, 0)
 H1, H2, H3 = "1" * 64, "2" * 64, "3" * 64
+B_MTIME = 1_764_000_000_123_456_789  # a bucket version's mtime, and the conflict copy's stamp from it
+B_STAMP = f"{datetime.fromtimestamp(B_MTIME // 10**9):%Y-%m-%d %H%M%S}"
 
 
 def entry(
@@ -79,10 +81,16 @@ def test_changed_on_both_to_same_content_records_without_copying() -> None:
 
 
 def test_changed_on_both_differently_is_a_conflict() -> None:
-    action = only(run([base()], [entry("f.txt", "a1", H2)], [entry("f.txt", "b1", H3)]))
+    action = only(run([base()], [entry("f.txt", "a1", H2)], [entry("f.txt", "b1", H3, mtime=B_MTIME)]))
     assert action.kind is ActionKind.CONFLICT
     assert action.side is Side.B  # keep-both: the bucket's version becomes the conflict copy
-    assert action.dest == "f (conflicted copy 2026-11-25 013000).txt"
+    assert action.dest == f"f (conflicted copy {B_STAMP}).txt"  # dated by its own mtime, as Nextcloud does
+
+
+def test_a_conflict_copy_with_no_usable_mtime_is_dated_by_the_run() -> None:
+    for mtime in (0, -1, 10**30):
+        action = only(run([base()], [entry("f.txt", "a1", H2)], [entry("f.txt", "b1", H3, mtime=mtime)]))
+        assert action.dest == "f (conflicted copy 2026-11-25 013000).txt", mtime
 
 
 def test_deleted_on_files_modified_on_bucket_restores_the_modified_version() -> None:
@@ -152,10 +160,10 @@ def test_modify_beats_delete_whatever_the_policy() -> None:
 
 
 def test_conflict_copy_name_never_reuses_an_existing_path() -> None:
-    taken = entry("f (conflicted copy 2026-11-25 013000).txt", "x", H3)
-    actions = run([base()], [entry("f.txt", "a1", H2), taken], [entry("f.txt", "b1", H3)])
+    taken = entry(f"f (conflicted copy {B_STAMP}).txt", "x", H3)
+    actions = run([base()], [entry("f.txt", "a1", H2), taken], [entry("f.txt", "b1", H3, mtime=B_MTIME)])
     conflict = next(a for a in actions if a.kind is ActionKind.CONFLICT)
-    assert conflict.dest == "f (conflicted copy 2026-11-25 013000 2).txt"
+    assert conflict.dest == f"f (conflicted copy {B_STAMP} 2).txt"
 
 
 # -- one-way modes -------------------------------------------------------------------------------

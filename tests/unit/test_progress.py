@@ -65,7 +65,7 @@ def test_a_result_through_the_daemon_renders_as_in_process(capsys: pytest.Captur
     assert out.splitlines() == [
         "alice/default: plan (1 actions, nothing changed):",
         "  copy a",
-        "alice/default: item-errors: nothing to do; 0 B in 0.00s; 1 failed; 1 name(s) skipped",
+        "alice/default: dry run, item-errors: 1 action(s) planned, nothing changed; 1 failed; 1 name(s) skipped",
     ]
     assert err.splitlines() == ["alice/default: skipped a\\nb: unsafe", "alice/default: 1 item(s) failed"]
 
