@@ -23,21 +23,20 @@
   write (LastModified is left out: servers report it differently in list and HEAD). So a
   metadata-only change by another tool (same bytes, new ``mtime``) is not seen until the
   content changes; syncd's own writes update the cache, so they are always seen.
+
+The metadata keys, times and cache are :mod:`syncd.remotes._s3_metadata`; multipart uploads
+and copies are :mod:`syncd.remotes._s3_multipart`.
 """
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import io
-import math
 import re
-import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from contextlib import contextmanager, suppress
-from dataclasses import dataclass
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Literal, NoReturn, TypeVar
@@ -49,7 +48,6 @@ from botocore.config import Config
 
 from syncd import __version__
 from syncd.errors import (
-    ChangedWhileReading,
     ContentMismatch,
     FatalError,
     ItemError,
@@ -59,6 +57,24 @@ from syncd.errors import (
     UnsafePath,
 )
 from syncd.models import Entry
+from syncd.remotes._s3_metadata import (
+    MTIME_KEY,
+    SHA256_KEY,
+    Listed,
+    MetaCache,
+    claimed_sha256,
+    format_mtime,
+    parse_mtime,
+)
+from syncd.remotes._s3_multipart import (
+    COPY_LIMIT,
+    GiB,
+    MiB,
+    copy_in_parts,
+    error_code,
+    multipart_upload,
+    read_part,
+)
 from syncd.remotes.base import (
     CHUNK,
     TRASH_PREFIX,
@@ -68,22 +84,12 @@ from syncd.remotes.base import (
 )
 from syncd.remotes.bucket_trash import BucketTrash
 from syncd.remotes.settings import OpenContext, RemoteSettings, read_secret
-from syncd.times import clamp_ns
 
 if TYPE_CHECKING:
     from mypy_boto3_s3.client import S3Client
-    from mypy_boto3_s3.type_defs import CompletedPartTypeDef, CopySourceTypeDef
+    from mypy_boto3_s3.type_defs import CopySourceTypeDef
 
-MTIME_KEY = "mtime"  # X-Amz-Meta-Mtime, as rclone's s3 backend
-SHA256_KEY = "sha256"  # X-Amz-Meta-Sha256
-MD5_KEY = "md5chksum"  # X-Amz-Meta-Md5chksum: rclone's MD5 of multipart objects
 USER_AGENT = f"syncd/{__version__}"
-
-MiB = 1 << 20
-GiB = 1 << 30
-MAX_PARTS = 10_000
-COPY_LIMIT = 5 * GiB  # largest single CopyObject
-COPY_PART = 512 * MiB
 STORJ_ENDPOINT = "https://gateway.storjshare.io"
 PRESETS: dict[str, tuple[int, int]] = {  # preset -> (part size, concurrency)
     "generic": (16 * MiB, 4),
@@ -185,109 +191,6 @@ def open_remote(settings: Settings, ctx: OpenContext) -> S3Remote:
     )
 
 
-# --------------------------------------------------------------------------- times
-
-
-def format_mtime(mtime_ns: int) -> str:
-    """Seconds since the epoch with a 9-digit fraction (exact; rclone parses it). Before 1970
-    the sign covers the fraction too: -0.5 s is "-0.500000000", not "-1.500000000"."""
-    seconds, nanos = divmod(abs(mtime_ns), 1_000_000_000)
-    return f"{'-' if mtime_ns < 0 else ''}{seconds}.{nanos:09d}"
-
-
-def parse_mtime(text: str) -> int | None:
-    """Nanoseconds from rclone's float seconds (``1700000000.5``, ``-0.25``), or None; a time
-    past what the index can hold is clamped (see :mod:`syncd.times`)."""
-    match = re.fullmatch(r"\s*(-?)(\d{1,15})(?:\.(\d{1,9})\d*)?\s*", text)
-    if not match:
-        return None
-    sign, seconds, fraction = match.groups()
-    ns = int(seconds) * 1_000_000_000 + int((fraction or "").ljust(9, "0"))
-    return clamp_ns(-ns if sign else ns)
-
-
-# --------------------------------------------------------------------------- metadata cache
-
-
-@dataclass(frozen=True, slots=True)
-class _Listed:
-    """What a listing (or HEAD) shows of an object without its user metadata."""
-
-    key: str
-    size: int
-    s3_etag: str
-    modified: int  # LastModified, whole seconds: the mtime of objects without ours
-
-    @property
-    def fingerprint(self) -> str:
-        # Not LastModified: servers disagree between list and HEAD (``rclone serve s3``
-        # lists the file's mtime but HEADs the upload time; listings carry ms, HEAD s).
-        return f"{self.s3_etag}|{self.size}"
-
-
-class _MetaCache:
-    """key -> (fingerprint, mtime_ns, sha256): user metadata of objects as last seen.
-
-    An entry is used only while the object's listed fingerprint is unchanged, so a stale
-    or lost cache costs HEAD requests, never wrong data.
-    """
-
-    def __init__(self, path: Path | None) -> None:
-        self._lock = threading.Lock()
-        target = ":memory:"
-        if path is not None:
-            try:
-                path.parent.mkdir(parents=True, exist_ok=True)
-                target = str(path)
-            except OSError:
-                target = ":memory:"
-        try:
-            self._db = sqlite3.connect(target, check_same_thread=False, isolation_level=None)
-            self._init()
-        except sqlite3.Error:  # a broken cache file: start afresh in memory
-            self._db = sqlite3.connect(":memory:", check_same_thread=False, isolation_level=None)
-            self._init()
-
-    def _init(self) -> None:
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=OFF")  # a cache: losing it costs HEADs only
-        self._db.execute(
-            "CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, fp TEXT NOT NULL, mtime_ns INTEGER, sha256 TEXT)"
-        )
-
-    def get_many(self, keys: list[str]) -> dict[str, tuple[str, int | None, str | None]]:
-        out: dict[str, tuple[str, int | None, str | None]] = {}
-        with self._lock:
-            for start in range(0, len(keys), 500):
-                batch = keys[start : start + 500]
-                marks = ",".join("?" * len(batch))
-                for key, fp, mtime_ns, sha in self._db.execute(
-                    f"SELECT key, fp, mtime_ns, sha256 FROM meta WHERE key IN ({marks})", batch
-                ):
-                    out[key] = (fp, mtime_ns, sha)
-        return out
-
-    def put_many(self, rows: list[tuple[str, str, int | None, str | None]]) -> None:
-        if not rows:
-            return
-        with self._lock:
-            try:
-                self._db.execute("BEGIN")
-                self._db.executemany("INSERT OR REPLACE INTO meta VALUES (?, ?, ?, ?)", rows)
-                self._db.execute("COMMIT")
-            except sqlite3.Error:  # a cache: a failed write costs HEADs later, nothing else
-                if self._db.in_transaction:
-                    self._db.execute("ROLLBACK")
-
-    def drop(self, key: str) -> None:
-        with self._lock, suppress(sqlite3.Error):
-            self._db.execute("DELETE FROM meta WHERE key = ?", (key,))
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
-
-
 # --------------------------------------------------------------------------- remote
 
 
@@ -352,7 +255,7 @@ class S3Remote(BucketTrash):
         if cache_dir is not None:
             ident = hashlib.sha256(f"{endpoint}|{bucket}".encode()).hexdigest()[:12]
             cache_path = cache_dir / f"s3-meta-{ident}.sqlite"
-        self._cache = _MetaCache(cache_path)
+        self._cache = MetaCache(cache_path)
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         try:
@@ -368,7 +271,7 @@ class S3Remote(BucketTrash):
             self.client.head_bucket(Bucket=self.bucket)
             return
         except bexc.ClientError as exc:
-            if _code(exc) not in ("404", "NoSuchBucket", "NotFound"):
+            if error_code(exc) not in ("404", "NoSuchBucket", "NotFound"):
                 self._raise(exc, "")
             if not create:
                 raise FatalError(f"{self.name}: bucket {self.bucket!r} does not exist at {self._where}") from exc
@@ -377,7 +280,7 @@ class S3Remote(BucketTrash):
         try:
             self.client.create_bucket(Bucket=self.bucket)
         except bexc.ClientError as exc:
-            if _code(exc) not in ("BucketAlreadyOwnedByYou",):
+            if error_code(exc) not in ("BucketAlreadyOwnedByYou",):
                 self._raise(exc, "")
 
     @property
@@ -393,7 +296,7 @@ class S3Remote(BucketTrash):
     def _raise(self, exc: Exception, path: str) -> NoReturn:
         """Translate a boto3/botocore error into syncd's tree (no secrets in messages)."""
         if isinstance(exc, bexc.ClientError):
-            code = _code(exc)
+            code = error_code(exc)
             status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
             message = str(exc.response.get("Error", {}).get("Message", "") or code)
             if code in ("NoSuchKey", "404", "NotFound"):
@@ -433,7 +336,7 @@ class S3Remote(BucketTrash):
         except (bexc.ClientError, bexc.BotoCoreError, OSError) as exc:
             self._raise(exc, path)
 
-    def _entry(self, path: str, listed: _Listed, mtime_ns: int | None, sha: str | None) -> Entry:
+    def _entry(self, path: str, listed: Listed, mtime_ns: int | None, sha: str | None) -> Entry:
         return Entry(
             path=path,
             size=listed.size,
@@ -442,15 +345,15 @@ class S3Remote(BucketTrash):
             content_hash=sha,
         )
 
-    def _head(self, path: str) -> tuple[_Listed, Mapping[str, str]]:
+    def _head(self, path: str) -> tuple[Listed, Mapping[str, str]]:
         key = self._key(path)
         head = self._call(path, lambda: self.client.head_object(Bucket=self.bucket, Key=key))
-        listed = _Listed(key, int(head["ContentLength"]), _unquote(head.get("ETag", "")), _secs(head["LastModified"]))
+        listed = Listed(key, int(head["ContentLength"]), _unquote(head.get("ETag", "")), _secs(head["LastModified"]))
         return listed, {k.lower(): v for k, v in head.get("Metadata", {}).items()}
 
     def _stat_and_cache(self, path: str) -> Entry:
         listed, meta = self._head(path)
-        mtime_ns, sha = parse_mtime(meta.get(MTIME_KEY, "")), _sha256(meta)
+        mtime_ns, sha = parse_mtime(meta.get(MTIME_KEY, "")), claimed_sha256(meta)
         self._cache.put_many([(listed.key, listed.fingerprint, mtime_ns, sha)])
         return self._entry(path, listed, mtime_ns, sha)
 
@@ -469,15 +372,15 @@ class S3Remote(BucketTrash):
                     if not key.startswith(self.prefix) or key.endswith("/") or path.startswith(TRASH_PREFIX):
                         continue
                     etag = _unquote(obj.get("ETag", ""))
-                    listed.append(_Listed(key, int(obj["Size"]), etag, _secs(obj["LastModified"])))
+                    listed.append(Listed(key, int(obj["Size"]), etag, _secs(obj["LastModified"])))
                 yield from self._resolve_page(listed)
         except (bexc.ClientError, bexc.BotoCoreError, OSError) as exc:
             self._raise(exc, prefix)
 
-    def _resolve_page(self, listed: Sequence[_Listed]) -> Iterator[Entry]:
+    def _resolve_page(self, listed: Sequence[Listed]) -> Iterator[Entry]:
         known = self._cache.get_many([item.key for item in listed])
         misses = [item for item in listed if known.get(item.key, ("",))[0] != item.fingerprint]
-        heads: dict[str, Future[tuple[_Listed, Mapping[str, str]] | None]] = {
+        heads: dict[str, Future[tuple[Listed, Mapping[str, str]] | None]] = {
             item.key: self.pool.submit(self._head_or_none, item.key[len(self.prefix) :]) for item in misses
         }
         fresh: list[tuple[str, str, int | None, str | None]] = []
@@ -489,7 +392,7 @@ class S3Remote(BucketTrash):
                     if got is None:  # deleted between the listing and the HEAD
                         continue
                     current, meta = got
-                    mtime_ns, sha = parse_mtime(meta.get(MTIME_KEY, "")), _sha256(meta)
+                    mtime_ns, sha = parse_mtime(meta.get(MTIME_KEY, "")), claimed_sha256(meta)
                     fresh.append((item.key, current.fingerprint, mtime_ns, sha))
                     yield self._entry(path, current, mtime_ns, sha)
                 else:
@@ -500,7 +403,7 @@ class S3Remote(BucketTrash):
                 future.cancel()
             self._cache.put_many(fresh)
 
-    def _head_or_none(self, path: str) -> tuple[_Listed, Mapping[str, str]] | None:
+    def _head_or_none(self, path: str) -> tuple[Listed, Mapping[str, str]] | None:
         try:
             return self._head(path)
         except NotFound:
@@ -542,7 +445,7 @@ class S3Remote(BucketTrash):
         meta = {MTIME_KEY: format_mtime(mtime_ns)}
         if size <= self.part_size:
             digest = hashlib.sha256()
-            buffer, _ = _read_part(data, path, size, exact=True, digests=(digest,))
+            buffer, _ = read_part(data, path, size, exact=True, digests=(digest,))
             if want is not None and digest.hexdigest() != want:
                 raise ContentMismatch(path)
             meta[SHA256_KEY] = digest.hexdigest()
@@ -556,102 +459,8 @@ class S3Remote(BucketTrash):
             )
         else:  # a check first too, not to send a large file in vain (the last check is what counts)
             self._check_precondition(path, if_match=if_match, create_only=create_only)
-            self._multipart_upload(path, data, size, meta, want, if_match=if_match, create_only=create_only)
+            multipart_upload(self, path, data, size, meta, want, if_match=if_match, create_only=create_only)
         return self._stat_and_cache(path)
-
-    def _multipart_upload(
-        self,
-        path: str,
-        data: BinaryIO,
-        size: int,
-        meta: dict[str, str],
-        want: str | None,
-        *,
-        if_match: str | None,
-        create_only: bool,
-    ) -> None:
-        key = self._key(path)
-        part_size = max(self.part_size, math.ceil(size / MAX_PARTS / MiB) * MiB)
-        if want is not None:
-            meta[SHA256_KEY] = want
-        created = self._call(
-            path, lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=key, Metadata=meta)
-        )
-        upload_id = created["UploadId"]
-        digest = hashlib.sha256()
-        md5 = hashlib.md5(usedforsecurity=False)
-        sent = 0
-        in_flight: list[tuple[int, Future[str]]] = []
-        parts: list[CompletedPartTypeDef] = []
-        completed = False
-        try:
-            number = 0
-            while sent < size:
-                number += 1
-                length = min(part_size, size - sent)
-                buffer, got = _read_part(data, path, length, exact=False, digests=(digest, md5))
-                if got != length:
-                    raise ChangedWhileReading(path, f"expected {size} bytes, got {sent + got}")
-                sent += got
-                if len(in_flight) >= self.concurrency:  # bounded: wait for the oldest part
-                    done_number, future = in_flight.pop(0)
-                    parts.append({"PartNumber": done_number, "ETag": future.result()})
-                in_flight.append((number, self.pool.submit(self._upload_part, path, key, upload_id, number, buffer)))
-            if data.read(1):
-                raise ChangedWhileReading(path, f"expected {size} bytes, got more")
-            for done_number, future in in_flight:
-                parts.append({"PartNumber": done_number, "ETag": future.result()})
-            in_flight = []
-            if want is not None and digest.hexdigest() != want:
-                raise ContentMismatch(path)
-            self._check_precondition(path, if_match=if_match, create_only=create_only)
-            self._call(
-                path,
-                lambda: self.client.complete_multipart_upload(
-                    Bucket=self.bucket, Key=key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-                ),
-            )
-            completed = True
-        finally:
-            if not completed:
-                self._abort(key, upload_id, [future for _, future in in_flight])
-        if want is None:
-            # The hash is known only now: record it in place (server-side, metadata only).
-            meta[SHA256_KEY] = digest.hexdigest()
-            meta[MD5_KEY] = base64.b64encode(md5.digest()).decode()
-            if size <= self.copy_limit:
-                self._call(
-                    path,
-                    lambda: self.client.copy_object(
-                        Bucket=self.bucket,
-                        Key=key,
-                        CopySource={"Bucket": self.bucket, "Key": key},
-                        Metadata=meta,
-                        MetadataDirective="REPLACE",
-                    ),
-                )
-
-    def _abort(self, key: str, upload_id: str, in_flight: Sequence[Future[Any]]) -> None:
-        """Abort a multipart upload after its parts in flight settle (best effort: the
-        server expires abandoned uploads anyway)."""
-        for future in in_flight:
-            future.cancel()
-        for future in in_flight:
-            with suppress(Exception):
-                future.result()
-        with suppress(Exception):
-            self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
-
-    def _upload_part(self, path: str, key: str, upload_id: str, number: int, buffer: io.BytesIO) -> str:
-        length = buffer.getbuffer().nbytes
-        response = self._call(
-            path,
-            lambda: self.client.upload_part(
-                Bucket=self.bucket, Key=key, UploadId=upload_id, PartNumber=number, Body=buffer, ContentLength=length
-            ),
-        )
-        buffer.close()
-        return response["ETag"]
 
     def _check_precondition(self, path: str, *, if_match: str | None, create_only: bool) -> Entry | None:
         return check_precondition(self, path, if_match=if_match, create_only=create_only)
@@ -678,44 +487,7 @@ class S3Remote(BucketTrash):
             )
             return
         _, meta = self._head(src)
-        created = self._call(
-            dst, lambda: self.client.create_multipart_upload(Bucket=self.bucket, Key=dst_key, Metadata=dict(meta))
-        )
-        upload_id = created["UploadId"]
-        step = COPY_PART if self.copy_limit >= COPY_LIMIT else max(5 * MiB, self.copy_limit)
-        ranges = [(start, min(start + step, size) - 1) for start in range(0, size, step)]
-
-        def part(number: int, first: int, last: int) -> CompletedPartTypeDef:
-            response = self.client.upload_part_copy(
-                Bucket=self.bucket,
-                Key=dst_key,
-                UploadId=upload_id,
-                PartNumber=number,
-                CopySource=source,
-                CopySourceRange=f"bytes={first}-{last}",
-            )
-            return {"PartNumber": number, "ETag": response["CopyPartResult"]["ETag"]}
-
-        completed = False
-        try:
-            futures = [self.pool.submit(part, i + 1, a, b) for i, (a, b) in enumerate(ranges)]
-            parts = [future.result() for future in futures]
-            self._call(
-                dst,
-                lambda: self.client.complete_multipart_upload(
-                    Bucket=self.bucket, Key=dst_key, UploadId=upload_id, MultipartUpload={"Parts": parts}
-                ),
-            )
-            completed = True
-        except bexc.ClientError as exc:
-            if _code(exc) not in ("NotImplemented", "501"):
-                self._raise(exc, src)
-        except (bexc.BotoCoreError, OSError) as exc:
-            self._raise(exc, src)
-        finally:
-            if not completed:
-                self._abort(dst_key, upload_id, [])
-        if not completed:
+        if not copy_in_parts(self, src, dst, size, meta):
             # The server has no UploadPartCopy (Storj gateway-st): copy through this host,
             # streamed and verified like any upload.
             self._copy_through(src, dst, size, meta)
@@ -725,7 +497,7 @@ class S3Remote(BucketTrash):
         if mtime_ns is None:
             mtime_ns = self.stat(src).mtime_ns
         with self.open_read(src) as stream:
-            self.write(dst, stream, size=size, mtime_ns=mtime_ns, content_hash=_sha256(meta))
+            self.write(dst, stream, size=size, mtime_ns=mtime_ns, content_hash=claimed_sha256(meta))
 
     def move(self, src: str, dst: str, *, if_match: str | None = None) -> Entry:
         """Server-side copy + delete; refuses to replace an existing ``dst``."""
@@ -776,10 +548,6 @@ class S3Remote(BucketTrash):
 # --------------------------------------------------------------------------- helpers
 
 
-def _code(exc: bexc.ClientError) -> str:
-    return str(exc.response.get("Error", {}).get("Code", ""))
-
-
 def _unquote(etag: str) -> str:
     return etag.strip().strip('"')
 
@@ -788,43 +556,6 @@ def _secs(when: datetime) -> int:
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
     return int(when.timestamp())
-
-
-def _sha256(meta: Mapping[str, str]) -> str | None:
-    value = meta.get(SHA256_KEY, "").strip().lower()
-    return value if re.fullmatch(r"[0-9a-f]{64}", value) else None
-
-
-def _read_part(
-    data: BinaryIO,
-    path: str,
-    length: int,
-    *,
-    exact: bool,
-    digests: tuple[Any, ...] = (),
-) -> tuple[io.BytesIO, int]:
-    """Read up to ``length`` bytes into memory, updating ``digests`` as it goes.
-
-    :returns: (buffer at offset 0, bytes read).
-    :raises ChangedWhileReading: with ``exact``, the source did not give exactly ``length``.
-    """
-    buffer = io.BytesIO()
-    got = 0
-    while got < length:
-        chunk = data.read(min(CHUNK, length - got))
-        if not chunk:
-            break
-        got += len(chunk)
-        buffer.write(chunk)
-        for extra in digests:
-            extra.update(chunk)
-    if exact:
-        if got != length:
-            raise ChangedWhileReading(path, f"expected {length} bytes, got {got}")
-        if data.read(1):
-            raise ChangedWhileReading(path, f"expected {length} bytes, got more")
-    buffer.seek(0)
-    return buffer, got
 
 
 class _MappedRead(io.RawIOBase):
