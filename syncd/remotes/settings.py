@@ -37,6 +37,12 @@ class OpenContext:
         return f"{TEMP_PREFIX}{hashlib.sha256(str(self.state_dir).encode()).hexdigest()[:8]}-"
 
 
+def secret_text(text: str) -> str:
+    """A secret file's secret: its text without lines starting with ``#`` (``syncd init``
+    writes one saying what belongs there), stripped."""
+    return "\n".join(line for line in text.splitlines() if not line.lstrip().startswith("#")).strip()
+
+
 def read_secret(*, file: Path | None, env: str | None, what: str) -> str:
     """Read a secret by reference: a file (relative names are looked up in systemd's
     ``$CREDENTIALS_DIRECTORY`` first) or an environment variable. Never logs the value.
@@ -51,11 +57,15 @@ def read_secret(*, file: Path | None, env: str | None, what: str) -> str:
             candidates.insert(0, Path(creds) / file)
         for candidate in candidates:
             try:
-                return candidate.read_text(encoding="utf-8").strip()
+                text = candidate.read_text(encoding="utf-8")
             except FileNotFoundError:
                 continue
             except OSError as exc:
                 raise FatalError(f"{what}: cannot read secret file {candidate}: {exc.strerror}") from exc
+            secret = secret_text(text)
+            if not secret:
+                raise FatalError(f"{what}: secret file {candidate} is empty (put the secret in it, on its own line)")
+            return secret
         raise FatalError(f"{what}: secret file {file} does not exist")
     if env is not None:
         value = os.environ.get(env)

@@ -1,0 +1,212 @@
+"""The admin's commands beside syncing: ``syncd init`` (a first config) and ``syncd restore``
+(a version back from syncd's trash). Parse, call, render; the work is in
+:mod:`syncd.init_config` and :mod:`syncd.engine.restore`.
+
+Exit codes (:class:`syncd.outcomes.ExitCode`): ``restore`` ends 0 when it restored (or
+listed) something, 1 when no version of PATH is in the trash or the version could not be
+written, 2 for a bad ``--at`` or a PATH found in several pairs (name one), 4 fatal (config,
+credentials), 5 when a sync of the pair holds its lock, 6 when a remote did not answer.
+``init`` ends 0, or 4 when the config exists already or cannot be written.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from datetime import date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from syncd.display import printable
+from syncd.errors import ConfigError, ItemError, SyncdError, TransientError
+from syncd.outcomes import ExitCode
+
+if TYPE_CHECKING:
+    from syncd.engine.restore import Found, Restored
+
+
+def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    restore = sub.add_parser(
+        "restore",
+        help="bring a deleted or overwritten version back from syncd's trash",
+        description=(
+            "Restore PATH from syncd's trash (a local tree's trash under the state dir, a bucket's "
+            ".syncd-trash/) to where it was, on the side it was removed from; the next sync carries "
+            "it to the other side. A file present there is kept in the trash first, then replaced."
+        ),
+    )
+    restore.add_argument("path", metavar="PATH", help="the file's path in the pair (e.g. docs/report.odt)")
+    restore.add_argument("target", nargs="?", metavar="USER[/PAIR]", help="where to look (default: every pair)")
+    restore.add_argument(
+        "--at", metavar="TIME", help="the newest version trashed at or before TIME: 2026-11-30 14:00, or 2h / 3d ago"
+    )
+    restore.add_argument("--list", action="store_true", help="list the versions in the trash, restore nothing")
+    restore.add_argument(
+        "--as-copy", action="store_true", help="write it as 'name (restored DATE TIME).ext', next to the present file"
+    )
+    restore.add_argument("--json", action="store_true", help="machine-readable output")
+    restore.set_defaults(handler=cmd_restore)
+
+    init = sub.add_parser(
+        "init",
+        help="write a commented config for the users given, and their empty secret files",
+        description="Write a first config (never over an existing one) and print the next steps.",
+    )
+    files = init.add_mutually_exclusive_group(required=True)
+    files.add_argument("--nextcloud", metavar="URL", help="Nextcloud over WebDAV, e.g. https://cloud.example.com")
+    files.add_argument("--datadir", metavar="PATH", type=Path, help="a local Nextcloud data dir (PATH/USER/files)")
+    init.add_argument("--user", action="append", required=True, metavar="NAME", help="a user to sync (repeat)")
+    init.add_argument(
+        "--bucket-dir", metavar="PATH", type=Path, help="buckets kept in local folders (PATH/USER) instead of Storj"
+    )
+    init.add_argument(
+        "--state-dir", metavar="PATH", type=Path, default=Path("/var/lib/syncd"), help="[daemon] state_dir"
+    )
+    init.add_argument(
+        "--socket", metavar="PATH", type=Path, default=Path("/run/syncd/control.sock"), help="[daemon] socket"
+    )
+    init.set_defaults(handler=cmd_init)
+
+
+def _fail(message: str) -> None:
+    print(printable(f"syncd: error: {message}"), file=sys.stderr)
+
+
+# -- init --------------------------------------------------------------------------------------
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    from syncd.config import config_path
+    from syncd.init_config import InitChoices, check_choices, next_steps, write_config
+
+    path = config_path(args.config)
+    choices = InitChoices(
+        users=tuple(args.user),
+        nextcloud=args.nextcloud,
+        datadir=args.datadir.absolute() if args.datadir else None,
+        bucket_dir=args.bucket_dir.absolute() if args.bucket_dir else None,
+        state_dir=args.state_dir.absolute(),
+        socket=args.socket.absolute(),
+    )
+    try:
+        check_choices(choices)
+    except ConfigError as exc:
+        _fail(str(exc))
+        return ExitCode.USAGE
+    created = write_config(path, choices, date.today())  # exists, cannot write: ConfigError, exit 4 (cli.main)
+    for line in next_steps(path, created, choices):
+        print(printable(line))
+    return ExitCode.OK
+
+
+# -- restore -----------------------------------------------------------------------------------
+
+
+def parse_when(text: str, now: datetime) -> datetime:
+    """``--at``: a local date and time (``2026-11-30``, ``2026-11-30 14:05[:09]``, ISO ``T``),
+    or a duration ago (``90m``, ``2h``, ``3d``). :raises ValueError:"""
+    from syncd.config import parse_duration
+
+    try:
+        return now - timedelta(seconds=parse_duration(text))
+    except ValueError:
+        pass
+    try:
+        when = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise ValueError(f"--at {text!r}: not a time (e.g. '2026-11-30 14:00', or 2h for two hours ago)") from None
+    if len(text.strip()) == 10:  # a date alone: the whole day
+        when += timedelta(days=1) - timedelta(microseconds=1)
+    return when.replace(tzinfo=None) if when.tzinfo is None else when.astimezone().replace(tzinfo=None)
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    from syncd.config import config_path, load_config
+    from syncd.engine.restore import choose, normalise_path, search
+
+    try:
+        at = parse_when(args.at, datetime.now()) if args.at else None
+        path = normalise_path(args.path)
+    except (ValueError, SyncdError) as exc:
+        _fail(str(exc))
+        return ExitCode.USAGE
+    config = load_config(config_path(args.config))
+    pairs = config.select(args.target)
+    try:
+        found = search(pairs, path)
+    except TransientError as exc:
+        _fail(str(exc))
+        return ExitCode.RETRY
+    eligible = [f for f in found.found if at is None or f.version.trashed_at <= at]
+    if args.list:
+        _print_versions(found.found, as_json=args.json)
+        return ExitCode.OK
+    chosen = choose(eligible, None)
+    if chosen is None:
+        where = f" trashed at or before {at:%Y-%m-%d %H:%M:%S}" if at is not None else ""
+        others = f" ({len(found.found)} newer)" if found.found else ""
+        hint = f"; {', '.join(found.no_trash)}: restore from Nextcloud's trash bin" if found.no_trash else ""
+        _fail(f"no version of {path!r}{where} in syncd's trash{others}{hint}")
+        return ExitCode.ITEM_ERRORS
+    in_pairs = sorted({f.pair for f in eligible})
+    if len(in_pairs) > 1:
+        _fail(f"{path!r} is in the trash of {len(in_pairs)} pairs ({', '.join(in_pairs)}); name one as USER/PAIR")
+        _print_versions(eligible, as_json=args.json, out=sys.stderr)
+        return ExitCode.USAGE
+    return _restore(args, {p.key: p for p in pairs}[chosen.pair], chosen)
+
+
+def _restore(args: argparse.Namespace, pair: Any, chosen: Found) -> int:
+    from syncd.engine.restore import restore
+
+    try:
+        done = restore(pair, chosen, as_copy=args.as_copy)
+    except TransientError as exc:
+        _fail(str(exc))
+        return ExitCode.RETRY
+    except ItemError as exc:  # not found, changed meanwhile, name taken: nothing was replaced
+        _fail(f"{chosen.pair} {chosen.side.value}: {exc}")
+        return ExitCode.ITEM_ERRORS
+    if args.json:
+        print(json.dumps(_restored_row(done)))
+    else:
+        version = chosen.version
+        print(
+            printable(
+                f"restored {done.path} on {chosen.pair} {chosen.side.value} "
+                f"(the version trashed {version.trashed_at:%Y-%m-%d %H:%M:%S}, {version.size} bytes)"
+            )
+        )
+        if done.replaced is not None:
+            print(printable(f"  the version that was there is kept in the trash: {done.replaced}"))
+        print(printable(f"  the next sync carries it to the {chosen.side.other.value} side (or: syncd now {pair.key})"))
+    return ExitCode.OK
+
+
+def _version_row(found: Found) -> dict[str, Any]:
+    version = found.version
+    return {
+        "pair": found.pair,
+        "side": found.side.value,
+        "path": version.path,
+        "key": version.key,
+        "trashed_at": version.trashed_at.isoformat(),
+        "size": version.size,
+    }
+
+
+def _restored_row(done: Restored) -> dict[str, Any]:
+    return {**_version_row(done.found), "restored_as": done.path, "replaced_kept_at": done.replaced}
+
+
+def _print_versions(found: list[Found], *, as_json: bool, out: Any = None) -> None:
+    stream = out or sys.stdout
+    if as_json:
+        print(json.dumps([_version_row(f) for f in found]), file=stream)
+        return
+    if not found:
+        print("no versions in syncd's trash", file=stream)
+    for f in found:
+        when, where = f"{f.version.trashed_at:%Y-%m-%d %H:%M:%S}", f"{f.pair} {f.side.value}"
+        print(printable(f"{when}  {where}  {f.version.size} bytes  {f.version.path}"), file=stream)

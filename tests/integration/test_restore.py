@@ -1,0 +1,147 @@
+"""`syncd restore`: a version comes back from syncd's trash (a local tree's trash folder, a
+bucket's .syncd-trash/) to its side, the present file is kept first, and the next sync
+carries it over; the command's errors are one line with a documented exit code."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from syncd.lock import pair_lock
+from syncd.outcomes import ExitCode
+from tests.integration.cli_helpers import syncd
+from tests.integration.helpers import PairEnv
+
+
+@pytest.fixture
+def env(tmp_path: Path) -> PairEnv:
+    env = PairEnv(tmp_path)
+    env.pair()  # writes syncd.toml
+    return env
+
+
+def _config(env: PairEnv) -> Path:
+    return env.root / "syncd.toml"
+
+
+def _pause() -> None:
+    """Trash moments are named to the microsecond: make two versions' moments differ clearly."""
+    time.sleep(0.01)
+
+
+def test_overwritten_version_comes_back_from_the_local_trash(env: PairEnv) -> None:
+    env.write_a("docs/a.txt", b"version one")
+    env.sync()
+    _pause()
+    env.write_b("docs/a.txt", b"version two from the bucket")  # the bucket's edit overwrites A's file
+    env.sync()
+    assert env.read_a("docs/a.txt") == b"version two from the bucket"
+    done = syncd(_config(env), "restore", "docs/a.txt", "--json")
+    assert done.returncode == ExitCode.OK, done.stderr
+    row = json.loads(done.stdout)
+    assert (row["pair"], row["side"], row["path"], row["size"]) == ("t/default", "files", "docs/a.txt", 11)
+    assert row["replaced_kept_at"]  # the present version went to the trash first
+    assert env.read_a("docs/a.txt") == b"version one"
+    assert b"version two from the bucket" in env.trash_a()
+    env.sync()  # the next sync carries it to the bucket
+    assert env.read_b("docs/a.txt") == b"version one"
+
+
+def test_deleted_file_comes_back_from_the_bucket_trash(env: PairEnv) -> None:
+    env.write_a("gone.txt", b"precious")
+    env.write_a("stays.txt", b"a side never lists empty here (the empty-side guard)")
+    env.sync()
+    (env.files / "gone.txt").unlink()
+    env.sync()
+    assert "gone.txt" not in env.tree_b()
+    done = syncd(_config(env), "restore", "/gone.txt", "t/default")
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert "restored gone.txt on t/default bucket" in done.stdout
+    assert "kept in the trash" not in done.stdout  # nothing was there to keep
+    assert env.read_b("gone.txt") == b"precious"
+    env.sync()
+    assert env.read_a("gone.txt") == b"precious"
+    again = syncd(_config(env), "restore", "gone.txt")  # it is there now: kept, then replaced
+    assert again.returncode == ExitCode.OK, again.stderr
+    assert "kept in the trash: .syncd-trash/" in again.stdout
+
+
+def test_at_picks_the_newest_version_at_or_before_it_and_list_shows_all(env: PairEnv) -> None:
+    env.write_a("n.txt", b"one")
+    env.sync()
+    for content in (b"two", b"three"):
+        _pause()
+        env.write_b("n.txt", content)
+        env.sync()  # A's version goes to A's trash each time
+    listed = syncd(_config(env), "restore", "n.txt", "--list", "--json")
+    assert listed.returncode == ExitCode.OK, listed.stderr
+    versions = json.loads(listed.stdout)
+    assert [v["size"] for v in versions] == [3, 3] and all(v["side"] == "files" for v in versions)
+    first = versions[0]["trashed_at"]
+    done = syncd(_config(env), "restore", "n.txt", "--at", first.replace("T", " "))
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert env.read_a("n.txt") == b"one"
+    human = syncd(_config(env), "restore", "n.txt", "--list")
+    assert human.returncode == ExitCode.OK and human.stdout.count("t/default files") == 3  # the replaced one too
+
+
+def test_as_copy_leaves_the_present_file_alone(env: PairEnv) -> None:
+    env.write_a("r.txt", b"old")
+    env.sync()
+    _pause()
+    env.write_b("r.txt", b"new")
+    env.sync()
+    done = syncd(_config(env), "restore", "r.txt", "--as-copy", "--json")
+    assert done.returncode == ExitCode.OK, done.stderr
+    copy = json.loads(done.stdout)["restored_as"]
+    assert copy.startswith("r (restored ") and copy.endswith(").txt")
+    assert env.read_a("r.txt") == b"new" and env.read_a(copy) == b"old"
+    twice = syncd(_config(env), "restore", "r.txt", "--as-copy")
+    assert twice.returncode == ExitCode.ITEM_ERRORS and "already exists" in twice.stderr
+
+
+def test_errors_are_one_line_with_their_exit_code(env: PairEnv) -> None:
+    env.write_a("x.txt", b"x")
+    env.write_a("stays.txt", b"s")
+    env.sync()
+    missing = syncd(_config(env), "restore", "nothing.txt")
+    assert missing.returncode == ExitCode.ITEM_ERRORS
+    assert missing.stderr.strip().count("\n") == 0 and "no version of 'nothing.txt'" in missing.stderr
+    bad_time = syncd(_config(env), "restore", "x.txt", "--at", "yesterday-ish")
+    assert bad_time.returncode == ExitCode.USAGE and "not a time" in bad_time.stderr
+    bad_path = syncd(_config(env), "restore", "../etc/passwd")
+    assert bad_path.returncode == ExitCode.USAGE
+    unknown = syncd(_config(env), "restore", "x.txt", "nobody")
+    assert unknown.returncode == ExitCode.FATAL and "no pair 'nobody'" in unknown.stderr
+    (env.files / "x.txt").unlink()
+    env.sync()
+    too_early = syncd(_config(env), "restore", "x.txt", "--at", "2000-01-01")
+    assert too_early.returncode == ExitCode.ITEM_ERRORS and "(1 newer)" in too_early.stderr
+    with pair_lock(env.state, "t/default"):  # a sync of the pair is running
+        busy = syncd(_config(env), "restore", "x.txt")
+    assert busy.returncode == ExitCode.BUSY and "another sync of this pair is running" in busy.stderr
+    assert "x.txt" not in env.tree_b()
+
+
+def test_a_path_in_the_trash_of_two_pairs_must_be_named(tmp_path: Path) -> None:
+    config = tmp_path / "syncd.toml"
+    config.write_text(
+        '[daemon]\nstate_dir = "state"\n'
+        '[users.a]\nfiles = { type = "local", path = "fa" }\nbucket = { type = "dir", path = "ba" }\n'
+        '[users.b]\nfiles = { type = "local", path = "fb" }\nbucket = { type = "dir", path = "bb" }\n'
+    )
+    for user in ("a", "b"):
+        (tmp_path / f"f{user}").mkdir()
+        (tmp_path / f"f{user}" / "same.txt").write_text(user)
+        (tmp_path / f"f{user}" / "stays.txt").write_text(user)
+        assert syncd(config, "now", user).returncode == ExitCode.OK
+        (tmp_path / f"f{user}" / "same.txt").unlink()
+        assert syncd(config, "now", user).returncode == ExitCode.OK
+    ambiguous = syncd(config, "restore", "same.txt")
+    assert ambiguous.returncode == ExitCode.USAGE and "name one as USER/PAIR" in ambiguous.stderr
+    named = syncd(config, "restore", "same.txt", "b")
+    assert named.returncode == ExitCode.OK, named.stderr
+    assert not (tmp_path / "fa" / "same.txt").exists()
