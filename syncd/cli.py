@@ -75,9 +75,11 @@ def build_parser() -> argparse.ArgumentParser:
     # Commands of other modules: each module's add_commands(sub) registers its own, one line here.
     from syncd.cli_admin import add_commands as add_admin_commands
     from syncd.cli_daemon import add_commands
+    from syncd.service_install import add_commands as add_install_commands
 
     add_commands(sub)
     add_admin_commands(sub)
+    add_install_commands(sub)
 
     for command in {id(p): p for p in sub.choices.values()}.values():  # every command, whoever added it
         _add_global_options(command, default=argparse.SUPPRESS)

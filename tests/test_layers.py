@@ -27,7 +27,18 @@ from pathlib import Path
 SYNCD = Path(__file__).resolve().parents[1] / "syncd"
 
 LAYERS: list[list[set[str]]] = [
-    [{"syncd.__main__", "syncd.cli", "syncd.cli_daemon", "syncd.cli_admin", "syncd.init_config", "syncd.progress"}],
+    [
+        {
+            "syncd.__main__",
+            "syncd.cli",
+            "syncd.cli_daemon",
+            "syncd.cli_admin",
+            "syncd.init_config",
+            "syncd.progress",
+            "syncd.service_install",
+            "syncd.shell_docs",
+        }
+    ],
     [{"syncd.daemon", "syncd.control", "syncd.scheduler", "syncd.watch", "syncd.metrics"}],
     [{"syncd.engine"}],
     [{"syncd.config"}],
