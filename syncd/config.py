@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 import msgspec
 import tomli  # TOML 1.1: inline tables may span lines, as in DESIGN.md's examples
 
+from syncd.bwlimit import Schedule, parse_bwlimit
 from syncd.errors import ConfigError
 from syncd.models import ConflictPolicy, Mode
 from syncd.paths import DEFAULT_EXCLUDES, Excludes
@@ -47,12 +48,18 @@ class DaemonSection(_Strict, frozen=True):
     socket: Path = Path("/run/syncd/control.sock")
     interval: str = "5m"
     transfers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
+    # bytes/s for all pairs together ("8M", "off", or "08:00,512K 19:00,10M 23:00,off"; syncd.bwlimit)
+    bwlimit: str = "off"
 
     def __post_init__(self) -> None:
         try:
             parse_duration(self.interval)
         except ValueError as exc:
             raise ValueError(f"interval: {exc}") from None
+        try:
+            parse_bwlimit(self.bwlimit)
+        except ValueError as exc:
+            raise ValueError(f"bwlimit: {exc}") from None
 
 
 class PairSection(_Strict, frozen=True):
@@ -68,6 +75,7 @@ class PairSection(_Strict, frozen=True):
     trash_retention_days: Annotated[int, msgspec.Meta(ge=0)] | None = None
     transfers: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
     interval: str | None = None
+    bwlimit: str | None = None  # this pair's own limit, on top of the daemon's
     # This pair may share its files root or bucket location with this user's other pairs
     # that say so too (never with another user's, never between its own two sides).
     allow_overlap: bool | None = None
@@ -133,6 +141,8 @@ class PairConfig:
     interval_s: float
     state_dir: Path
     allow_overlap: bool = False
+    bwlimit: Schedule | None = None  # the pair's own
+    daemon_bwlimit: Schedule | None = None  # shared by every pair of the process
 
     @property
     def key(self) -> str:
@@ -224,6 +234,10 @@ def _pair(
         interval_s = parse_duration(interval)
     except ValueError as exc:
         raise ConfigError(f"{path}: {where}.interval: {exc}") from None
+    try:
+        bwlimit = parse_bwlimit(keys["bwlimit"]) if "bwlimit" in keys else None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {where}.bwlimit: {exc}") from None
     return PairConfig(
         user=user,
         name=name,
@@ -238,6 +252,8 @@ def _pair(
         interval_s=interval_s,
         state_dir=daemon.state_dir / user / name,
         allow_overlap=keys.get("allow_overlap", False),
+        bwlimit=bwlimit,
+        daemon_bwlimit=parse_bwlimit(daemon.bwlimit),
     )
 
 

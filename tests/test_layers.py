@@ -44,7 +44,18 @@ LAYERS: list[list[set[str]]] = [
     [{"syncd.config"}],
     [{"syncd.remotes"}, {"syncd.index"}],
     [{"syncd.lock"}],
-    [{"syncd", "syncd.errors", "syncd.models", "syncd.outcomes", "syncd.paths", "syncd.times", "syncd.display"}],
+    [
+        {
+            "syncd",
+            "syncd.errors",
+            "syncd.models",
+            "syncd.outcomes",
+            "syncd.paths",
+            "syncd.times",
+            "syncd.display",
+            "syncd.bwlimit",
+        }
+    ],
 ]
 
 PLANNER = {"syncd.engine.plan", "syncd.engine.conflicts", "syncd.engine.safety"}

@@ -23,6 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
+from syncd.bwlimit import Limiter, throttled
 from syncd.errors import ChangedWhileReading, ContentMismatch, FatalError, ItemError, TransientError
 from syncd.models import Action, ActionKind, Base, Entry, Side
 from syncd.remotes.base import (
@@ -118,8 +119,10 @@ class Applier:
         listings: Mapping[Side, Mapping[str, Entry]],
         bases: Mapping[str, Base],
         checkpoint: Checkpoint | None = None,
+        bandwidth: Sequence[Limiter] = (),
     ) -> None:
         self.remotes = remotes
+        self.bandwidth = tuple(bandwidth)  # bwlimit: every stream moved between the sides pays them
         self.listings = listings
         self.bases = bases
         self.checkpoint: Checkpoint = checkpoint or (lambda _stage: None)
@@ -142,7 +145,7 @@ class Applier:
             # The hash was metadata another writer set, and the bytes disagree with it: read
             # them again; bytes that hash the same twice are the truth, and are copied as such.
             with source.open_read(path) as stream:
-                actual = sha256_stream(stream)[0]
+                actual = sha256_stream(throttled(stream, self.bandwidth))[0]
             if actual == src.content_hash:
                 raise  # the claim holds: the first read was damaged; the next run tries again
             log.warning(
@@ -152,14 +155,13 @@ class Applier:
         _check_local_source(source, path, src)
         return written
 
-    @staticmethod
     def _write_from(
-        source: Remote, target: Remote, path: str, src: Entry, dest_path: str | None, replaces: str | None
+        self, source: Remote, target: Remote, path: str, src: Entry, dest_path: str | None, replaces: str | None
     ) -> Entry:
         with source.open_read(path) as stream:
             return target.write(
                 dest_path or path,
-                stream,
+                throttled(stream, self.bandwidth),
                 size=src.size,
                 mtime_ns=src.mtime_ns,
                 content_hash=src.content_hash,
@@ -288,7 +290,7 @@ class Applier:
         src_side = action.side.other
         src, source = self.listings[src_side][action.path], self.remotes[src_side]
         with source.open_read(action.path) as stream:
-            data = _read_at_most(stream, src.size + 1)
+            data = _read_at_most(throttled(stream, self.bandwidth), src.size + 1)
         if len(data) != src.size:
             got = f"more than {src.size}" if len(data) > src.size else str(len(data))
             raise ChangedWhileReading(action.path, f"{got} bytes read where the listing said {src.size}")

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 
+from syncd.bwlimit import Limiter, pair_limiters
 from syncd.config import PairConfig
 from syncd.engine.apply import (
     Applier,
@@ -88,6 +89,7 @@ class SyncSettings:
     max_delete_ratio: float  # the mass-delete guard's limit
     trash_retention_days: int
     state_dir: Path  # the pair's own folder: holds the stamp of the last trash purge
+    bandwidth: tuple[Limiter, ...] = ()  # bwlimit: the daemon's and the pair's limiters (syncd.bwlimit)
 
     @classmethod
     def of(cls, pair: PairConfig) -> SyncSettings:
@@ -100,6 +102,7 @@ class SyncSettings:
             max_delete_ratio=pair.max_delete_ratio,
             trash_retention_days=pair.trash_retention_days,
             state_dir=pair.state_dir,
+            bandwidth=pair_limiters(pair.key, pair.bwlimit, pair.daemon_bwlimit),
         )
 
 
@@ -195,7 +198,7 @@ def _run(ctx: RunContext) -> None:
         report.skipped = [(a.path, a.reason) for a in planned.actions if a.kind is ActionKind.SKIP]
         if not options.dry_run:
             listings = {side: snaps[side].entries for side in Side}
-            applier = Applier(ctx.remotes, listings, bases, options.checkpoint)
+            applier = Applier(ctx.remotes, listings, bases, options.checkpoint, ctx.settings.bandwidth)
             applied = _apply(ctx, applier, planned)
             unsettled = {path for path, _ in report.errors} | applied.deferred
             keep_folder_etags(store, ctx.remotes, snaps, applied, unsettled=unsettled)
