@@ -210,11 +210,16 @@ class Daemon:
         )
         self.socket = socket_path(config, options)
         self.server = ControlServer(self.socket, self._handle)
+        self.web: Any = None  # syncd.web.server.WebServer when [daemon] web is set
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def run(self) -> int:
         self.server.start()
+        if self.config.daemon.web is not None:  # the dashboard: started and stopped with the daemon
+            from syncd.web.server import start_dashboard
+
+            self.web = start_dashboard(self.config.daemon, self._handle, lambda: self.pairs)
         keys = {p.key for p in self.pairs}
         paused = self._keep_pauses(self.pairs)
         self.scheduler.set_pairs(self.pairs, paused=paused, soon=keys - paused)
@@ -247,6 +252,8 @@ class Daemon:
         sd_notify("STOPPING=1\nSTATUS=stopping: finishing the actions in flight")
         self.stopping.set()  # the next checkpoint of every run raises Stopping
         self.server.close()
+        if self.web is not None:
+            self.web.close()
         self.watcher.stop()
         self.scheduler.shutdown()
         self.coordinator.stop()
