@@ -321,7 +321,9 @@ def _zsh_specs(options: Sequence[Option], positionals: Sequence[Option]) -> list
             specs.append(_zsh_quote(f"{exclusive}{flag}{joined}[{_zsh_text(option.help)}]{value}"))
     for positional in positionals:
         colon = "::" if positional.optional else ":"
-        action = "_files" if positional.wants_path else " "
+        action = "_files" if positional.wants_path else "_nothing"  # not " ": that hides the options
+        if positional.choices:
+            action = "(" + " ".join(c for c in positional.choices if _SAFE_WORD.match(c)) + ")"
         specs.append(_zsh_quote(f"{colon}{_zsh_text(positional.metavar or '')}:{action}"))
     return specs
 

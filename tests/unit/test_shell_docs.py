@@ -1,7 +1,8 @@
 """The man page and the bash/zsh completions follow the parser (syncd.shell_docs).
 
 Each is checked by the tool that reads it: groff/man render the page without a warning,
-bash and zsh parse the scripts, and bash's completion is called as bash calls it (COMP_WORDS).
+bash and zsh parse the scripts, bash's completion is called as bash calls it (COMP_WORDS), and
+zsh's is typed into an interactive zsh on a pseudo-terminal.
 A missing tool skips its test here and fails it in CI (CI=true), where .ci/docs.sh installs it.
 """
 
@@ -143,6 +144,50 @@ def test_zsh_reads_the_completion(tmp_path: Path) -> None:
     done = subprocess.run([zsh, "-n", str(script)], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0 and done.stderr == "", done.stderr
     assert script.read_text().startswith("#compdef syncd\n")
+
+
+# Drives an interactive zsh on a pseudo-terminal (zsh/zpty): each line is typed, then a key bound
+# to a widget that completes the word and appends the resulting line to a file.
+ZSH_DRIVER = r"""
+zmodload zsh/zpty
+out=$1 fdir=$2; shift 2
+zpty z 'zsh -f -i'
+zpty -w z "fpath=($fdir \$fpath); autoload -Uz compinit; compinit -u -D"
+zpty -w z 'probe() { zle complete-word; print -r -- "$BUFFER" >> '$out'; BUFFER=; zle accept-line }'
+zpty -w z 'zle -N probe; bindkey "^T" probe'
+for line in "$@"; do zpty -w -n z "$line"$'\x14'; done
+zpty -w z exit
+for i in {1..600}; do [[ -f $out && $(wc -l < $out) -ge $# ]] && break; sleep 0.1; done
+zpty -d z
+"""
+
+
+def test_zsh_completes_commands_options_and_values(tmp_path: Path) -> None:
+    zsh = _tool("zsh")
+    functions = tmp_path / "functions"
+    functions.mkdir()
+    (functions / "_syncd").write_text(zsh_completion(_cli(), __version__))
+    (tmp_path / "syncd.toml").write_text("")
+    driver, out = tmp_path / "driver.zsh", tmp_path / "completed"
+    driver.write_text(ZSH_DRIVER)
+    typed = {
+        "syncd no": "syncd now ",
+        "syncd now --dr": "syncd now --dry-run ",
+        "syncd completion z": "syncd completion zsh ",
+        "syncd run --log-format j": "syncd run --log-format json ",
+        f"syncd now --config {tmp_path}/syncd.t": f"syncd now --config {tmp_path}/syncd.toml ",
+        "syncd install-s": "syncd install-service ",
+    }
+    done = subprocess.run(
+        [zsh, "-f", str(driver), str(out), str(functions), *typed],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+        env={**os.environ, "HOME": str(tmp_path)},
+    )
+    assert done.returncode == 0, done.stderr
+    assert out.read_text().splitlines() == list(typed.values())
 
 
 def test_awkward_help_texts_stay_text(tmp_path: Path) -> None:
