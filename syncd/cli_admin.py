@@ -146,7 +146,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if chosen is None:
         where = f" trashed at or before {at:%Y-%m-%d %H:%M:%S}" if at is not None else ""
         others = f" ({len(found.found)} newer)" if found.found else ""
-        hint = f"; {', '.join(found.no_trash)}: restore from Nextcloud's trash bin" if found.no_trash else ""
+        hint = f"; {', '.join(found.no_trash)} keep no syncd trash" if found.no_trash else ""
+        if any(pair.files.type == "webdav" for pair in pairs):
+            hint += "; Nextcloud keeps deleted and overwritten files in its own trash bin and versions"
         _fail(f"no version of {path!r}{where} in syncd's trash{others}{hint}")
         return ExitCode.ITEM_ERRORS
     in_pairs = sorted({f.pair for f in eligible})

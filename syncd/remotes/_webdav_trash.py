@@ -21,7 +21,14 @@ from syncd.remotes._webdav_session import DavSession
 from syncd.remotes._webdav_state import JsonFile, JsonObject
 from syncd.remotes._webdav_xml import DavResource, IncompleteMultistatus, parse_multistatus, propfind_body
 from syncd.remotes.base import TRASH_PREFIX
-from syncd.remotes.bucket_trash import due_for_purge, moment_folder, trash_key
+from syncd.remotes.bucket_trash import (
+    TrashedVersion,
+    due_for_purge,
+    moment_folder,
+    parse_trash_key,
+    trash_key,
+    versions_of,
+)
 
 
 class TrashLedger(JsonFile):
@@ -97,6 +104,17 @@ class DavTrash:
             self._s.raise_for(response, path, "keep a version")
         response.close()
         return key
+
+    def versions(self, path: str | None) -> list[TrashedVersion]:
+        """The versions syncd keeps in ``.syncd-trash/`` (of ``path`` when given): every one on
+        other servers; on Nextcloud only those kept with ``nextcloud_versions = false`` (its own
+        trash bin and file versions keep the rest, restored in Nextcloud)."""
+        keys = []
+        for key in self._lister.list_internal(TRASH_PREFIX.rstrip("/")):
+            parsed = parse_trash_key(key)
+            if parsed is not None and (path is None or parsed[1] == path):
+                keys.append(key)
+        return versions_of((key, self._s.stat(key).size) for key in keys)
 
     def purge(self, older_than: datetime) -> int:
         """Delete versions syncd trashed before ``older_than``. On Nextcloud only trash bin items

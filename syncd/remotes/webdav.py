@@ -36,6 +36,7 @@ import contextlib
 import io
 import logging
 from collections.abc import Collection, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, BinaryIO, Literal
@@ -55,7 +56,8 @@ from syncd.remotes._webdav_session import DavSession
 from syncd.remotes._webdav_state import RefusedCredentials
 from syncd.remotes._webdav_trash import DavTrash
 from syncd.remotes._webdav_upload import PlainUploader, conditions
-from syncd.remotes.base import BatchLimits, Capabilities, NewFile, TreeListing
+from syncd.remotes.base import BatchLimits, Capabilities, NewFile, TreeListing, known_or_read_hash
+from syncd.remotes.bucket_trash import TrashedVersion
 from syncd.remotes.settings import OpenContext, RemoteSettings, read_secret
 
 log = logging.getLogger("syncd.remotes.webdav")
@@ -150,7 +152,7 @@ class WebDavRemote:
 
     def _capabilities(self) -> Capabilities:
         return Capabilities(
-            hashes=frozenset(),  # only files uploaded with a SHA-256 carry one (oc:checksums)
+            hashes=False,  # only files uploaded with a SHA-256 carry one
             hashes_are_claims=True,  # oc:checksums is stored as the uploader sent it, never checked
             mtime_precision_ns=1_000_000_000,  # X-OC-MTime and getlastmodified are whole seconds
             case_insensitive=False,
@@ -203,6 +205,11 @@ class WebDavRemote:
             yield stream
         finally:
             stream.close()
+
+    def hash(self, path: str) -> str:
+        """The SHA-256 of the file: the one the server keeps (Nextcloud's ``oc:checksums`` or our
+        dead property, both written by syncd after hashing the bytes it sent), else read it."""
+        return known_or_read_hash(self, path)
 
     # -- writing -------------------------------------------------------------------------
 
@@ -265,6 +272,16 @@ class WebDavRemote:
         :raises NotFound: :raises PreconditionFailed:
         """
         return self._trash.keep_version(path, if_match)
+
+    def trashed_versions(self, path: str | None = None) -> builtins.list[TrashedVersion]:
+        """Versions syncd keeps in ``.syncd-trash/`` (``syncd restore``; see :meth:`DavTrash.versions`)."""
+        return self._trash.versions(path)
+
+    def stat_trashed(self, key: str) -> Entry:
+        return self.session.stat(key)
+
+    def open_trashed(self, key: str) -> AbstractContextManager[BinaryIO]:
+        return self.open_read(key)
 
     def purge_trash(self, older_than: datetime) -> int:
         """Delete versions syncd trashed before ``older_than``. On Nextcloud only trash bin items

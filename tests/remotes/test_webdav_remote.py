@@ -12,7 +12,7 @@ import pytest
 from syncd.errors import UnsafePath
 from syncd.remotes.settings import OpenContext
 from syncd.remotes.webdav import Settings, WebDavRemote, open_remote
-from tests.remotes.contract import RemoteContract
+from tests.remotes.contract import RemoteContract, put
 from tests.webdav import servers
 from tests.webdav.servers import DavServer
 
@@ -101,6 +101,14 @@ class TestNextcloudProtocol(_DavContract):
         assert remote.preset.name == "nextcloud"
         assert remote.capabilities.conditional_writes and remote.capabilities.tree_etags
         assert remote.capabilities.unicode_normalizing
+
+    def test_trashed_versions_are_listed_and_read_back(self, remote: WebDavRemote) -> None:
+        """Nextcloud keeps deleted and overwritten versions itself (its trash bin and file
+        versions, restored in Nextcloud): syncd's own trash holds none of them."""
+        old = put(remote, "r/doc.txt", b"version one")
+        assert remote.keep_version("r/doc.txt", if_match=old.etag).startswith("Nextcloud file versions")
+        assert remote.trash("r/doc.txt").startswith("Nextcloud trash bin")
+        assert remote.trashed_versions() == [] and remote.trashed_versions("r/doc.txt") == []
 
     @pytest.mark.xfail(
         reason="Nextcloud stores names in NFC: an NFD name is listed in its NFC form "
