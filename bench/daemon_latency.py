@@ -54,12 +54,8 @@ def write_config(base: Path) -> Path:
 
 
 def daemon_cmd() -> list[str]:
-    import argparse as ap
-
-    from syncd.cli import build_parser
-
-    commands = {n for a in build_parser()._actions if isinstance(a, ap._SubParsersAction) for n in a.choices}
-    return [sys.executable, "-m", "syncd" if "run" in commands else "syncd.cli_daemon"]
+    """The command that starts the daemon (``syncd run`` follows it)."""
+    return [sys.executable, "-m", "syncd"]
 
 
 def wait_answer(sock: Path, proc: subprocess.Popen[bytes], timeout: float) -> None:
