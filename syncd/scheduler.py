@@ -8,39 +8,44 @@ is requested from :class:`RunCoordinator`, which keeps these promises:
   (its requester gets the same progress and result), otherwise it is queued as one follow-up
   run that later requests join too — so two ``now`` at once run once, and a change made
   before a request is always seen by the run that answers it;
-* at most ``max_parallel`` pairs run at once (a semaphore), the others wait their turn;
+* at most ``max_parallel`` pairs run at once, on as many worker threads (not a thread per
+  pair or per request); the others wait in one line and are served first come, first served,
+  a pair's follow-up run going to the back of the line (no pair can starve the others);
 * paused pairs get no scheduled or watcher runs (``now`` is refused by the daemon).
 
-:class:`PairScheduler` holds one APScheduler job per pair (``interval`` from the pair with
-jitter, ``max_instances=1``, ``coalesce=True``); a job asks the coordinator for a full run and
-waits for it, so a run longer than the interval makes APScheduler skip, not stack, firings.
+:class:`PairScheduler` holds one APScheduler job per pair (``interval`` from the pair,
+``max_instances=1``, ``coalesce=True``), each at its own fixed phase of the interval (a hash of
+the pair's key: N pairs are spread evenly, not crowded into the minute they started in). A job
+only asks the coordinator for a run: a firing while the pair's run is queued joins it, so a run
+longer than the interval never stacks.
 """
 
 from __future__ import annotations
 
+import hashlib
 import logging
-import random
+import math
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from apscheduler.executors.pool import ThreadPoolExecutor
 from apscheduler.schedulers.background import BackgroundScheduler
+from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from syncd.config import PairConfig
-from syncd.models import Outcome
+from syncd.models import Outcome, Side
 from syncd.outcomes import RunResult
 
 log = logging.getLogger("syncd.scheduler")
 
 Listener = Callable[[dict[str, Any]], None]
 STOPPING_MESSAGE = "the daemon is stopping"
-JITTER_RATIO = 0.1  # spread each pair's firings by up to 10% of its interval...
-JITTER_MAX_S = 60.0  # ...but never more than a minute
 FIRST_RUN_SPREAD_S = 15.0  # first full runs after start are spread over this many seconds
 
 
@@ -52,10 +57,16 @@ class RunRequest:
     dry_run: bool = False
     force: bool = False
     hints: frozenset[str] | None = None
+    unchanged: frozenset[Side] = frozenset()  # sides a trusted watcher saw unchanged: not listed
+
+    @property
+    def full(self) -> bool:
+        """Both sides listed in full."""
+        return self.hints is None and not self.unchanged
 
     def covers(self, other: RunRequest) -> bool:
         """A run of ``self`` does everything a run of ``other`` would."""
-        if (self.dry_run, self.force) != (other.dry_run, other.force):
+        if (self.dry_run, self.force) != (other.dry_run, other.force) or not self.unchanged <= other.unchanged:
             return False
         return self.hints is None or (other.hints is not None and other.hints <= self.hints)
 
@@ -65,7 +76,7 @@ class RunRequest:
             return None
         hints = None if self.hints is None or other.hints is None else self.hints | other.hints
         reason = self.reason if self.reason == other.reason else f"{self.reason}+{other.reason}"
-        return replace(self, hints=hints, reason=reason)
+        return replace(self, hints=hints, reason=reason, unchanged=self.unchanged & other.unchanged)
 
 
 RunFn = Callable[[PairConfig, RunRequest, Callable[[str, dict[str, object]], None]], RunResult]
@@ -121,8 +132,11 @@ class Run:
 class RunCoordinator:
     def __init__(self, run_fn: RunFn, max_parallel: int) -> None:
         self.run_fn = run_fn
-        self.slots = threading.BoundedSemaphore(max(1, max_parallel))
+        self.max_parallel = max(1, max_parallel)
         self.lock = threading.Lock()
+        self.wake = threading.Condition(self.lock)
+        self.ready: deque[Run] = deque()  # runs waiting for a worker, oldest first (FIFO: fair)
+        self.workers: list[threading.Thread] = []
         self.current: dict[str, Run] = {}
         self.pending: dict[str, list[Run]] = {}
         self.paused: set[str] = set()
@@ -149,7 +163,7 @@ class RunCoordinator:
         if current is None:
             run = Run(pair, request)
             self.current[pair.key] = run
-            threading.Thread(target=self._execute, args=(run,), name=f"run {pair.key}", daemon=True).start()
+            self._enqueue(run)
             return run, "started"
         if current.state == "queued":  # not handed to the engine yet: its request can still grow
             merged = current.request.merged(request)
@@ -168,16 +182,28 @@ class RunCoordinator:
         queue.append(run)
         return run, "queued"
 
-    def _execute(self, run: Run) -> None:
-        with self.slots:
+    def _enqueue(self, run: Run) -> None:
+        """Put ``run`` at the back of the line (the lock held); start a worker if one is missing."""
+        self.ready.append(run)
+        if len(self.workers) < self.max_parallel:
+            worker = threading.Thread(target=self._work, name=f"run worker {len(self.workers)}", daemon=True)
+            self.workers.append(worker)
+            worker.start()
+        self.wake.notify()
+
+    def _work(self) -> None:
+        """One of the ``max_parallel`` workers: take the oldest ready run, run it, again."""
+        while True:
             with self.lock:
-                if self.stopping:
-                    run.result = run.stopped()
-                run.state = "running" if run.result is None else "done"
+                while not self.ready and not self.stopping:
+                    self.wake.wait()
+                if not self.ready:
+                    return
+                run = self.ready.popleft()
+                run.state = "running"
                 run.started_at = time.time()
-            if run.result is None:
-                run.result = self._call(run)
-        self._finish(run)
+            run.result = self._call(run)
+            self._finish(run)
 
     def _call(self, run: Run) -> RunResult:
         try:
@@ -195,11 +221,9 @@ class RunCoordinator:
             following = queue.pop(0) if queue else None
             if following is None:
                 self.current.pop(run.pair.key, None)
-            else:
+            else:  # to the back of the line: a busy pair cannot starve the others
                 self.current[run.pair.key] = following
-                threading.Thread(
-                    target=self._execute, args=(following,), name=f"run {run.pair.key}", daemon=True
-                ).start()
+                self._enqueue(following)
         run.finished.set()
         if self.on_result is not None:
             self.on_result(run.pair, run.result, run.request.reason)
@@ -220,8 +244,12 @@ class RunCoordinator:
         """Refuse new runs and drop queued ones (their requesters get 'interrupted')."""
         with self.lock:
             self.stopping = True
-            dropped = [run for queue in self.pending.values() for run in queue]
+            dropped = [run for queue in self.pending.values() for run in queue] + list(self.ready)
             self.pending.clear()
+            for run in self.ready:
+                self.current.pop(run.pair.key, None)
+            self.ready.clear()
+            self.wake.notify_all()
         for run in dropped:
             run.result = run.stopped()
             run.state = "done"
@@ -260,8 +288,26 @@ class RunCoordinator:
         return info
 
 
+def phase(key: str, period_s: float) -> float:
+    """Where in each ``period_s`` the pair ``key`` fires: a fixed point from a hash of its key,
+    so that N pairs are spread evenly over the period, the same way at every start (no
+    random jitter, no crowd of pairs that started together)."""
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 * period_s
+
+
+def next_firing(key: str, interval_s: float, now: float) -> float:
+    """The first time after ``now`` (epoch seconds) at the pair's :func:`phase` of its interval."""
+    offset = phase(key, interval_s)
+    cycles = math.floor((now - offset) / interval_s) + 1
+    return cycles * interval_s + offset
+
+
 class PairScheduler:
-    """One APScheduler interval job per pair; ``on_due(key)`` runs on the job's thread."""
+    """One APScheduler interval job per pair; ``on_due(key)`` runs on the job's thread and
+    only asks for a run (never waits for it). Each pair fires at its own :func:`phase` of its
+    interval; the catch-up run of a pair that is new (at start, on reload) is a one-time job
+    at its phase of ``first_spread_s``."""
 
     def __init__(self, on_due: Callable[[str], None], workers: int, first_spread_s: float = FIRST_RUN_SPREAD_S) -> None:
         self.on_due = on_due
@@ -283,34 +329,51 @@ class PairScheduler:
 
     def set_pairs(self, pairs: Sequence[PairConfig], paused: Collection[str], soon: Collection[str]) -> None:
         """Replace every job by one per pair in ``pairs``. Pairs in ``soon`` run within
-        seconds (at start, or new on reload: catch up with what changed meanwhile); the
-        others one interval from now."""
+        ``first_spread_s`` (at start, or new on reload: catch up with what changed meanwhile);
+        every pair then fires at its phase of its interval."""
         for job in self.scheduler.get_jobs():
             job.remove()
-        now = datetime.now(UTC)
+        now = time.time()
         for pair in pairs:
-            jitter = min(pair.interval_s * JITTER_RATIO, JITTER_MAX_S)
-            spread = min(self.first_spread_s, pair.interval_s)
-            delay = random.uniform(0, spread) if pair.key in soon else pair.interval_s
-            first = now + timedelta(seconds=delay)
+            first = next_firing(pair.key, pair.interval_s, now)
             self.scheduler.add_job(
                 self.on_due,
-                IntervalTrigger(seconds=pair.interval_s, jitter=jitter or None, timezone=UTC),
+                IntervalTrigger(seconds=pair.interval_s, timezone=UTC),
                 args=(pair.key,),
                 id=pair.key,
                 name=f"sync {pair.key}",
-                next_run_time=first,
+                next_run_time=datetime.fromtimestamp(first, UTC),
             )
+            if pair.key in soon:
+                spread = min(self.first_spread_s, pair.interval_s)
+                self.scheduler.add_job(
+                    self.on_due,
+                    DateTrigger(datetime.fromtimestamp(now + phase(pair.key, spread), UTC)),
+                    args=(pair.key,),
+                    id=f"{pair.key}#first",
+                    name=f"first sync {pair.key}",
+                )
             if pair.key in paused:
-                self.scheduler.pause_job(pair.key)
+                self.pause(pair.key)
+
+    def firings(self) -> list[tuple[str, float]]:
+        """(pair key, next firing) of every interval job: how the schedule is spread."""
+        found = []
+        for job in self.scheduler.get_jobs():
+            when = getattr(job, "next_run_time", None)
+            if "#" not in job.id and isinstance(when, datetime):
+                found.append((job.id, when.timestamp()))
+        return found
 
     def pause(self, key: str) -> None:
-        if self.scheduler.get_job(key) is not None:
-            self.scheduler.pause_job(key)
+        for job_id in (key, f"{key}#first"):
+            if self.scheduler.get_job(job_id) is not None:
+                self.scheduler.pause_job(job_id)
 
     def resume(self, key: str) -> None:
-        if self.scheduler.get_job(key) is not None:
-            self.scheduler.resume_job(key)
+        for job_id in (key, f"{key}#first"):
+            if self.scheduler.get_job(job_id) is not None:
+                self.scheduler.resume_job(job_id)
 
     def next_run(self, key: str) -> float | None:
         job = self.scheduler.get_job(key)

@@ -98,3 +98,14 @@ skipped = Table(
     Column("reason", Text, nullable=False),
     Column("first_seen", Float, nullable=False),
 )
+
+# How each side was last scanned (revision 0004): when it was last listed in full, and the
+# etag of the marker object syncd last wrote there (a side only syncd writes: see
+# syncd.engine.scans). NULL marker: unknown (never written, or a run was writing there).
+side_scans = Table(
+    "side_scans",
+    metadata,
+    Column("side", String(10), primary_key=True),
+    Column("full_at", Float),
+    Column("marker", Text),
+)

@@ -27,7 +27,7 @@ from syncd.errors import FatalError
 from syncd.lock import process_identity
 from syncd.models import Base
 
-HEAD_REVISION = "0003"  # tests check this equals the newest revision in migrations/
+HEAD_REVISION = "0004"  # tests check this equals the newest revision in migrations/
 
 BASE_COLUMNS = (
     "path",
@@ -58,6 +58,12 @@ class RunInfo:
     host: str | None = None  # who runs (or ran) it: see syncd.lock.process_alive
     pid: int | None = None
     pid_start: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SideScan:
+    full_at: float | None  # when the side was last listed in full (None: never recorded)
+    marker: str | None  # the etag of the marker syncd last wrote there (None: unknown)
 
 
 @dataclass(frozen=True, slots=True)
@@ -372,6 +378,32 @@ class Store:
                 [{"side": side, "path": p, "etag": e} for p, e in etags.items()],
             )
         self.db.commit()
+
+    # -- how each side was scanned (syncd.engine.scans) ----------------------------------------
+
+    def side_scans(self) -> dict[str, SideScan]:
+        """Per side ("files", "bucket"): when it was last listed in full, and its marker's kept etag."""
+        rows = self.db.rows("SELECT side, full_at, marker FROM side_scans")
+        self.db.commit()
+        return {side: SideScan(full_at, marker) for side, full_at, marker in rows}
+
+    def save_full_scans(self, sides: Iterable[str], at: float) -> None:
+        """Note that ``sides`` were listed in full at ``at`` (one transaction)."""
+        for side in sides:
+            self._upsert_scan(side, "full_at", at)
+        self.db.commit()
+
+    def save_marker(self, side: str, marker: str | None) -> None:
+        """Keep the etag of the marker syncd wrote on ``side`` (None: unknown, list next time)."""
+        self._upsert_scan(side, "marker", marker)
+        self.db.commit()
+
+    def _upsert_scan(self, side: str, column: str, value: float | str | None) -> None:
+        self.db.run(
+            f"INSERT INTO side_scans (side, {column}) VALUES (:side, :value) "
+            f"ON CONFLICT (side) DO UPDATE SET {column} = excluded.{column}",
+            {"side": side, "value": value},
+        )
 
     # -- runs, errors, history -------------------------------------------------------------
 

@@ -1,7 +1,8 @@
 """Local changes -> debounced, hinted runs. A trigger, never a decision.
 
 Every side whose remote lives on this machine (``local`` trees and ``dir`` buckets, i.e.
-``capabilities.local_path``) gets a recursive watchdog watch on its ``root``
+``capabilities.local_path``) gets its ``root`` watched, every folder of every pair on one
+inotify instance read by one thread (:mod:`syncd.watch.inotify`)
 (:class:`~syncd.remotes.base.SupportsLocalPath`). Events become keys relative to that
 root (for a ``dir`` bucket: the key named by the object's sidecar);
 after ``quiet_s`` seconds without a new event for a pair (or ``max_delay_s`` after its first
@@ -28,21 +29,18 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from watchdog.events import FileSystemEvent, FileSystemEventHandler
-from watchdog.observers import Observer
-from watchdog.observers.api import BaseObserver
-
 from syncd.config import PairConfig
+from syncd.engine.scans import MARKER
 from syncd.paths import RESERVED_PREFIXES, TEMP_PREFIX
 from syncd.remotes import remote_module
 from syncd.remotes.base import local_root
 from syncd.remotes.settings import OpenContext, RemoteSettings
+from syncd.watch.inotify import Inotify
 
 log = logging.getLogger("syncd.watch")
 
 WATCHED_TYPES = frozenset({"local", "dir"})  # remote types whose settings name a local folder
 BUCKET_TYPES = frozenset({"dir"})  # of those, the ones laid out as a bucket (keys in sidecars)
-IGNORED_EVENTS = frozenset({"opened", "closed_no_write", "attrib"})  # reads and chmods change no content
 MAX_HINTS = 2000  # more dirty keys than this: a full listing is cheaper than stat'ing each
 
 # fire(pair_key, keys or None for a full run, why)
@@ -178,8 +176,8 @@ def bucket_key(path: str) -> str | None:
     return key if isinstance(key, str) else None
 
 
-class _Handler(FileSystemEventHandler):
-    """Turns one root's events into dirty keys of its pair (runs on watchdog's thread)."""
+class _Handler:
+    """Turns one root's changes into dirty keys of its pair (runs on the inotify thread)."""
 
     def __init__(
         self, watched: WatchedRoot, debouncer: Debouncer, ignored: Sequence[str], counter: Callable[[str], None]
@@ -190,21 +188,19 @@ class _Handler(FileSystemEventHandler):
         self.counter = counter
         self.root = str(watched.root)
 
-    def on_any_event(self, event: FileSystemEvent) -> None:
-        if event.event_type in IGNORED_EVENTS:
-            return
-        if event.is_directory and event.event_type in ("modified", "created"):
-            return  # a folder's own mtime changes with its files: those have their own events
-        for path in (event.src_path, getattr(event, "dest_path", "")):
-            if path:
-                self._path(os.fsdecode(path), event)
+    def skip(self, folder: str) -> bool:
+        """Folders not to watch: syncd's state folder, the trash."""
+        if folder.startswith(self.ignored) or (folder + os.sep).startswith(self.ignored):
+            return True
+        rel = folder[len(self.root) + 1 :].replace(os.sep, "/") + "/"
+        return not self.watched.bucket_layout and rel.startswith(RESERVED_PREFIXES)
 
-    def _path(self, path: str, event: FileSystemEvent) -> None:
+    def change(self, path: str, kind: str) -> None:
         if path.startswith(self.ignored) or not path.startswith(self.root + os.sep):
             return
         rel = path[len(self.root) + 1 :]
         if self.watched.bucket_layout:
-            self._bucket_path(path, rel, event)
+            self._bucket_path(path, rel, kind)
             return
         if os.path.basename(rel).startswith(TEMP_PREFIX) or rel.startswith(RESERVED_PREFIXES):
             return
@@ -213,37 +209,28 @@ class _Handler(FileSystemEventHandler):
             self.counter(self.watched.pair.key)
             self.debouncer.add(self.watched.pair.key, key)
 
-    def _bucket_path(self, path: str, rel: str, event: FileSystemEvent) -> None:
+    def lost(self, why: str) -> None:
+        self.debouncer.add_full(self.watched.pair.key, why)
+
+    def _bucket_path(self, path: str, rel: str, kind: str) -> None:
         if not rel.endswith(".json"):
-            return  # data files and the bucket lock: the sidecar rename is the commit
+            return  # data files, folders and the bucket lock: the sidecar rename is the commit
         key = bucket_key(path)
         if key is None:
-            if event.event_type == "deleted" or (event.event_type == "moved" and path == event.src_path):
+            if kind in ("deleted", "moved_from"):
                 # an object vanished and its key went with its sidecar: only a listing can tell
                 self.debouncer.add_full(self.watched.pair.key, "an object was deleted in the bucket folder")
             return
-        if key.startswith(RESERVED_PREFIXES) or self.watched.pair.excludes(key):
+        if key == MARKER or key.startswith(RESERVED_PREFIXES) or self.watched.pair.excludes(key):
             return
         self.counter(self.watched.pair.key)
         self.debouncer.add(self.watched.pair.key, key)
 
 
-class _OverflowLog(logging.Handler):
-    """watchdog only logs lost events (queue overflow, watches it could not re-add): this
-    turns those log lines into full runs for every watched pair."""
-
-    def __init__(self, on_lost: Callable[[str], None]) -> None:
-        super().__init__(logging.WARNING)
-        self.on_lost = on_lost
-
-    def emit(self, record: logging.LogRecord) -> None:
-        message = record.getMessage()
-        if "overflow" in message.lower() or "unable to" in message.lower():
-            self.on_lost(message)
-
-
 class Watcher:
-    """One observer for every watched root; ``state`` says per pair what is watched."""
+    """One inotify instance (one thread) for every watched root of every pair; ``state``
+    says per pair what is watched, ``watched`` which sides, ``lost_at`` when events of the
+    pair were last lost (the watcher cannot vouch for the pair until its next full run)."""
 
     def __init__(
         self,
@@ -254,33 +241,46 @@ class Watcher:
         ignored: Iterable[Path] = (),
         counter: Callable[[str], None] | None = None,
     ) -> None:
-        self.debouncer = Debouncer(fire, quiet_s, max_delay_s)
+        self.debouncer = Debouncer(self._fire(fire), quiet_s, max_delay_s)
         self.ignored = [str(p) + os.sep for p in ignored]
         self.counter = counter or (lambda _key: None)
-        self.observer: BaseObserver | None = None
+        self.inotify: Inotify | None = None
         self.state: dict[str, str] = {}
+        self.watched: dict[str, frozenset[str]] = {}  # pair key -> sides watched ("files", "bucket")
+        self.lost_at: dict[str, float] = {}
         self.pairs: list[PairConfig] = []
         self.lock = threading.Lock()
-        self.overflow = _OverflowLog(self._events_lost)
+
+    def _fire(self, fire: Fire) -> Fire:
+        def fired(key: str, hints: frozenset[str] | None, why: str) -> None:
+            if hints is None:  # a full run: the watcher cannot vouch for this pair until it ran
+                self.lost_at[key] = time.time()
+            fire(key, hints, why)
+
+        return fired
 
     def start(self, pairs: Sequence[PairConfig]) -> None:
         self.debouncer.start()
-        logging.getLogger("watchdog.observers").addHandler(self.overflow)
         self.set_pairs(pairs)
 
     def set_pairs(self, pairs: Sequence[PairConfig]) -> None:
         """(Re)build every watch for ``pairs`` (at start and on reload)."""
         with self.lock:
-            self._stop_observer()
+            self._stop_inotify()
             self.pairs = list(pairs)
-            self.state = {}
-            observer = Observer()
+            self.state, self.watched = {}, {}
+            try:
+                inotify = Inotify(self._events_lost)
+            except OSError as exc:
+                log.error("cannot watch files (%s): full runs on schedule only", exc.strerror or exc)
+                self.state = {p.key: f"not watched: {exc.strerror or exc}" for p in pairs}
+                return
             for pair in pairs:
-                self.state[pair.key] = self._watch_pair(observer, pair)
-            observer.start()
-            self.observer = observer
+                self.state[pair.key] = self._watch_pair(inotify, pair)
+            inotify.start()
+            self.inotify = inotify
 
-    def _watch_pair(self, observer: BaseObserver, pair: PairConfig) -> str:
+    def _watch_pair(self, inotify: Inotify, pair: PairConfig) -> str:
         try:
             roots = watched_roots(pair)
         except Exception as exc:  # a broken side is the run's business to report
@@ -295,13 +295,15 @@ class Watcher:
                 continue
             handler = _Handler(root, self.debouncer, self.ignored, self.counter)
             try:
-                observer.schedule(handler, str(root.root), recursive=True)
+                inotify.add_tree(str(root.root), handler.change, handler.lost, handler.skip)
             except OSError as exc:
                 return self._watch_failed(pair, root, exc)
             watched.append(root.side)
+        self.watched[pair.key] = frozenset(watched)
         return f"watching {', '.join(watched)}" if watched else "not watched: folders missing"
 
     def _watch_failed(self, pair: PairConfig, root: WatchedRoot, exc: OSError) -> str:
+        self.watched.pop(pair.key, None)
         advice = ""
         if exc.errno in (errno.ENOSPC, errno.EMFILE):
             advice = " (raise fs.inotify.max_user_watches / max_user_instances)"
@@ -321,26 +323,29 @@ class Watcher:
             if self.state.get(pair.key, "").startswith("watching"):
                 self.debouncer.add_full(pair.key, "file events were lost")
 
+    def watches(self) -> int:
+        """The folders watched, over every pair."""
+        inotify = self.inotify
+        return 0 if inotify is None else inotify.watches()
+
     def alive(self) -> bool:
-        observer = self.observer
-        return observer is None or bool(observer.is_alive())
+        inotify = self.inotify
+        return inotify is None or inotify.alive()
 
     def check(self) -> None:
-        """Called periodically: an observer thread that died means lost events."""
+        """Called periodically: a reader thread that died means lost events."""
         if not self.alive():
             log.error("the file watcher stopped; restarting it and running every pair in full")
             self.set_pairs(self.pairs)
             for pair in self.pairs:
                 self.debouncer.add_full(pair.key, "the watcher restarted")
 
-    def _stop_observer(self) -> None:
-        if self.observer is not None:
-            self.observer.stop()
-            self.observer.join(timeout=5)
-            self.observer = None
+    def _stop_inotify(self) -> None:
+        if self.inotify is not None:
+            self.inotify.close()
+            self.inotify = None
 
     def stop(self) -> None:
         with self.lock:
-            self._stop_observer()
+            self._stop_inotify()
         self.debouncer.close()
-        logging.getLogger("watchdog.observers").removeHandler(self.overflow)
