@@ -21,7 +21,7 @@ import pytest
 
 from syncd import __version__
 from syncd.cli import build_parser
-from syncd.service_install import this_syncd
+from syncd.service_install import next_steps, this_syncd
 from syncd.shell_docs import bash_completion, describe, man_page, zsh_completion
 
 REPO = Path(__file__).resolve().parents[2]
@@ -205,3 +205,12 @@ def test_the_installed_example_config_is_valid() -> None:
 
     config = load_config(PACKAGING / "examples" / "syncd.toml")
     assert [pair.key for pair in config.pairs] == ["alice/default", "bob/default", "bob/backup"]
+
+
+def test_the_next_steps_warn_of_an_installation_the_service_cannot_see() -> None:
+    """ProtectHome=yes hides /root and /home from the service: a syncd installed there is named."""
+    hidden = next_steps(Path("/root/venv/bin/syncd"), Path("/"))
+    assert hidden[0].startswith("warning: /root/venv/bin/syncd is below /root, which the units' ProtectHome=yes")
+    visible = next_steps(Path("/opt/syncd/bin/syncd"), Path("/"))
+    assert visible[0] == "Next steps:"
+    assert any(line.strip().startswith("systemctl enable --now syncd") for line in visible)
