@@ -30,11 +30,7 @@ from syncd.outcomes import INTERRUPTED_MESSAGE, ExitCode, RunResult, exit_code
 
 if TYPE_CHECKING:
     from syncd.config import Config, PairConfig
-    from syncd.index.store import RunInfo
     from syncd.progress import NowRenderer
-
-# What a run recorded by syncd before Outcome.INTERRUPTED existed says instead (read only).
-_OLD_INTERRUPTED = ("fatal", "stopped by KeyboardInterrupt")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -56,7 +52,7 @@ def build_parser() -> argparse.ArgumentParser:
     now.set_defaults(handler=cmd_now)
 
     for name, handler, help_text in (
-        ("status", cmd_status, "what runs, what is paused, next run, last run, errors and skipped names"),
+        ("status", _cmd_status, "what runs, what is paused, next run, last run, errors and skipped names"),
         ("log", cmd_log, "what changed when"),
         ("conflicts", cmd_conflicts, "conflict copies made, newest first"),
         ("check", cmd_check, "validate the config and reach every remote"),
@@ -188,105 +184,13 @@ def _now_in_process(args: argparse.Namespace, pairs: Sequence[PairConfig], rende
 # -- status, log, conflicts, check -------------------------------------------------------------
 
 
-def _open_index(pair: PairConfig) -> Any:
-    from syncd.index.store import Store
-
-    if not pair.index_path.exists():
-        return None
-    return Store.open(pair.index_path)
-
-
-def cmd_status(args: argparse.Namespace) -> int:
-    config = _config(args)
-    rows = [_status_row(pair, verbose=args.verbose) for pair in config.select(args.target)]
-    if args.json:
-        print(json.dumps(rows))
-        return ExitCode.OK
-    for row in rows:
-        _print_status(row, verbose=args.verbose)
-    return ExitCode.OK
-
-
-def _status_row(pair: PairConfig, *, verbose: bool) -> dict[str, Any]:
-    """What ``status`` says of one pair (the ``--json`` row): exact names, escaped only when printed."""
-    store = _open_index(pair)
-    if store is None:
-        return {"pair": pair.key, "state": "never synced"}
-    try:
-        runs, errors, files = store.runs(1), store.item_errors(), store.count_bases()
-        names = store.skipped() if verbose else None
-        skipped = len(names) if names is not None else store.count_skipped()
-    finally:
-        store.close()
-    row: dict[str, Any] = {
-        "pair": pair.key,
-        "files": files,
-        "errors": [(e.path, e.error) for e in errors],
-        "skipped": skipped,
-    }
-    if names is not None:
-        row["skipped_names"] = names
-    if runs:
-        state, message = run_state(runs[0])
-        row.update(state=state, last_run=_when(runs[0].started_at), counts=runs[0].counts, message=message)
-    return row
-
-
-def run_state(run: RunInfo) -> tuple[str, str]:
-    """(state, message) of a run as ``status`` shows it. A run recorded as "running" whose
-    process is gone (killed, host rebooted) "died"; one interrupted by an older syncd, which
-    recorded "fatal: stopped by KeyboardInterrupt", is "interrupted" (its record is read as
-    it is: an index is never rewritten to show it)."""
-    if (run.outcome, run.message.partition(":")[0]) == _OLD_INTERRUPTED:
-        return "interrupted", INTERRUPTED_MESSAGE
-    if run.outcome != "running":
-        return run.outcome, run.message
-    from syncd.lock import process_alive
-
-    alive = process_alive(run.host, run.pid, run.pid_start)
-    if alive:
-        return "running", f"pid {run.pid}"
-    if alive is False:
-        return "died", (
-            f"its process (pid {run.pid}) ended without finishing the run (killed?); "
-            "finished actions are recorded, the next run goes on from there"
-        )
-    if run.pid is None:
-        return "unknown", "recorded as running by an older syncd, which did not record its process"
-    return "running", f"on host {run.host} (pid {run.pid}): not checked from this host"
-
-
-def _print_status(row: dict[str, Any], *, verbose: bool) -> None:
-    if "files" not in row:
-        print(printable(f"{row['pair']}: {row['state']}"))
-        return
-    counts_by_kind: dict[str, int] = row.get("counts", {})
-    counts = ", ".join(f"{n} {k}" for k, n in sorted(counts_by_kind.items())) or "no changes"
-    item_errors: list[tuple[str, str]] = row["errors"]
-    lines = [
-        f"{row['pair']}: {row.get('state', 'never synced')}, last run {row.get('last_run', '-')} "
-        f"({counts}); {row['files']} files in sync; {len(item_errors)} item error(s); "
-        f"{row['skipped']} skipped name(s)"
-    ]
-    if row.get("message"):
-        lines.append(f"  {row['message']}")
-    lines += [f"  error {path}: {error}" for path, error in (item_errors if verbose else item_errors[:10])]
-    lines += [f"  skipped {path}: {reason}" for path, reason in row.get("skipped_names") or []]
-    if row["skipped"] and not verbose:
-        lines.append("  (syncd status -v lists the skipped names)")
-    for line in lines:
-        print(printable(line))
-
-
-def _when(stamp: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
-
-
 def _history(args: argparse.Namespace, action: str | None) -> int:
+    from syncd.cli_status import open_index, when
+
     config = _config(args)
     out = []
     for pair in config.select(args.target):
-        store = _open_index(pair)
+        store = open_index(pair)
         if store is None:
             continue
         try:
@@ -318,11 +222,17 @@ def _history(args: argparse.Namespace, action: str | None) -> int:
                 )
             )
         elif action == "conflict":
-            print(printable(f"{_when(item.at)} {key}: {item.path}: the {item.side} version is now '{item.detail}'"))
+            print(printable(f"{when(item.at)} {key}: {item.path}: the {item.side} version is now '{item.detail}'"))
         else:
             side = f" on {item.side}" if item.side else ""
-            print(printable(f"{_when(item.at)} {key}: {item.action}{side} {item.path}  {item.detail}"))
+            print(printable(f"{when(item.at)} {key}: {item.action}{side} {item.path}  {item.detail}"))
     return ExitCode.OK
+
+
+def _cmd_status(args: argparse.Namespace) -> int:
+    from syncd.cli_status import cmd_status
+
+    return cmd_status(args, _config(args))
 
 
 def cmd_log(args: argparse.Namespace) -> int:

@@ -7,6 +7,7 @@ to the config file) or ``*_env`` keys.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -50,6 +51,8 @@ class DaemonSection(_Strict, frozen=True):
     transfers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
     # bytes/s for all pairs together ("8M", "off", or "08:00,512K 19:00,10M 23:00,off"; syncd.bwlimit)
     bwlimit: str = "off"
+    web: str | None = None  # the dashboard's "HOST:PORT" (README: Web dashboard); off when unset
+    web_token_file: Path | None = None  # its access token; default: <state_dir>/web-token, made on first start
 
     def __post_init__(self) -> None:
         try:
@@ -60,6 +63,28 @@ class DaemonSection(_Strict, frozen=True):
             parse_bwlimit(self.bwlimit)
         except ValueError as exc:
             raise ValueError(f"bwlimit: {exc}") from None
+        if self.web is not None:
+            host, _port = parse_web_address(self.web)
+            if not ipaddress.ip_address(host).is_loopback and self.web_token_file is None:
+                raise ValueError(
+                    f"web: {self.web!r} is not a loopback address: set web_token_file too "
+                    "(anyone who can reach the port must need that token)"
+                )
+
+
+def parse_web_address(text: str) -> tuple[str, int]:
+    """``"127.0.0.1:8484"``, ``"[::1]:8484"`` or ``"8484"`` (loopback) -> (host, port): an IP
+    address, not a name, so that whether it is loopback is known. :raises ValueError:"""
+    host, _, port = text.rpartition(":")
+    host = host.strip("[]") or "127.0.0.1"
+    try:
+        ipaddress.ip_address(host)
+        number = int(port)
+    except ValueError:
+        raise ValueError(f"web: {text!r} is not HOST:PORT with an IP address (e.g. 127.0.0.1:8484)") from None
+    if not 0 < number < 65536:
+        raise ValueError(f"web: {text!r}: the port must be 1-65535")
+    return host, number
 
 
 class PairSection(_Strict, frozen=True):
@@ -198,6 +223,9 @@ def load_config(path: Path) -> Config:
     daemon = msgspec.structs.replace(
         daemon, state_dir=_resolve(folder, daemon.state_dir), socket=_resolve(folder, daemon.socket)
     )
+    if daemon.web_token_file is not None:
+        token = _resolve_reference(folder, "web_token_file", str(daemon.web_token_file))
+        daemon = msgspec.structs.replace(daemon, web_token_file=token)
     pairs = []
     for user, raw_section in parsed.users.items():
         where = f"users.{user}"

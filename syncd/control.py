@@ -22,7 +22,9 @@ group are served; anyone else gets an error line saying so and is disconnected.
 
 Results by op: ``now`` -> ``{"results": [run result], "exit": code}``;
 ``status`` -> ``{"daemon": {...}, "pairs": [...]}`` (each pair's ``"last"`` is a run result
-with ``finished_at`` and ``reason``); ``pause``/``resume`` -> ``{"pairs": [keys]}``;
+with ``finished_at`` and ``reason``; ``paused_since`` is when ``pause`` marked it, see
+:func:`paused_since`); ``pause``/``resume`` -> ``{"pairs": [keys]}`` (a pause is kept in the
+pair's state folder and outlives a restart of the daemon);
 ``reload`` -> ``{"pairs": [keys], "message": ...}``. A *run result* (:func:`result_to_json`)::
 
     {"pair": "user/pair", "outcome": "ok" | "item-errors" | "aborted" | "fatal" | "retry"
@@ -498,6 +500,41 @@ def _remove_stale_socket(path: Path) -> None:
     finally:
         probe.close()
     raise FatalError(f"another syncd daemon already answers on {path}")
+
+
+# -- pauses that outlive the daemon -------------------------------------------------------------
+
+PAUSED_FILE = "paused.json"  # in the pair's own state folder: {"paused_at": epoch seconds}
+
+
+def paused_since(state_dir: Path) -> float | None:
+    """When the pair whose state folder is ``state_dir`` was paused (``syncd pause``), None
+    when it is not. The mark is a file, so a pause outlives a restart of the daemon and
+    ``syncd status`` reads it with no daemon running. A mark that cannot be read counts as
+    paused (now): a pause is never lost to a damaged file."""
+    path = state_dir / PAUSED_FILE
+    try:
+        raw = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError):
+        return time.time()
+    when = raw.get("paused_at") if isinstance(raw, dict) else None
+    return float(when) if isinstance(when, int | float) else time.time()
+
+
+def mark_paused(state_dir: Path, paused: bool, *, now: float | None = None) -> None:
+    """Write (atomically: a temp file renamed) or remove the pause mark of the pair whose
+    state folder is ``state_dir``. :raises OSError: the state folder cannot be written."""
+    path = state_dir / PAUSED_FILE
+    if not paused:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+        return
+    state_dir.mkdir(parents=True, exist_ok=True)
+    temp = path.with_name(f".{PAUSED_FILE}.{os.getpid()}.tmp")
+    temp.write_text(json.dumps({"paused_at": time.time() if now is None else now}) + "\n", encoding="utf-8")
+    os.replace(temp, path)
 
 
 # -- where clients find the daemon ---------------------------------------------------------------

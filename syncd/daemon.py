@@ -46,6 +46,8 @@ from syncd.control import (
     Request,
     instance_socket,
     main_socket,
+    mark_paused,
+    paused_since,
     result_to_json,
 )
 from syncd.display import printable
@@ -208,13 +210,19 @@ class Daemon:
         )
         self.socket = socket_path(config, options)
         self.server = ControlServer(self.socket, self._handle)
+        self.web: Any = None  # syncd.web.server.WebServer when [daemon] web is set
 
     # -- lifecycle -----------------------------------------------------------------------
 
     def run(self) -> int:
         self.server.start()
+        if self.config.daemon.web is not None:  # the dashboard: started and stopped with the daemon
+            from syncd.web.server import start_dashboard
+
+            self.web = start_dashboard(self.config.daemon, self._handle, lambda: self.pairs)
         keys = {p.key for p in self.pairs}
-        self.scheduler.set_pairs(self.pairs, paused=set(), soon=keys)
+        paused = self._keep_pauses(self.pairs)
+        self.scheduler.set_pairs(self.pairs, paused=paused, soon=keys - paused)
         self.scheduler.start()
         self.watcher.start(self.pairs)
         log.info("syncd %s serving %d pair(s) on %s (pid %d)", __version__, len(self.pairs), self.socket, os.getpid())
@@ -244,6 +252,8 @@ class Daemon:
         sd_notify("STOPPING=1\nSTATUS=stopping: finishing the actions in flight")
         self.stopping.set()  # the next checkpoint of every run raises Stopping
         self.server.close()
+        if self.web is not None:
+            self.web.close()
         self.watcher.stop()
         self.scheduler.shutdown()
         self.coordinator.stop()
@@ -283,6 +293,7 @@ class Daemon:
                 sd_notify(f"READY=1\nSTATUS={printable(message)[:200]}")  # one field: no newline may pass
                 return False, message
             before = {p.key for p in self.pairs}
+            self._keep_pauses([p for p in pairs if p.key not in before])
             if socket_path(config, self.options) != self.socket:
                 log.warning("the socket path changed; it takes effect at the next restart")
             self.config, self.pairs = config, pairs
@@ -292,6 +303,23 @@ class Daemon:
             log.info("%s", message)
             sd_notify(f"READY=1\nSTATUS={self._status_line()}")
             return True, message
+
+    def _keep_pauses(self, pairs: list[PairConfig]) -> set[str]:
+        """Pause those of ``pairs`` that ``syncd pause`` left paused (a mark in the pair's
+        state folder, :func:`syncd.control.paused_since`): a pause outlives a restart."""
+        keys = {p.key for p in pairs if paused_since(p.state_dir) is not None}
+        self.coordinator.pause(keys)
+        for key in sorted(keys):
+            self.metrics.set_paused(key, True)
+            log.info("paused (since before the start; `syncd resume %s` resumes)", key, extra=_pair_log(key))
+        return keys
+
+    @staticmethod
+    def _mark_paused(pair: PairConfig, paused: bool) -> None:
+        try:
+            mark_paused(pair.state_dir, paused)
+        except OSError as exc:
+            log.warning("cannot keep the pause across restarts: %s", exc, extra=_pair_log(pair.key))
 
     def _status_line(self) -> str:
         paused = len(self.coordinator.paused & {p.key for p in self.pairs})
@@ -445,6 +473,7 @@ class Daemon:
                 {
                     "pair": pair.key,
                     **self.coordinator.describe(pair.key),
+                    "paused_since": paused_since(pair.state_dir),
                     "last": _last_json(self.coordinator.last_run(pair.key)),
                     "watch": self.watcher.state.get(pair.key, "not watched"),
                     "dirty": self.watcher.debouncer.pending(pair.key),
@@ -464,8 +493,12 @@ class Daemon:
         return {"daemon": daemon, "pairs": rows}
 
     def _op_pause(self, request: Request, _emit: Emit) -> dict[str, Any]:
-        keys = [p.key for p in self._select(request.target)]
+        pairs = self._select(request.target)
+        keys = [p.key for p in pairs]
         self.coordinator.pause(keys)
+        for pair in pairs:
+            if paused_since(pair.state_dir) is None:
+                self._mark_paused(pair, True)
         for key in keys:
             self.scheduler.pause(key)
             self.metrics.set_paused(key, True)
@@ -477,6 +510,7 @@ class Daemon:
         pairs = self._select(request.target)
         self.coordinator.resume(p.key for p in pairs)
         for pair in pairs:
+            self._mark_paused(pair, False)
             self.scheduler.resume(pair.key)
             self.metrics.set_paused(pair.key, False)
             self.coordinator.request(pair, RunRequest("resume"))  # catch up with what changed while paused

@@ -7,7 +7,7 @@ dependency, and see every import, the lazy ones inside functions and those under
 Layers, top to bottom; a module may import its own layer and any layer below, never above::
 
     cli        syncd.__main__, cli, cli_daemon, progress
-    daemon     daemon, control, scheduler, watch, metrics
+    daemon     daemon, control, scheduler, watch, metrics, web (the dashboard: only daemon imports it)
     engine     syncd.engine.*
     config     config (it validates each remote's settings, so it sits above the remotes)
     remotes | index      two siblings that never import each other
@@ -39,7 +39,7 @@ LAYERS: list[list[set[str]]] = [
             "syncd.shell_docs",
         }
     ],
-    [{"syncd.daemon", "syncd.control", "syncd.scheduler", "syncd.watch", "syncd.metrics"}],
+    [{"syncd.daemon", "syncd.control", "syncd.scheduler", "syncd.watch", "syncd.metrics", "syncd.web"}],
     [{"syncd.engine"}],
     [{"syncd.config"}],
     [{"syncd.remotes"}, {"syncd.index"}],
@@ -150,6 +150,19 @@ def test_imports_point_down_the_layers() -> None:
             elif there[0] == here[0] and there[1] != here[1]:
                 upward.append(f"{name} -> {target} (siblings in layer {here[0]} must not import each other)")
     assert not upward, "imports against the layers of DESIGN.md:\n" + "\n".join(sorted(upward))
+
+
+def test_only_the_daemon_imports_the_dashboard() -> None:
+    """syncd.web is an edge of the daemon: it may call into the daemon's layer and below,
+    but nothing else depends on it (a dashboard that fails never stops syncing)."""
+    inside = {name for name in modules() if name == "syncd.web" or name.startswith("syncd.web.")}
+    users = {
+        name
+        for name in modules()
+        if name not in inside and any(t == "syncd.web" or t.startswith("syncd.web.") for t in syncd_imports(name))
+    }
+    assert users == {"syncd.daemon"}, users
+    assert not any(t == "syncd.daemon" for name in inside for t in syncd_imports(name))  # no cycle back
 
 
 def pure_closure() -> set[str]:

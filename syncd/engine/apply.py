@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import BinaryIO
 
 from syncd.bwlimit import Limiter, throttled
+from syncd.engine.moves import move
 from syncd.errors import ChangedWhileReading, ContentMismatch, FatalError, ItemError, TransientError
 from syncd.models import Action, ActionKind, Base, Entry, Side
 from syncd.remotes.base import (
@@ -209,7 +210,7 @@ class Applier:
         assert action.side is not None and action.dest is not None
         renamed_on = action.side.other
         old = self.listings[action.side][action.path]
-        moved = self.remotes[action.side].move(action.path, action.dest, if_match=old.etag)
+        moved = move(self.remotes[action.side], action.path, action.dest, if_match=old.etag)
         a, b = _pair(renamed_on, self.listings[renamed_on][action.dest], moved)
         base = self.bases[action.path]
         return Done(
@@ -227,7 +228,7 @@ class Applier:
         loser, winner = action.side, action.side.other
         lost = self.listings[loser][action.path]
         kept = self.listings[winner][action.path]
-        copy_on_loser = self.remotes[loser].move(action.path, action.dest, if_match=lost.etag)
+        copy_on_loser = move(self.remotes[loser], action.path, action.dest, if_match=lost.etag)
         self.checkpoint("conflict:moved")
         new_on_loser = self.copy(action.path, winner, kept)
         self.checkpoint("conflict:copied")

@@ -9,7 +9,14 @@ from dataclasses import dataclass, field
 from syncd.errors import ItemError, SyncdError, UnsafePath
 from syncd.models import Base, Entry, Side
 from syncd.paths import check_key
-from syncd.remotes.base import Remote, SupportsListingNotes, SupportsTreeListing, local_root, sha256_stream
+from syncd.remotes.base import (
+    Remote,
+    SupportsListingNotes,
+    SupportsTreeListing,
+    known_or_read_hash,
+    local_root,
+    sha256_stream,
+)
 
 
 @dataclass(slots=True)
@@ -254,7 +261,7 @@ def fill_hashes(
 
     def one(path: str) -> tuple[str, str | None]:
         try:
-            return path, remote.hash(path)
+            return path, known_or_read_hash(remote, path)
         except (ItemError, SyncdError):
             return path, None
 

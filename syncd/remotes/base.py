@@ -27,13 +27,16 @@ from syncd.models import Entry
 
 CHUNK = 1 << 20  # bytes read or written at a time: bounded memory for any file size
 TRASH_PREFIX = ".syncd-trash/"
+SHA256 = "sha256"  # the hash the engine compares (Entry.content_hash), by its name in Capabilities.hashes
 
 
 @dataclass(frozen=True, slots=True)
 class Capabilities:
     """What a remote can do, as data. The engine asks these, never the remote's class."""
 
-    hashes: bool = False  # list()/stat() return content_hash (SHA-256) without reading data
+    # the hashes (by name: SHA256, ...) list()/stat() give for every file without reading its
+    # data; the engine compares SHA-256 only (Entry.content_hash)
+    hashes: frozenset[str] = frozenset()
     # ... from metadata any writer can set (not computed from the bytes): where such a hash
     # alone would let a sync skip moving a file, the engine reads the bytes to check it
     hashes_are_claims: bool = False
@@ -42,7 +45,7 @@ class Capabilities:
     unicode_normalizing: bool = False  # NFC and NFD spellings are the same file
     empty_dirs: bool = False  # folders exist on their own
     conditional_writes: bool = False  # write/delete honour if_match and create_only atomically
-    server_side_move: bool = False  # move() does not transfer the data
+    server_side_move: bool = False  # move() (SupportsMove) does not transfer the data
     tree_etags: bool = False  # a folder's etag changes when anything below it changes
     inodes: bool = False  # entries carry a stable inode (rename detection on local trees)
     local_path: bool = False  # files live on this machine (watchable; see SupportsLocalPath)
@@ -116,6 +119,19 @@ class Remote(Protocol):
         """
         ...
 
+    def purge_trash(self, older_than: datetime) -> int:
+        """Delete trashed versions trashed before ``older_than``. :returns: how many."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class SupportsMove(Protocol):
+    """Optional: rename in place (``capabilities.server_side_move`` says whether the data
+    moves too). Where a remote has no move, the engine copies the file to the new name and
+    trashes the old one (:func:`syncd.engine.moves.move`)."""
+
     def move(self, src: str, dst: str, *, if_match: str | None = None) -> Entry:
         """Rename ``src`` to ``dst`` (``dst`` must not exist).
 
@@ -123,16 +139,6 @@ class Remote(Protocol):
             (``if_match``) or ``dst`` exists.
         """
         ...
-
-    def hash(self, path: str) -> str:
-        """The SHA-256 (hex) of the file's content, reading it if the remote does not know it."""
-        ...
-
-    def purge_trash(self, older_than: datetime) -> int:
-        """Delete trashed versions trashed before ``older_than``. :returns: how many."""
-        ...
-
-    def close(self) -> None: ...
 
 
 @dataclass(slots=True)
@@ -333,9 +339,16 @@ def disk_write_error(label: str, folder: Path, path: str, exc: OSError) -> Syncd
 
 
 def known_or_read_hash(remote: Remote, path: str) -> str:
-    """The SHA-256 the remote keeps for ``path`` (metadata), else that of its bytes, read."""
-    known = remote.stat(path).content_hash
-    if known is not None:
-        return known
+    """The SHA-256 (hex) of the file at ``path``: the one the remote keeps (metadata) where it
+    may keep one (``SHA256`` in its ``hashes``, or hashes it holds as claims), else that of
+    its bytes, read. Works on any remote through the contract (``stat``, ``open_read``).
+
+    :raises NotFound: :raises ItemError: the file could not be read.
+    """
+    caps = remote.capabilities
+    if SHA256 in caps.hashes or caps.hashes_are_claims:
+        known = remote.stat(path).content_hash
+        if known is not None:
+            return known
     with remote.open_read(path) as stream:
         return sha256_stream(stream)[0]

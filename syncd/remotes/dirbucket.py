@@ -25,7 +25,7 @@ from typing import Any, BinaryIO, Literal
 
 from syncd.errors import ChangedWhileReading, ContentMismatch, FatalError, NotFound, PreconditionFailed, TransientError
 from syncd.models import Entry
-from syncd.remotes.base import CHUNK, TRASH_PREFIX, Capabilities, disk_write_error
+from syncd.remotes.base import CHUNK, SHA256, TRASH_PREFIX, Capabilities, disk_write_error
 from syncd.remotes.bucket_trash import BucketTrash
 from syncd.remotes.settings import OpenContext, RemoteSettings
 from syncd.times import clamp_ns
@@ -54,7 +54,7 @@ class DirBucket(BucketTrash):
         self.root = Path(os.path.abspath(root))
         self.name = label
         self.capabilities = Capabilities(
-            hashes=True,
+            hashes=frozenset({SHA256}),
             hashes_are_claims=True,  # a stand-in for S3/Storj: its sidecars are metadata too
             mtime_precision_ns=1,
             conditional_writes=True,
@@ -153,10 +153,6 @@ class DirBucket(BucketTrash):
                 yield stream
             return
         raise TransientError(f"{path}: object kept changing while being opened")
-
-    def hash(self, path: str) -> str:
-        digest: str = self._meta(path)["sha256"]
-        return digest
 
     # -- writing ---------------------------------------------------------------------------
 

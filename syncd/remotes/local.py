@@ -36,7 +36,7 @@ from syncd.errors import (
 )
 from syncd.models import Entry
 from syncd.paths import RESERVED_PREFIXES, TEMP_PREFIX, check_key
-from syncd.remotes.base import CHUNK, TRASH_PREFIX, Capabilities, ListingNotes, disk_write_error, sha256_stream
+from syncd.remotes.base import CHUNK, TRASH_PREFIX, Capabilities, ListingNotes, disk_write_error
 from syncd.remotes.bucket_trash import TrashedVersion, parse_moment, parse_trash_key, trash_relpath, versions_of
 from syncd.remotes.nextcloud_scan import nextcloud_user, run_scans
 from syncd.remotes.settings import OpenContext, RemoteSettings
@@ -300,10 +300,6 @@ class LocalRemote:
             yield reader  # type: ignore[misc]
         finally:
             reader.close()
-
-    def hash(self, path: str) -> str:
-        with self.open_read(path) as stream:
-            return sha256_stream(stream)[0]
 
     # -- writing ---------------------------------------------------------------------------
 

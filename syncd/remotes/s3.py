@@ -77,10 +77,10 @@ from syncd.remotes._s3_multipart import (
 )
 from syncd.remotes.base import (
     CHUNK,
+    SHA256,
     TRASH_PREFIX,
     Capabilities,
     check_precondition,
-    known_or_read_hash,
 )
 from syncd.remotes.bucket_trash import BucketTrash
 from syncd.remotes.settings import OpenContext, RemoteSettings, read_secret
@@ -223,7 +223,7 @@ class S3Remote(BucketTrash):
         self.copy_limit = COPY_LIMIT  # CopyObject up to this size, multipart copy above
         # the SHA-256 is custom metadata: another writer of the bucket may set any value
         self.capabilities = Capabilities(
-            hashes=True, hashes_are_claims=True, mtime_precision_ns=1, server_side_move=True
+            hashes=frozenset({SHA256}), hashes_are_claims=True, mtime_precision_ns=1, server_side_move=True
         )
         self._where = endpoint or "AWS S3"
         # Every request is bounded: connecting and each read of an answer wait at most
@@ -422,9 +422,6 @@ class S3Remote(BucketTrash):
                 yield reader
         finally:
             body.close()
-
-    def hash(self, path: str) -> str:
-        return known_or_read_hash(self, path)
 
     # -- writing ---------------------------------------------------------------------------
 

@@ -49,10 +49,10 @@ from syncd.models import Entry
 from syncd.remotes import _uplink as uplink
 from syncd.remotes.base import (
     CHUNK,
+    SHA256,
     TRASH_PREFIX,
     Capabilities,
     check_precondition,
-    known_or_read_hash,
 )
 from syncd.remotes.bucket_trash import BucketTrash
 from syncd.remotes.settings import OpenContext, RemoteSettings, read_secret
@@ -272,7 +272,7 @@ class StorjRemote(BucketTrash):
         self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         # the SHA-256 is custom metadata: another writer of the bucket may set any value
         self.capabilities = Capabilities(
-            hashes=True, hashes_are_claims=True, mtime_precision_ns=1, server_side_move=True
+            hashes=frozenset({SHA256}), hashes_are_claims=True, mtime_precision_ns=1, server_side_move=True
         )
         self._access: uplink.Access | None = None
         self._project: uplink.Project | None = None
@@ -393,9 +393,6 @@ class StorjRemote(BucketTrash):
         download = self._call(path, lambda: self.project.open_download(self.bucket, self._key(path)))
         with download, io.BufferedReader(_MappedRead(download, path, self.name), buffer_size=CHUNK) as reader:
             yield reader
-
-    def hash(self, path: str) -> str:
-        return known_or_read_hash(self, path)
 
     # -- writing ---------------------------------------------------------------------------
 

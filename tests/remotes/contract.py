@@ -18,9 +18,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
+from syncd.engine.moves import copy_then_trash
 from syncd.errors import ChangedWhileReading, NotFound, PreconditionFailed
 from syncd.models import Entry
-from syncd.remotes.base import Remote
+from syncd.remotes.base import SHA256, Remote, SupportsMove, known_or_read_hash
 from syncd.remotes.bucket_trash import SupportsTrashVersions
 
 MTIME = 1_700_000_000_123_456_789  # 2023-11-14, with nanoseconds
@@ -97,7 +98,10 @@ class RemoteContract:
         with pytest.raises(NotFound):
             remote.delete("nope.txt")
         with pytest.raises(NotFound):
-            remote.move("nope.txt", "other.txt")
+            copy_then_trash(remote, "nope.txt", "other.txt")
+        if isinstance(remote, SupportsMove):
+            with pytest.raises(NotFound):
+                remote.move("nope.txt", "other.txt")
 
     def test_delete_removes(self, remote: Remote) -> None:
         put(remote, "d/x.txt", b"x")
@@ -143,12 +147,15 @@ class RemoteContract:
     def test_hash_is_sha256_of_content(self, remote: Remote) -> None:
         data = b"hash me" * 1000
         put(remote, "h.bin", data)
-        assert remote.hash("h.bin") == hashlib.sha256(data).hexdigest()
+        assert known_or_read_hash(remote, "h.bin") == hashlib.sha256(data).hexdigest()
         listed = listing(remote)["h.bin"]
-        if remote.capabilities.hashes:
+        assert remote.capabilities.hashes <= {SHA256, "sha1", "md5"}, "hash names are lower-case"
+        if SHA256 in remote.capabilities.hashes:
             assert listed.content_hash == hashlib.sha256(data).hexdigest()
 
     def test_move_renames(self, remote: Remote) -> None:
+        if not isinstance(remote, SupportsMove):
+            pytest.skip("no move: the engine copies then trashes (test_copy_then_trash_renames)")
         put(remote, "src/a.txt", b"moved")
         moved = remote.move("src/a.txt", "dst/b.txt")
         assert set(listing(remote)) == {"dst/b.txt"}
@@ -156,11 +163,35 @@ class RemoteContract:
         assert moved.etag == remote.stat("dst/b.txt").etag
 
     def test_move_onto_existing_is_refused(self, remote: Remote) -> None:
+        if not isinstance(remote, SupportsMove):
+            pytest.skip("no move: the engine copies then trashes (test_copy_then_trash_renames)")
         put(remote, "a.txt", b"a")
         put(remote, "b.txt", b"b")
         with pytest.raises(PreconditionFailed):
             remote.move("a.txt", "b.txt")
         assert read(remote, "a.txt") == b"a" and read(remote, "b.txt") == b"b"
+
+    def test_copy_then_trash_renames(self, remote: Remote) -> None:
+        """The engine's move on a remote without one works on every remote: the new name
+        holds the bytes and the time, the old name is gone from the listing (into the trash)."""
+        old = put(remote, "src/a.txt", b"copied, then trashed")
+        moved = copy_then_trash(remote, "src/a.txt", "dst/b.txt", if_match=old.etag)
+        assert set(listing(remote)) == {"dst/b.txt"}
+        assert read(remote, "dst/b.txt") == b"copied, then trashed"
+        assert moved.etag == remote.stat("dst/b.txt").etag
+        precision = remote.capabilities.mtime_precision_ns
+        assert moved.mtime_ns // precision == MTIME // precision
+
+    def test_copy_then_trash_refuses_a_changed_source_or_an_existing_target(self, remote: Remote) -> None:
+        old = put(remote, "a.txt", b"a")
+        put(remote, "b.txt", b"b")
+        with pytest.raises(PreconditionFailed):
+            copy_then_trash(remote, "a.txt", "b.txt")
+        put(remote, "a.txt", b"a, changed", if_match=old.etag)
+        with pytest.raises(PreconditionFailed):
+            copy_then_trash(remote, "a.txt", "c.txt", if_match=old.etag)
+        assert read(remote, "a.txt") == b"a, changed" and read(remote, "b.txt") == b"b"
+        assert set(listing(remote)) == {"a.txt", "b.txt"}
 
     def test_trash_keeps_version_out_of_listing(self, remote: Remote) -> None:
         put(remote, "t/keep.txt", b"precious")
@@ -227,4 +258,4 @@ class RemoteContract:
         data = (block * (size // len(block) + 1))[:size]
         put(remote, "big.bin", data)
         assert remote.stat("big.bin").size == size
-        assert remote.hash("big.bin") == hashlib.sha256(data).hexdigest()
+        assert known_or_read_hash(remote, "big.bin") == hashlib.sha256(data).hexdigest()
