@@ -1,4 +1,5 @@
-"""Text for people: names and messages escaped before they reach a terminal or a log line.
+"""Text for people: names and messages escaped before they reach a terminal or a log line,
+and byte counts in the units people read (:func:`size`).
 
 A file name is whatever a remote says it is. A bucket key holding ``\\n`` would forge a whole
 extra line of a report, ``ESC[2J`` would clear the admin's screen, U+202E would show
@@ -52,3 +53,13 @@ def printable(text: object) -> str:
     if _SUSPECT.search(value) is None:  # the common case: nothing to do, no copy
         return value
     return _SUSPECT.sub(_escape, value)
+
+
+def size(n: int) -> str:
+    """Bytes for people: ``512 B``, ``1.5 KiB``, ... ``3.0 GiB``."""
+    value = float(n)
+    for unit in ("B", "KiB", "MiB"):
+        if value < 1024:
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1024
+    return f"{value:.1f} GiB"

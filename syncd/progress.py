@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import Any
 
-from syncd.display import printable
+from syncd.display import printable, size
 from syncd.outcomes import RunResult
 
 PLAIN_PROGRESS_EVERY_S = 2.0
@@ -81,40 +81,72 @@ def summary(result: RunResult) -> str:
     return line
 
 
-def size(n: int) -> str:
-    """Bytes for people: ``512 B``, ``1.5 KiB``, ... ``3.0 GiB``."""
-    value = float(n)
-    for unit in ("B", "KiB", "MiB"):
-        if value < 1024:
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    return f"{value:.1f} GiB"
-
-
 def naming(pair: str, message: str) -> str:
     """``message`` led by the pair's key, once (many errors already name their pair)."""
     return message if message.startswith(f"{pair}: ") else f"{pair}: {message}"
 
 
 @dataclass(slots=True)
-class _PairCount:
-    """Where one pair's run stands, for plain progress lines."""
+class RunProgress:
+    """Where one pair's run stands, from its events: actions and bytes done of those planned,
+    the file last finished. Both the bar and the plain lines show :meth:`line`."""
 
     done: int = 0
     total: int = 0
+    bytes_done: int = 0
+    bytes_total: int = 0
+    current: str = ""
+    started: float | None = None  # time.monotonic() when applying began
     last_line: float = field(default_factory=time.monotonic)
+
+    def take(self, message: dict[str, Any], now: float) -> None:
+        """Count one event (``applying``, ``done``, ``error``; others change nothing here)."""
+        name = message.get("event")
+        if name == "applying":
+            self.total, self.bytes_total = _int(message.get("actions")), _int(message.get("bytes"))
+            self.started = now
+        elif name in ("done", "error"):
+            self.done += 1
+            self.bytes_done += _int(message.get("bytes"))
+            self.current = str(message.get("path") or message.get("action") or "")
+
+    def rate(self, now: float) -> float:
+        """Bytes per second moved since applying began."""
+        elapsed = now - self.started if self.started is not None else 0.0
+        return self.bytes_done / elapsed if elapsed > 0 else 0.0
+
+    def line(self, now: float) -> str:
+        """``3/10 files, 1.2 MiB of 4.0 MiB, 350.0 KiB/s`` (no bytes part when none move)."""
+        text = f"{self.done}/{self.total} files"
+        if self.bytes_total or self.bytes_done:
+            text += f", {size(self.bytes_done)} of {size(self.bytes_total)}, {size(int(self.rate(now)))}/s"
+        return text
+
+    @property
+    def units(self) -> tuple[int, int]:
+        """(completed, total) for a bar and its ETA: bytes plus one per action, so that a big
+        file and a thousand deletes both move it."""
+        return self.bytes_done + self.done, self.bytes_total + self.total
+
+
+def _int(value: object) -> int:
+    return value if isinstance(value, int) else 0
 
 
 class NowRenderer:
     """Renders one ``syncd now``: use as a context manager (it owns the bar), feed it
     :meth:`event` and :meth:`result`. ``bar`` None: a bar when stderr is a terminal and
     the output is not JSON. The bar shows while a run goes on and is gone (transient)
-    before results are printed, so they never mix with it."""
+    before results are printed, so they never mix with it; with ``verbose`` every action
+    is printed above it as it ends. ``console`` (a rich Console) is for tests."""
 
-    def __init__(self, *, as_json: bool, verbose: bool, dry_run: bool, bar: bool | None = None) -> None:
+    def __init__(
+        self, *, as_json: bool, verbose: bool, dry_run: bool, bar: bool | None = None, console: Any = None
+    ) -> None:
         self.as_json, self.verbose, self.dry_run = as_json, verbose, dry_run
         self.use_bar = (not as_json and sys.stderr.isatty()) if bar is None else bar
-        self.counts: dict[str, _PairCount] = {}
+        self.counts: dict[str, RunProgress] = {}
+        self._console = console
         self._bar: Any = None  # rich.progress.Progress, imported only when shown
         self._tasks: dict[str, Any] = {}
 
@@ -128,13 +160,16 @@ class NowRenderer:
 
     def _start_bar(self) -> Any:
         if self._bar is None:
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+            from rich.console import Console
+            from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
             self._bar = Progress(
                 TextColumn("[bold]{task.fields[pair]}[/] {task.description}"),
-                BarColumn(),
-                MofNCompleteColumn(),
+                BarColumn(bar_width=24),
+                TextColumn("{task.fields[stats]}", markup=False),
                 TimeRemainingColumn(),
+                TextColumn("{task.fields[current]}", markup=False),
+                console=self._console or Console(stderr=True),
                 transient=True,
             )
             self._bar.start()
@@ -160,44 +195,55 @@ class NowRenderer:
         """One progress event (a control protocol event line)."""
         if self.as_json:
             print(json.dumps(message), flush=True)
-        elif self.use_bar:
-            self._bar_event(str(message.get("pair", "?")), message)
+            return
+        pair = str(message.get("pair", "?"))
+        count = self.counts.setdefault(pair, RunProgress())
+        count.take(message, time.monotonic())
+        if self.use_bar:
+            self._bar_event(pair, message, count)
         else:
-            self._plain_event(str(message.get("pair", "?")), message)
+            self._plain_event(pair, message, count)
 
-    def _plain_event(self, pair: str, message: dict[str, Any]) -> None:
+    def _plain_event(self, pair: str, message: dict[str, Any], count: RunProgress) -> None:
         name = message.get("event")
-        count = self.counts.setdefault(pair, _PairCount())
         if name == "applying":
-            count.total = int(message.get("actions") or 0)
-            say(f"{pair}: {count.total} action(s) to run")
+            planned = f" ({size(count.bytes_total)} to move)" if count.bytes_total else ""
+            say(f"{pair}: {count.total} action(s) to run{planned}")
         elif name == "done":
-            count.done += 1
             if self.verbose:
                 say(f"{pair}: {message.get('action')}")
             elif time.monotonic() - count.last_line >= PLAIN_PROGRESS_EVERY_S:
                 count.last_line = time.monotonic()
-                say(f"{pair}: {count.done}/{count.total} done")
+                say(f"{pair}: {count.line(count.last_line)}")
         elif name == "error":
             say(f"{pair}: error {message.get('path')}: {message.get('error')}")
         elif name in _WAITING:
             say(f"{pair}: {_WAITING[str(name)]}")
 
-    def _bar_event(self, pair: str, message: dict[str, Any]) -> None:
+    def _bar_event(self, pair: str, message: dict[str, Any], count: RunProgress) -> None:
         name = message.get("event")
         bar = self._start_bar()
         task = self._tasks.get(pair)
         if task is None:
-            task = self._tasks[pair] = bar.add_task("listing", total=None, pair=pair)
-        if name == "applying":
-            bar.update(task, description="syncing", total=message.get("actions"), completed=0)
-        elif name in ("done", "error"):
-            bar.advance(task)
-            if name == "error":
-                from rich.markup import escape
+            task = self._tasks[pair] = bar.add_task("listing", total=None, pair=pair, stats="", current="")
+        if name in ("applying", "done", "error"):
+            completed, total = count.units
+            current = printable(count.current)
+            bar.update(
+                task,
+                description="syncing",
+                completed=completed,
+                total=total or None,
+                stats=count.line(time.monotonic()),
+                current=current if len(current) <= 60 else "..." + current[-57:],
+            )
+        if name == "done" and self.verbose:
+            bar.console.print(printable(f"{pair}: {message.get('action')}"), markup=False, highlight=False)
+        elif name == "error":
+            from rich.markup import escape
 
-                line = printable(f"{message.get('path')}: {message.get('error')}")
-                bar.console.print(f"[red]error[/] {escape(line)}")
+            line = printable(f"{pair}: {message.get('path')}: {message.get('error')}")
+            bar.console.print(f"[red]error[/] {escape(line)}", highlight=False)
         elif name in ("hashing", "listed", *_WAITING):
             bar.update(task, description=name)
 

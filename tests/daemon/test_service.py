@@ -282,7 +282,7 @@ def test_sigterm_between_items_then_restart_converges(world: World) -> None:
     last = json_lines(rest)[-1]
     assert last["event"] == "report" and last["outcome"] == "interrupted" and not last["reported"], last
     status = world.cli("status", "alice")  # the index says so too: not "fatal", not "running"
-    assert status.stdout.startswith("alice/default: interrupted, last run"), status.stdout
+    assert status.stdout.splitlines()[1].startswith("alice/default: interrupted, last run"), status.stdout
     copied = len(bucket_files(world.alice_bucket))
     assert 100 <= copied < 3002, copied
     _assert_bucket_consistent(world)

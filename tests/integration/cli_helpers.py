@@ -78,3 +78,43 @@ def put_named(bucket: Path, key: str) -> None:
         mtime_ns=1_700_000_000_000_000_000,
         content_hash=hashlib.sha256(data).hexdigest(),
     )
+
+
+def on_terminal(command: Sequence[str], *, cwd: Path | None = None, timeout: float = 120) -> tuple[int, str]:
+    """Run ``command`` with stdin, stdout and stderr on a pseudo-terminal (160 columns), as
+    an admin at a shell would, to its end (bounded). :returns: its exit code and everything
+    it wrote to the terminal, escape sequences included."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import termios
+    import time
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 50, 160, 0, 0))
+    env = {**os.environ, "TERM": "xterm-256color", "COLUMNS": "160", "LINES": "50"}
+    env.pop("NO_COLOR", None)
+    proc = subprocess.Popen(command, stdin=slave, stdout=slave, stderr=slave, cwd=cwd, env=env, close_fds=True)
+    os.close(slave)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            ready, _, _ = select.select([master], [], [], 0.5)
+            if not ready:
+                continue
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: every holder of the terminal's other end closed it
+                break
+            if not data:
+                break
+            chunks.append(data)
+        code = proc.wait(max(1.0, deadline - time.monotonic()))
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+        os.close(master)
+    return code, b"".join(chunks).decode("utf-8", errors="replace")

@@ -66,7 +66,7 @@ def test_sigterm_ends_now_like_ctrl_c_and_status_says_interrupted(
     assert "Traceback" not in err
 
     status = syncd(big_pair, "status")
-    assert status.stdout.startswith("alice/default: interrupted, last run "), status.stdout
+    assert status.stdout.splitlines()[1].startswith("alice/default: interrupted, last run "), status.stdout
     assert "KeyboardInterrupt" not in status.stdout and "fatal" not in status.stdout
     row = json.loads(syncd(big_pair, "status", "--json").stdout)[0]
     assert row["state"] == "interrupted" and 0 < row["files"] < 3000, row

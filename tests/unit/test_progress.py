@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
 
 import pytest
 
 from syncd.control import result_from_json, result_to_json
 from syncd.models import Outcome
 from syncd.outcomes import RunResult
-from syncd.progress import NowRenderer, naming, report_line, size, summary
+from syncd.progress import NowRenderer, RunProgress, naming, report_line, size, summary
 
 PAIR = "alice/default"
 DONE = RunResult(PAIR, Outcome.OK, seconds=0.5, done={"copy": 2}, bytes_moved=3 << 20)
@@ -99,3 +101,39 @@ def test_small_helpers() -> None:
     ]
     assert naming(PAIR, f"{PAIR}: held") == f"{PAIR}: held" and naming(PAIR, "held") == f"{PAIR}: held"
     assert summary(RunResult(PAIR, Outcome.RETRY)) == "alice/default: retry: nothing to do; 0 B in 0.00s"
+
+
+def test_run_progress_counts_files_bytes_rate_and_the_current_file() -> None:
+    count = RunProgress()
+    count.take({"event": "applying", "actions": 4, "bytes": 4 << 20}, now=100.0)
+    count.take({"event": "done", "action": "copy     files -> bucket a", "path": "a", "bytes": 1 << 20}, now=101.0)
+    count.take({"event": "error", "path": "b", "error": "refused"}, now=101.5)
+    assert (count.done, count.total, count.bytes_done, count.current) == (2, 4, 1 << 20, "b")
+    assert count.line(102.0) == "2/4 files, 1.0 MiB of 4.0 MiB, 512.0 KiB/s"
+    assert count.units == ((1 << 20) + 2, (4 << 20) + 4)
+    deletes = RunProgress()
+    deletes.take({"event": "applying", "actions": 3, "bytes": 0}, now=0.0)
+    deletes.take({"event": "done", "action": "delete   on bucket x"}, now=1.0)  # an older daemon: no path
+    assert deletes.line(1.0) == "1/3 files" and deletes.current == "delete   on bucket x"
+
+
+def test_the_bar_shows_counts_bytes_rate_eta_and_the_current_file_and_verbose_prints_above_it() -> None:
+    from rich.console import Console
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=200, color_system=None)
+    render = NowRenderer(as_json=False, verbose=True, dry_run=False, bar=True, console=console)
+    with render:
+        progress = render.progress_for(PAIR)
+        progress("applying", {"actions": 3, "bytes": 3 << 20})
+        progress(
+            "done",
+            {"action": "copy     files -> bucket docs/a\x1b[2J.txt", "path": "docs/a\x1b[2J.txt", "bytes": 1 << 20},
+        )
+        assert render._bar is not None
+        render._bar.refresh()
+        drawn = screen.getvalue()
+        assert "alice/default syncing" in drawn and "1/3 files, 1.0 MiB of 3.0 MiB, " in drawn and "/s" in drawn
+        assert "docs/a\\x1b[2J.txt" in drawn and "\x1b[2J" not in drawn  # the current file, escaped
+        assert "alice/default: copy     files -> bucket docs/a\\x1b[2J.txt\n" in drawn  # -v: above the bar
+        assert re.search(r"(\d+|-):(\d\d|--):(\d\d|--) docs", drawn)  # the ETA column (unknown until timed)
