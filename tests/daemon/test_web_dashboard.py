@@ -289,3 +289,15 @@ def headers_and_bearer(base: str, session: str, token: str) -> None:
     # a script may send the token as a Bearer header instead of holding a session
     live = requests.get(base + "/api/status", headers={"Authorization": f"Bearer {token}"}, timeout=30).json()
     assert {p["pair"] for p in live["pairs"]} == {"alice/default", "bob/default"}
+
+
+def test_a_dashboard_that_cannot_start_never_stops_syncing(world: World) -> None:
+    with socket.socket() as taken:  # another program holds the port
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        two_users(world, taken.getsockname()[1])
+        daemon = world.daemon("--first-run-within", "0")
+        status = daemon.wait_idle(WAIT_S)
+    assert {row["last"]["outcome"] for row in status["pairs"]} == {"ok"}, daemon.log()
+    assert "web dashboard not started: web: cannot listen on 127.0.0.1:" in daemon.log()
+    assert daemon.stop() == 0
