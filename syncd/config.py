@@ -48,6 +48,7 @@ class DaemonSection(_Strict, frozen=True):
     state_dir: Path = Path("/var/lib/syncd")
     socket: Path = Path("/run/syncd/control.sock")
     interval: str = "5m"
+    full_scan_interval: str = "1h"  # the default of every pair (see PairSection)
     transfers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
     # bytes/s for all pairs together ("8M", "off", or "08:00,512K 19:00,10M 23:00,off"; syncd.bwlimit)
     bwlimit: str = "off"
@@ -101,6 +102,8 @@ class PairSection(_Strict, frozen=True):
     transfers: Annotated[int, msgspec.Meta(ge=1, le=64)] | None = None
     interval: str | None = None
     bwlimit: str | None = None  # this pair's own limit, on top of the daemon's
+    full_scan_interval: str | None = None  # list every side in full this often (default 1h)
+    sole_writer: bool | None = None  # syncd alone writes the bucket prefix: a marker stands for a listing
     # This pair may share its files root or bucket location with this user's other pairs
     # that say so too (never with another user's, never between its own two sides).
     allow_overlap: bool | None = None
@@ -168,6 +171,8 @@ class PairConfig:
     allow_overlap: bool = False
     bwlimit: Schedule | None = None  # the pair's own
     daemon_bwlimit: Schedule | None = None  # shared by every pair of the process
+    full_scan_interval_s: float = 3600.0
+    sole_writer: bool = False
 
     @property
     def key(self) -> str:
@@ -263,6 +268,10 @@ def _pair(
     except ValueError as exc:
         raise ConfigError(f"{path}: {where}.interval: {exc}") from None
     try:
+        full_scan_s = parse_duration(keys.get("full_scan_interval", daemon.full_scan_interval))
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {where}.full_scan_interval: {exc}") from None
+    try:
         bwlimit = parse_bwlimit(keys["bwlimit"]) if "bwlimit" in keys else None
     except ValueError as exc:
         raise ConfigError(f"{path}: {where}.bwlimit: {exc}") from None
@@ -282,6 +291,8 @@ def _pair(
         allow_overlap=keys.get("allow_overlap", False),
         bwlimit=bwlimit,
         daemon_bwlimit=parse_bwlimit(daemon.bwlimit),
+        full_scan_interval_s=full_scan_s,
+        sole_writer=keys.get("sole_writer", False),
     )
 
 

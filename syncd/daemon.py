@@ -50,11 +50,11 @@ from syncd.control import (
     paused_since,
     result_to_json,
 )
-from syncd.display import printable, size
+from syncd.display import printable
 from syncd.errors import ConfigError, FatalError, ProtocolError, SyncdError
 from syncd.lock import pair_lock
 from syncd.metrics import Metrics
-from syncd.models import Outcome
+from syncd.models import Outcome, Side
 from syncd.outcomes import ExitCode, RunResult, exit_code
 from syncd.scheduler import STOPPING_MESSAGE, LastRun, PairScheduler, RunCoordinator, RunRequest
 from syncd.watch import Watcher
@@ -63,6 +63,8 @@ log = logging.getLogger("syncd.daemon")
 
 STOP_SIGNALS = {signal.SIGTERM, signal.SIGINT}
 TICK_S = 1.0  # main loop period: signals are taken at once, this paces health checks
+WATCHED_SIDES = {"files": Side.A, "bucket": Side.B}
+ALL_SIDES = frozenset(Side)
 STOP_MESSAGE = "interrupted: the daemon is stopping; finished actions are recorded, the next run goes on"
 _INDEX_OPEN_LOCK = threading.Lock()
 
@@ -199,6 +201,7 @@ class Daemon:
         self.stopping = threading.Event()
         self.reload_lock = threading.Lock()
         self.prepared: set[Path] = set()
+        self.full_at: dict[str, float] = {}  # pair key -> start of its last full run that ended ok
         self.metrics = Metrics(options.metrics)
         self.coordinator = RunCoordinator(self._run_pair, options.max_parallel)
         self.coordinator.on_result = self._on_result
@@ -331,11 +334,22 @@ class Daemon:
         return next((p for p in self.pairs if p.key == key), None)
 
     def _on_due(self, key: str) -> None:
-        """A scheduled firing: one full run, waited for so APScheduler sees how long it takes."""
+        """A scheduled firing: asks for a run, never waits (a firing while it waits joins it).
+        Sides a trusted watcher covers and saw unchanged are not listed; a pair whose sides
+        all are gets no run at all (:func:`syncd.engine.scans.scheduled_scan`)."""
+        from syncd.engine.scans import WatchState, scheduled_scan
+
         pair = self._pair(key)
-        run = self.coordinator.request(pair, RunRequest("schedule")) if pair is not None else None
-        if run is not None:
-            run.wait()
+        if pair is None:
+            return
+        last = self.coordinator.last_run(key)
+        state = WatchState(
+            self.full_at.get(key), self.watcher.lost_at.get(key), last is not None and last.result.outcome is Outcome.OK
+        )
+        watched = frozenset(WATCHED_SIDES[name] for name in self.watcher.watched.get(key, ()))
+        unchanged = scheduled_scan(state, watched, time.time(), pair.full_scan_interval_s)
+        if unchanged is None or unchanged != ALL_SIDES:
+            self.coordinator.request(pair, RunRequest("schedule", unchanged=unchanged or frozenset()))
 
     def _on_dirty(self, key: str, hints: frozenset[str] | None, why: str) -> None:
         pair = self._pair(key)
@@ -367,6 +381,7 @@ class Daemon:
             dry_run=request.dry_run,
             force=request.force,
             hints=request.hints,
+            unchanged=request.unchanged,
             respect_backoff=request.reason != "now",  # someone asking now wants every item tried
             checkpoint=self._checkpoint,
         )
@@ -379,9 +394,12 @@ class Daemon:
                 log.warning("error %s: %s", data.get("path"), data.get("error"), extra=_pair_log(pair.key))
             emit(name, data)
 
+        began = time.time()
         try:
             self._prepare_index(pair)
             result = run_pair(pair, options, progress, started=started)
+            if request.full and not request.dry_run and result.outcome is Outcome.OK:
+                self.full_at[pair.key] = began  # the watcher's trust starts again from here
         except Stopping:
             return RunResult.unreported(pair.key, Outcome.INTERRUPTED, STOP_MESSAGE, time.monotonic() - started)
         except SyncdError as exc:  # preparing the index: the lock held, or the state folder unusable
@@ -416,7 +434,7 @@ class Daemon:
 
     def _on_result(self, pair: PairConfig, result: RunResult, reason: str) -> None:
         done = ", ".join(f"{n} {k}" for k, n in sorted(result.done.items())) or "nothing to do"
-        line = f"{result.outcome.value}: {done}; {size(result.bytes_moved)} in {result.seconds:.2f}s"
+        line = f"{result.outcome.value}: {done}; {result.bytes_moved} bytes in {result.seconds}s"
         quiet = (Outcome.OK, Outcome.INTERRUPTED)
         level = logging.INFO if result.outcome in quiet else logging.WARNING
         log.log(level, "%s%s", line, f"; {result.message}" if result.message else "", extra=_pair_log(pair.key))

@@ -24,6 +24,7 @@ from syncd.engine.apply import (
     Checkpoint,
     Done,
     batch_settings,
+    changed_paths,
     choose_batches,
     prepare_target_folders,
     run_actions,
@@ -40,6 +41,16 @@ from syncd.engine.scan import (
     list_side_by_tree,
     paths_needing_hash,
     stat_paths,
+)
+from syncd.engine.scans import (
+    DEFAULT_FULL_SCAN_INTERVAL_S,
+    MARKER,
+    base_snapshot,
+    forget_marker,
+    marker_side,
+    renew_marker,
+    unchanged_side,
+    writes_side,
 )
 from syncd.errors import FatalError, GuardError, SideLooksEmpty, SyncdError, TooManyDeletes, TransientError
 from syncd.index.store import Store
@@ -74,6 +85,7 @@ class RunOptions:
     now: datetime | None = None  # fixed clock for tests (conflict-copy names)
     checkpoint: Checkpoint | None = None  # tests inject crashes here
     hints: frozenset[str] | None = None  # sync only these paths (files or folders): a watcher's hint
+    unchanged: frozenset[Side] = frozenset()  # sides the caller vouches for (a watcher saw nothing): not listed
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -90,6 +102,8 @@ class SyncSettings:
     trash_retention_days: int
     state_dir: Path  # the pair's own folder: holds the stamp of the last trash purge
     bandwidth: tuple[Limiter, ...] = ()  # bwlimit: the daemon's and the pair's limiters (syncd.bwlimit)
+    sole_writer: bool = False  # syncd alone writes side B: a marker there stands for a listing (engine.scans)
+    full_scan_interval_s: float = DEFAULT_FULL_SCAN_INTERVAL_S
 
     @classmethod
     def of(cls, pair: PairConfig) -> SyncSettings:
@@ -103,6 +117,8 @@ class SyncSettings:
             trash_retention_days=pair.trash_retention_days,
             state_dir=pair.state_dir,
             bandwidth=pair_limiters(pair.key, pair.bwlimit, pair.daemon_bwlimit),
+            sole_writer=pair.sole_writer,
+            full_scan_interval_s=pair.full_scan_interval_s,
         )
 
 
@@ -199,9 +215,17 @@ def _run(ctx: RunContext) -> None:
         if not options.dry_run:
             listings = {side: snaps[side].entries for side in Side}
             applier = Applier(ctx.remotes, listings, bases, options.checkpoint, ctx.settings.bandwidth)
+            kept = store.side_scans().get(Side.B.value) if _marked(ctx) else None
+            if kept is not None and writes_side((c for a in planned.actions for c in changed_paths(a)), Side.B):
+                forget_marker(store, Side.B, kept)
             applied = _apply(ctx, applier, planned)
             unsettled = {path for path, _ in report.errors} | applied.deferred
             keep_folder_etags(store, ctx.remotes, snaps, applied, unsettled=unsettled)
+            if _marked(ctx):
+                wrote = bool(applied.touched[Side.B]) or kept is None or kept.marker is None
+                failed = renew_marker(store, ctx.remotes[Side.B], Side.B, wrote=wrote, kept=kept)
+                if failed:
+                    log.warning("%s: %s", ctx.settings.key, failed)
             _purge_trash(ctx)
     except GuardError as exc:
         report.outcome, report.message = Outcome.ABORTED, str(exc)
@@ -236,10 +260,18 @@ def _plan(ctx: RunContext) -> tuple[Plan, dict[Side, Snapshot], dict[str, Base]]
     hints, excluded = ctx.options.hints, ctx.settings.excludes
     bases = {p: b for p, b in ctx.store.load_bases(under=hints).items() if not excluded(p)}
     ctx.notify("listing", {"hinted": len(hints) if hints is not None else None})
+    unlisted = _unlisted_sides(ctx)  # vouched for, or a marker unchanged: the bases stand for them
     with ThreadPoolExecutor(max_workers=2) as pool:
         known = {side: _known_folder_etags(ctx, side) for side in Side}
-        futures = {side: pool.submit(_scan_side, ctx, side, bases, known[side]) for side in Side}
+        futures = {
+            side: pool.submit(_scan_side, ctx, side, bases, known[side]) for side in Side if side not in unlisted
+        }
         snaps: dict[Side, Snapshot] = {side: f.result() for side, f in futures.items()}
+    snaps.update((side, base_snapshot(side, bases)) for side in unlisted)
+    for snap in snaps.values():
+        snap.entries.pop(MARKER, None)  # syncd's own, never synced
+    if hints is None and not ctx.options.dry_run and len(unlisted) < len(Side):
+        ctx.store.save_full_scans([side.value for side in Side if side not in unlisted], time.time())
     ctx.notify("listed", {"files": len(snaps[Side.A].entries), "bucket": len(snaps[Side.B].entries)})
     for side, snap in snaps.items():
         for folder, cause in sorted(snap.unlisted.items()):
@@ -287,6 +319,29 @@ def _plan_settings(ctx: RunContext) -> PlanSettings:
         fold_b=Folding(caps_b.case_insensitive, caps_b.unicode_normalizing),
         name_rules={side: r.name_problem for side, r in ctx.remotes.items() if isinstance(r, SupportsNameRules)},
     )
+
+
+def _marked(ctx: RunContext) -> bool:
+    return marker_side(Side.B, sole_writer=ctx.settings.sole_writer, mode=ctx.settings.mode)
+
+
+def _unlisted_sides(ctx: RunContext) -> set[Side]:
+    """The sides a full run need not list (see :func:`syncd.engine.scans.unchanged_side`)."""
+    if ctx.options.hints is not None or not (ctx.options.unchanged or _marked(ctx)):
+        return set()
+    kept = ctx.store.side_scans()
+    return {
+        side
+        for side in Side
+        if unchanged_side(
+            ctx.remotes[side],
+            side,
+            vouched=ctx.options.unchanged,
+            marked=side is Side.B and _marked(ctx),
+            kept=kept.get(side.value),
+            interval_s=ctx.settings.full_scan_interval_s,
+        )
+    }
 
 
 def _tree_listing(remote: Remote) -> bool:
@@ -421,10 +476,7 @@ class _ActionEnds:
         report = self.ctx.report
         report.done[done.action.kind.value] += 1
         report.bytes_moved += done.bytes_moved
-        action = done.action
-        self.ctx.notify(
-            "done", {"action": action.describe(), "path": action.path, "bytes": done.bytes_moved, "total": self.total}
-        )
+        self.ctx.notify("done", {"action": done.action.describe(), "bytes": done.bytes_moved, "total": self.total})
 
     def failed(self, action: Action, exc: Exception) -> None:
         """Record the item error. :raises TransientError: the server is gone; the backoff
