@@ -138,6 +138,7 @@ def status_row(pair: PairConfig, live: Live, *, verbose: bool) -> dict[str, Any]
         "queued": int(daemon_row.get("queued") or 0) if daemon_row is not None else 0,
         "next_run": daemon_row.get("next_run") if daemon_row is not None else None,
         "interval_s": pair.interval_s,
+        "full_scan_interval_s": pair.full_scan_interval_s,
     }
     if row["paused"]:
         row["next_run"] = None
@@ -153,9 +154,14 @@ def _index_part(pair: PairConfig, *, verbose: bool) -> dict[str, Any]:
         runs, errors, files = store.runs(1), store.item_errors(), store.count_bases()
         names = store.skipped() if verbose else None
         skipped = len(names) if names is not None else store.count_skipped()
+        scans = {side: scan.full_at for side, scan in store.side_scans().items()}
     finally:
         store.close()
     part: dict[str, Any] = {"files": files, "errors": [(e.path, e.error) for e in errors], "skipped": skipped}
+    # when each side was last listed in full (syncd.engine.scans); the pair: the older of the two
+    part["full_scans"] = scans
+    known = [at for at in scans.values() if at is not None]
+    part["full_scan_at"] = min(known) if len(known) == 2 else None
     if names is not None:
         part["skipped_names"] = names
     if runs:
@@ -202,6 +208,9 @@ def status_lines(row: dict[str, Any], *, verbose: bool) -> list[str]:
     ]
     if row.get("message"):
         lines.append(f"  {row['message']}")
+    if row.get("full_scan_at") is not None:
+        every = f" (every {duration(float(row['full_scan_interval_s']))})" if row.get("full_scan_interval_s") else ""
+        lines.append(f"  last full scan: {when(float(row['full_scan_at']))}{every}")
     lines += _live_lines(row)
     lines += [f"  error {path}: {error}" for path, error in (item_errors if verbose else item_errors[:10])]
     if len(item_errors) > 10 and not verbose:

@@ -9,6 +9,7 @@ hints, a due full scan lists everything again, and a bucket that only syncd writ
 from __future__ import annotations
 
 import io
+import json
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -25,6 +26,7 @@ from syncd.paths import Excludes
 from syncd.remotes.base import Remote
 from syncd.remotes.dirbucket import DirBucket
 from syncd.remotes.local import LocalRemote
+from tests.integration.cli_helpers import syncd, write_local_pair
 
 BOTH = frozenset(Side)
 
@@ -178,3 +180,18 @@ def test_a_run_that_stops_while_writing_leaves_no_marker_kept(pair: Pair) -> Non
     assert pair.store.side_scans()[Side.B.value].marker is None  # the next run lists the bucket
     pair.sync(marked, unchanged=frozenset({Side.A}))
     assert pair.b.counts.get("list") == 1
+
+
+def test_status_says_when_each_pair_was_last_fully_scanned(tmp_path: Path) -> None:
+    config = write_local_pair(tmp_path)
+    with open(config, "a") as out:
+        out.write('full_scan_interval = "2h"\n')  # alice's own key
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "a.txt").write_text("a")
+    before = time.time()
+    assert syncd(config, "now").returncode == 0
+    row = json.loads(syncd(config, "status", "--json").stdout)[0]
+    assert before <= row["full_scan_at"] <= time.time()
+    assert set(row["full_scans"]) == {"files", "bucket"} and row["full_scan_interval_s"] == 7200
+    text = syncd(config, "status").stdout
+    assert "  last full scan: " in text and "(every 2h" in text, text
