@@ -34,6 +34,7 @@ from syncd.remotes.base import (
     Remote,
     SupportsBatchCreate,
     SupportsPrepareFolders,
+    SupportsSyncWrites,
     sha256_stream,
 )
 
@@ -368,6 +369,18 @@ def folders_to_prepare(actions: Iterable[Action]) -> dict[Side, set[str]]:
             if parent:
                 folders[side].add(parent)
     return folders
+
+
+def sync_writes(remotes: Mapping[Side, Remote]) -> None:
+    """Make what the finished actions changed durable on each remote that defers it
+    (``SupportsSyncWrites``): called before a batch of them is recorded in the index, so the
+    index never names a change that a power loss could take back (invariant 2).
+
+    :raises TransientError: a disk reported an error; the batch must not be recorded.
+    """
+    for remote in remotes.values():
+        if isinstance(remote, SupportsSyncWrites):
+            remote.sync_writes()
 
 
 def prepare_target_folders(remotes: Mapping[Side, Remote], actions: Iterable[Action]) -> None:

@@ -28,6 +28,7 @@ from syncd.engine.apply import (
     choose_batches,
     prepare_target_folders,
     run_actions,
+    sync_writes,
 )
 from syncd.engine.folder_etags import Applied, keep_folder_etags
 from syncd.engine.plan import Folding, PlanSettings, plan
@@ -440,7 +441,7 @@ def _apply(ctx: RunContext, applier: Applier, planned: Plan) -> Applied:
         ctx.report.deferred = len(deferred)
         actions = [a for a in actions if a.path not in deferred]
     ctx.notify("applying", {"actions": len(actions), "bytes": _planned_bytes(actions, applier.listings)})
-    batch = _Batch(ctx.store, ctx.run_id, ctx.options.checkpoint or (lambda _stage: None))
+    batch = _Batch(ctx.store, ctx.run_id, ctx.options.checkpoint or (lambda _stage: None), ctx.remotes)
     prepare_target_folders(applier.remotes, actions)
     # Asked only now: a remote may accept only files in the folders this run created.
     chosen = choose_batches(actions, applier.listings, *batch_settings(applier.remotes))
@@ -505,12 +506,13 @@ def _tell_after_changes(ctx: RunContext, applied: Applied) -> None:
 class _Batch:
     """Finished actions waiting to be recorded: committed together every ``BATCH_ACTIONS``
     actions or ``BATCH_SECONDS``, so a large sync does not pay one transaction per file.
-    Only finished work is ever in a batch; if the process dies before a flush, the next run
-    finds those paths identical on both sides (or gone from both) and records them without
-    moving a byte."""
+    Only finished work is ever in a batch, and it is made durable on the remotes before it is
+    recorded (:func:`sync_writes`: one flush per batch); if the process dies (or the power goes)
+    before a flush, the next run finds those paths identical on both sides (or gone from both)
+    and records them without moving a byte, or finds them as the disk kept them."""
 
-    def __init__(self, store: Store, run_id: int, checkpoint: Checkpoint) -> None:
-        self.store, self.run_id, self.checkpoint = store, run_id, checkpoint
+    def __init__(self, store: Store, run_id: int, checkpoint: Checkpoint, remotes: Mapping[Side, Remote]) -> None:
+        self.store, self.run_id, self.checkpoint, self.remotes = store, run_id, checkpoint, remotes
         self.items: list[Done] = []
         self.since = time.monotonic()
 
@@ -522,6 +524,7 @@ class _Batch:
 
     def flush(self) -> None:
         if self.items:
+            sync_writes(self.remotes)
             self.store.commit_actions(
                 self.run_id,
                 put=[b for d in self.items for b in d.put],

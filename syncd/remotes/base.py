@@ -254,6 +254,21 @@ class SupportsPrepareFolders(Protocol):
         ...
 
 
+@runtime_checkable
+class SupportsSyncWrites(Protocol):
+    """Optional: a remote on this machine's disk whose changes (write, move, delete, trash,
+    keep_version) are atomic at once but durable only once ``sync_writes`` returns (one flush
+    for a batch, not an fsync per file; see :mod:`syncd.remotes.durability`). The engine
+    calls it before it records a batch of finished actions in the index; ``close`` calls it."""
+
+    def sync_writes(self) -> None:
+        """Make every change made so far durable.
+
+        :raises TransientError: the disk reported an error (the changes may be lost).
+        """
+        ...
+
+
 @dataclass(frozen=True, slots=True)
 class NewFile:
     """One small new file for :meth:`SupportsBatchCreate.create_batch`: its bytes were read

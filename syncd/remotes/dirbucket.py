@@ -19,7 +19,7 @@ import json
 import os
 import secrets
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any, BinaryIO, Literal
 
@@ -27,6 +27,7 @@ from syncd.errors import ChangedWhileReading, ContentMismatch, FatalError, NotFo
 from syncd.models import Entry
 from syncd.remotes.base import CHUNK, SHA256, TRASH_PREFIX, Capabilities, disk_write_error
 from syncd.remotes.bucket_trash import BucketTrash
+from syncd.remotes.durability import PendingSync
 from syncd.remotes.settings import OpenContext, RemoteSettings
 from syncd.times import clamp_ns
 
@@ -53,6 +54,7 @@ class DirBucket(BucketTrash):
     def __init__(self, root: Path, *, create: bool = True, label: str = "dir") -> None:
         self.root = Path(os.path.abspath(root))
         self.name = label
+        self.pending = PendingSync(label, (str(self.root),))  # puts not yet flushed to the disk
         self.capabilities = Capabilities(
             hashes=frozenset({SHA256}),
             hashes_are_claims=True,  # a stand-in for S3/Storj: its sidecars are metadata too
@@ -177,6 +179,8 @@ class DirBucket(BucketTrash):
             digest = self._receive(path, data_file, data, size, content_hash)
             meta = {"key": path, "size": size, "mtime_ns": mtime_ns, "sha256": digest, "etag": etag}
             self._commit(path, obj, meta, if_match=if_match, create_only=create_only)
+            self.pending.wrote(str(data_file))
+            self.pending.wrote(str(self._sidecar(obj)))
         except OSError as exc:
             data_file.unlink(missing_ok=True)
             raise disk_write_error(self.name, self.root, path, exc) from exc
@@ -196,8 +200,6 @@ class DirBucket(BucketTrash):
                     break
                 digest.update(chunk)
                 out.write(chunk)
-            out.flush()
-            os.fsync(out.fileno())
         if written != size:
             raise ChangedWhileReading(path, f"expected {size} bytes, got {written}")
         if content_hash is not None and digest.hexdigest() != content_hash:
@@ -216,9 +218,7 @@ class DirBucket(BucketTrash):
         sidecar = self._sidecar(obj)
         tmp = sidecar.with_name(f"{sidecar.name}.tmp-{secrets.token_hex(4)}")
         with open(tmp, "x", encoding="utf-8") as out:
-            json.dump(meta, out)
-            out.flush()
-            os.fsync(out.fileno())
+            json.dump(meta, out)  # made durable with its batch (sync_writes), before the index records it
         try:
             with self._locked():
                 old = self._current_etag(sidecar)
@@ -258,6 +258,7 @@ class DirBucket(BucketTrash):
                 raise PreconditionFailed(path)
             self._sidecar(obj).unlink()
         self._data(obj, etag).unlink(missing_ok=True)
+        self.pending.changed(str(obj.parent))
 
     def move(self, src: str, dst: str, *, if_match: str | None = None) -> Entry:
         """Server-side: the bytes stay; the new key points at them under a new sidecar."""
@@ -274,6 +275,7 @@ class DirBucket(BucketTrash):
             self._put_sidecar(dst_obj, new)
             self._sidecar(src_obj).unlink()
         self._data(src_obj, meta["etag"]).unlink(missing_ok=True)
+        self.pending.changed(str(src_obj.parent), str(dst_obj.parent))
         return self._entry(new)
 
     def copy_object(self, src: str, dst: str, *, if_match: str | None) -> None:
@@ -287,6 +289,7 @@ class DirBucket(BucketTrash):
             copy = dict(meta, key=dst, etag=secrets.token_hex(8))
             os.link(self._data(src_obj, meta["etag"]), self._data(dst_obj, copy["etag"]))
             self._put_sidecar(dst_obj, copy)
+        self.pending.changed(str(dst_obj.parent))
 
     def trashed(self) -> Iterator[Entry]:
         """Every version in the bucket's trash."""
@@ -306,5 +309,10 @@ class DirBucket(BucketTrash):
         for entry in self.trashed():
             yield entry.path, entry.size
 
+    def sync_writes(self) -> None:
+        """Make the puts, moves and deletes so far durable. :raises TransientError:"""
+        self.pending.sync()
+
     def close(self) -> None:
-        pass
+        with suppress(TransientError):  # best effort: the engine flushed before it recorded anything
+            self.sync_writes()

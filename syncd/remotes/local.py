@@ -1,7 +1,8 @@
 """A directory tree on this machine (e.g. a Nextcloud data dir ``.../data/alice/files``).
 
-Writes go to a temp name in the target folder, are fsynced and verified, then renamed into
-place. Symlinks and special files are skipped (listed in ``listing_notes``); a subfolder that
+Writes go to a temp name in the target folder, are verified, then renamed into place; they
+are made durable by the batch (``sync_writes``, :mod:`syncd.remotes.durability`), not one by
+one. Symlinks and special files are skipped (listed in ``listing_notes``); a subfolder that
 cannot be read is noted, not fatal; no operation follows a path out of the root (every parent
 segment is checked not to be a symlink). Run under the pair's lock (``OpenContext.exclusive``),
 a listing removes the temp files of earlier runs that were killed.
@@ -38,6 +39,7 @@ from syncd.models import Entry
 from syncd.paths import RESERVED_PREFIXES, TEMP_PREFIX, check_key
 from syncd.remotes.base import CHUNK, TRASH_PREFIX, Capabilities, ListingNotes, disk_write_error
 from syncd.remotes.bucket_trash import TrashedVersion, parse_moment, parse_trash_key, trash_relpath, versions_of
+from syncd.remotes.durability import PendingSync
 from syncd.remotes.nextcloud_scan import nextcloud_user, run_scans
 from syncd.remotes.settings import OpenContext, RemoteSettings
 from syncd.times import NS_MAX, NS_MIN, clamp_ns
@@ -163,6 +165,7 @@ class LocalRemote:
         self._temp_prefix = temp_prefix
         self._sweep_own_temp = sweep_own_temp and temp_prefix != TEMP_PREFIX
         self.listing_notes = ListingNotes()
+        self.pending = PendingSync(label, (str(self.root), str(trash_dir)))  # changes not yet flushed to the disk
         self.scan: tuple[list[str], str] | None = None  # Nextcloud data-dir mode: (command, user)
         self.capabilities = Capabilities(
             mtime_precision_ns=1,
@@ -334,6 +337,7 @@ class LocalRemote:
         except BaseException:
             _unlink_quietly(tmp)
             raise
+        self.pending.wrote(full)
         return _entry(path, os.lstat(full), digest)
 
     def _write_tmp(self, path: str, tmp: str, data: BinaryIO, size: int, content_hash: str | None) -> str:
@@ -351,8 +355,7 @@ class LocalRemote:
                         break
                     digest.update(chunk)
                     out.write(chunk)
-                out.flush()
-                os.fsync(out.fileno())
+                out.flush()  # made durable with its batch: sync_writes
             except OSError as exc:
                 raise self._disk_error(path, exc) from exc
         if written != size:
@@ -387,6 +390,7 @@ class LocalRemote:
         self.stat(path)
         self._check_etag(path, full, if_match)
         os.unlink(full)
+        self.pending.changed(os.path.dirname(full))
         self._prune_parents(full)
 
     def trash(self, path: str, *, if_match: str | None = None) -> str:
@@ -401,6 +405,8 @@ class LocalRemote:
                 raise self._disk_error(path, exc) from exc
             shutil.copy2(full, dest)  # trash on another filesystem: copy, then remove
             os.unlink(full)
+        self.pending.wrote(str(dest))
+        self.pending.changed(os.path.dirname(full))
         self._prune_parents(full)
         return str(dest)
 
@@ -420,6 +426,7 @@ class LocalRemote:
             if exc.errno not in (errno.EXDEV, errno.EPERM, errno.EOPNOTSUPP, errno.EMLINK):
                 raise self._disk_error(path, exc) from exc
             shutil.copy2(full, dest)  # another filesystem, or no hard links there
+        self.pending.wrote(str(dest))
         return str(dest)
 
     def move(self, src: str, dst: str, *, if_match: str | None = None) -> Entry:
@@ -430,6 +437,8 @@ class LocalRemote:
         if os.path.lexists(full_dst):
             raise PreconditionFailed(dst, "already exists")
         os.rename(full_src, full_dst)
+        self.pending.wrote(full_dst)
+        self.pending.changed(os.path.dirname(full_src))
         self._prune_parents(full_src)
         return self.stat(dst)
 
@@ -502,8 +511,14 @@ class LocalRemote:
         command, user = self.scan
         return run_scans(command, user, paths)
 
+    def sync_writes(self) -> None:
+        """Make this remote's changes so far durable (the folders they made included).
+        :raises TransientError:"""
+        self.pending.sync()
+
     def close(self) -> None:
-        pass
+        with suppress(TransientError):  # best effort: the engine flushed before it recorded anything
+            self.sync_writes()
 
 
 def _sweep_stale_temp(item: os.DirEntry[str]) -> None:

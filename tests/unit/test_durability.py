@@ -1,0 +1,201 @@
+"""Durability by the batch (syncd.remotes.durability): local writes are not fsynced one by
+one; the engine makes a batch durable (one syncfs, or an fsync pass) before the index
+records it, and a flush that fails keeps what it covered noted."""
+
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from syncd.engine.sync import RunOptions, SyncSettings, run_sync
+from syncd.errors import TransientError
+from syncd.index.store import Store
+from syncd.models import ConflictPolicy, Mode, Outcome, Side
+from syncd.paths import Excludes
+from syncd.remotes import durability
+from syncd.remotes.base import Remote, SupportsSyncWrites
+from syncd.remotes.dirbucket import DirBucket
+from syncd.remotes.durability import PendingSync, flush, folders_up_to_tops, system_syncfs
+from syncd.remotes.local import LocalRemote
+
+
+class FlushLog:
+    """Stands for syncfs and fsync: notes the path of every descriptor it is asked to flush."""
+
+    def __init__(self) -> None:
+        self.paths: list[str] = []
+
+    def __call__(self, fd: int) -> None:
+        self.paths.append(os.readlink(f"/proc/self/fd/{fd}"))
+
+
+def put(remote: Remote, path: str, data: bytes) -> None:
+    remote.write(path, io.BytesIO(data), size=len(data), mtime_ns=1_700_000_000 * 10**9, create_only=True)
+
+
+@pytest.fixture
+def no_fsync(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """os.fsync replaced by a counter: what a write does on its own must not flush."""
+    calls: list[int] = []
+    monkeypatch.setattr(os, "fsync", calls.append)
+    return calls
+
+
+def test_folders_up_to_tops_climbs_to_the_top_and_no_further() -> None:
+    found = folders_up_to_tops(["/r/a/b", "/r/a", "/t/x", "/elsewhere/y"], ["/r", "/t"])
+    assert found == {"/r/a/b", "/r/a", "/r", "/t/x", "/t", "/elsewhere/y"}
+
+
+def test_syncfs_once_per_file_system(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    syncfs = FlushLog()
+    flush([], [str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "gone")], [str(tmp_path)], syncfs=syncfs)
+    assert len(syncfs.paths) == 1  # one file system: one flush, whatever the number of files
+    assert syncfs.paths[0] in {str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path)}
+
+
+def test_without_syncfs_every_file_then_every_folder_up_to_the_top_is_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "a" / "b").mkdir(parents=True)
+    (tmp_path / "a" / "b" / "f.txt").write_bytes(b"x")
+    fsynced = FlushLog()
+    monkeypatch.setattr(os, "fsync", fsynced)
+    files = [str(tmp_path / "a" / "b" / "f.txt"), str(tmp_path / "a" / "renamed-since.txt")]
+    flush(files, [str(tmp_path / "a" / "b")], [str(tmp_path)], syncfs=None)
+    assert fsynced.paths == [files[0], str(tmp_path / "a" / "b"), str(tmp_path / "a"), str(tmp_path)]
+
+
+@pytest.mark.skipif(system_syncfs() is None, reason="no syncfs(2) here")
+def test_the_system_syncfs_flushes_a_folder(tmp_path: Path) -> None:
+    syncfs = system_syncfs()
+    assert syncfs is not None
+    fd = os.open(tmp_path, os.O_RDONLY)
+    try:
+        syncfs(fd)
+    finally:
+        os.close(fd)
+    with pytest.raises(OSError):
+        syncfs(-1)
+
+
+def test_a_failed_flush_keeps_its_changes_for_the_next(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pending = PendingSync("files", [str(tmp_path)])
+    pending.wrote(str(tmp_path / "f.txt"))
+
+    def broken(_fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(durability, "system_syncfs", lambda: broken)
+    with pytest.raises(TransientError, match="cannot flush writes to the disk"):
+        pending.sync()
+    flushed = FlushLog()
+    monkeypatch.setattr(durability, "system_syncfs", lambda: flushed)
+    pending.sync()
+    assert flushed.paths == [str(tmp_path)]
+    pending.sync()  # nothing new: no flush
+    assert flushed.paths == [str(tmp_path)]
+
+
+@pytest.mark.parametrize("kind", ["local", "dir"])
+def test_a_write_is_not_fsynced_alone_and_sync_writes_flushes_it(
+    kind: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, no_fsync: list[int]
+) -> None:
+    remote: LocalRemote | DirBucket
+    if kind == "local":
+        remote = LocalRemote(tmp_path / "tree", trash_dir=tmp_path / "trash")
+        (tmp_path / "tree").mkdir()
+    else:
+        remote = DirBucket(tmp_path / "bucket")
+    assert isinstance(remote, SupportsSyncWrites)
+    flushed = FlushLog()
+    monkeypatch.setattr(durability, "system_syncfs", lambda: flushed)
+    for i in range(20):
+        put(remote, f"d{i % 3}/f{i}.txt", b"data %d" % i)
+    remote.move("d0/f0.txt", "moved.txt")
+    remote.delete("d1/f1.txt")
+    assert no_fsync == [] and flushed.paths == []
+    remote.sync_writes()
+    assert len(flushed.paths) == 1 and no_fsync == []  # one syncfs for 20 writes, a move and a delete
+    remote.sync_writes()
+    remote.close()
+    assert len(flushed.paths) == 1  # nothing changed since: nothing to flush
+
+
+def test_the_engine_flushes_each_batch_before_the_index_records_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Invariant 2 with durability by the batch: at every commit of the index, each remote
+    holds no change that is not flushed yet; 450 copies are flushed 3 times (batches of 200)."""
+    (tmp_path / "files").mkdir()
+    for i in range(450):
+        (tmp_path / "files" / f"f{i:03d}.txt").write_bytes(b"x" * i)
+    flushed = FlushLog()
+    monkeypatch.setattr(durability, "system_syncfs", lambda: flushed)
+    remotes: dict[Side, Any] = {
+        Side.A: LocalRemote(tmp_path / "files", trash_dir=tmp_path / "trash"),
+        Side.B: DirBucket(tmp_path / "bucket"),
+    }
+    store = Store.open(tmp_path / "index.db")
+    commits: list[bool] = []
+    real_commit = store.commit_actions
+
+    def checked_commit(*args: Any, **kwargs: Any) -> None:
+        commits.append(all(not r.pending._folders for r in remotes.values()))
+        real_commit(*args, **kwargs)
+
+    monkeypatch.setattr(store, "commit_actions", checked_commit)
+    settings = SyncSettings(
+        key="t/p",
+        excludes=Excludes(()),
+        policy=ConflictPolicy.KEEP_BOTH,
+        mode=Mode.TWO_WAY,
+        transfers=2,
+        max_delete_ratio=0.5,
+        trash_retention_days=30,
+        state_dir=tmp_path,
+    )
+    monkeypatch.setattr("syncd.engine.sync.BATCH_SECONDS", 1e9)  # batches by count only: 200, 200, 50
+    try:
+        report = run_sync(remotes, store, settings, RunOptions())
+    finally:
+        store.close()
+    assert report.outcome is Outcome.OK and report.done == {"copy": 450}
+    assert commits == [True, True, True]
+    assert len(flushed.paths) == 3
+
+
+def test_a_batch_whose_flush_fails_is_not_recorded(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "files").mkdir()
+    (tmp_path / "files" / "a.txt").write_bytes(b"alpha")
+
+    def broken(_fd: int) -> None:
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(durability, "system_syncfs", lambda: broken)
+    remotes: dict[Side, Any] = {
+        Side.A: LocalRemote(tmp_path / "files", trash_dir=tmp_path / "trash"),
+        Side.B: DirBucket(tmp_path / "bucket"),
+    }
+    store = Store.open(tmp_path / "index.db")
+    settings = SyncSettings(
+        key="t/p",
+        excludes=Excludes(()),
+        policy=ConflictPolicy.KEEP_BOTH,
+        mode=Mode.TWO_WAY,
+        transfers=1,
+        max_delete_ratio=0.5,
+        trash_retention_days=30,
+        state_dir=tmp_path,
+    )
+    try:
+        report = run_sync(remotes, store, settings, RunOptions())
+        assert report.outcome is Outcome.RETRY and "cannot flush writes to the disk" in report.message
+        assert store.load_bases() == {}
+    finally:
+        store.close()
