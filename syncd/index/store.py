@@ -241,6 +241,36 @@ def upgrade_sqlite(path: Path) -> None:
         raise FatalError(lines[-1] if lines else f"index {path}: schema upgrade failed (exit {done.returncode})")
 
 
+# A new index at head, kept in memory once this process made one: the next new index is a
+# copy of it (a page copy, ~1 ms) instead of a child process importing Alembic (~1 s of CPU):
+# a daemon that starts serving 1,000 new users makes 1 child, not 1,000.
+_EMPTY_INDEX: dict[str, sqlite3.Connection] = {}  # revision -> an empty index at it, in memory
+_EMPTY_INDEX_LOCK = threading.Lock()
+
+
+def _keep_empty_index(db: _Executor) -> None:
+    if not isinstance(db, _SqliteExecutor) or _revision(db) != HEAD_REVISION:
+        return
+    with _EMPTY_INDEX_LOCK:
+        if HEAD_REVISION not in _EMPTY_INDEX:
+            memory = sqlite3.connect(":memory:", check_same_thread=False)
+            db.conn.backup(memory)
+            _EMPTY_INDEX[HEAD_REVISION] = memory
+
+
+def _copy_empty_index(db: _Executor) -> bool:
+    """Make the new (empty) index ``db`` a copy of the kept one; False if none is kept yet."""
+    if not isinstance(db, _SqliteExecutor):
+        return False
+    with _EMPTY_INDEX_LOCK:
+        empty = _EMPTY_INDEX.get(HEAD_REVISION)
+        if empty is None:
+            return False
+        empty.backup(db.conn)
+    db.conn.execute("PRAGMA journal_mode=WAL")  # the copy's header is the in-memory source's
+    return _revision(db) == HEAD_REVISION
+
+
 def _sqlite_path(target: str | Path) -> Path | None:
     text = str(target)
     if text.startswith("sqlite:///"):
@@ -264,9 +294,12 @@ class Store:
         try:
             if path is not None:
                 path.parent.mkdir(parents=True, exist_ok=True)
+                new = not path.exists()
                 db: _Executor = _SqliteExecutor(path)
-                if _revision(db) != HEAD_REVISION:
+                if _revision(db) != HEAD_REVISION and not (new and _copy_empty_index(db)):
                     upgrade_sqlite(path)
+                    if new:
+                        _keep_empty_index(db)
             else:
                 db = _AlchemyExecutor(str(target))
                 if _revision(db) != HEAD_REVISION:

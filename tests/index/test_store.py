@@ -322,3 +322,33 @@ def test_a_process_is_told_from_a_later_one_with_its_pid() -> None:
     child = subprocess.Popen([sys.executable, "-c", "pass"])
     child.wait(60)
     assert process_alive(host, child.pid, None) is False
+
+
+def test_new_indexes_after_the_first_are_copies_made_without_a_child(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import sqlite3
+
+    from syncd.index import store as store_module
+
+    monkeypatch.setattr(store_module, "_EMPTY_INDEX", {})
+    Store.open(tmp_path / "first.db").close()  # made by Alembic (in a child, unless loaded here)
+    upgrades: list[Path] = []
+    monkeypatch.setattr(store_module, "upgrade_sqlite", upgrades.append)
+    second = Store.open(tmp_path / "second.db")
+    try:
+        assert upgrades == []  # a copy of the first: no Alembic, no child process
+        second.save_full_scans(["files"], 1.0)
+        assert second.side_scans()["files"].full_at == 1.0 and second.count_bases() == 0
+    finally:
+        second.close()
+
+    def schema(path: Path) -> tuple[list[tuple[str, str]], str, str]:
+        with sqlite3.connect(path) as conn:
+            tables = conn.execute("SELECT name, sql FROM sqlite_master ORDER BY name").fetchall()
+            (mode,) = conn.execute("PRAGMA journal_mode").fetchone()
+            (version,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+        return tables, mode, version
+
+    assert schema(tmp_path / "second.db") == schema(tmp_path / "first.db")
+    assert schema(tmp_path / "second.db")[1:] == ("wal", store_module.HEAD_REVISION)
