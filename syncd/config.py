@@ -61,6 +61,10 @@ class DaemonSection(_Strict, frozen=True):
         except ValueError as exc:
             raise ValueError(f"interval: {exc}") from None
         try:
+            parse_duration(self.full_scan_interval)
+        except ValueError as exc:
+            raise ValueError(f"full_scan_interval: {exc}") from None
+        try:
             parse_bwlimit(self.bwlimit)
         except ValueError as exc:
             raise ValueError(f"bwlimit: {exc}") from None

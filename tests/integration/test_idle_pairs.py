@@ -18,8 +18,10 @@ from typing import Any
 
 import pytest
 
+from syncd.config import load_config
 from syncd.engine.scans import MARKER, WatchState, scheduled_scan
 from syncd.engine.sync import RunOptions, SyncSettings, run_sync
+from syncd.errors import ConfigError
 from syncd.index.store import Store
 from syncd.models import ConflictPolicy, Mode, Outcome, Report, Side
 from syncd.paths import Excludes
@@ -195,3 +197,20 @@ def test_status_says_when_each_pair_was_last_fully_scanned(tmp_path: Path) -> No
     assert set(row["full_scans"]) == {"files", "bucket"} and row["full_scan_interval_s"] == 7200
     text = syncd(config, "status").stdout
     assert "  last full scan: " in text and "(every 2h" in text, text
+
+
+def test_full_scan_interval_and_sole_writer_are_config_keys(tmp_path: Path) -> None:
+    config = tmp_path / "c.toml"
+    pairs = (
+        '[users.alice]\nfiles = { type = "local", path = "a" }\nbucket = { type = "dir", path = "b" }\n'
+        'full_scan_interval = "30m"\nsole_writer = true\n'
+        '[users.bob]\nfiles = { type = "local", path = "c" }\nbucket = { type = "dir", path = "d" }\n'
+    )
+    config.write_text('[daemon]\nstate_dir = "state"\nfull_scan_interval = "2h"\n' + pairs)
+    alice, bob = load_config(config).pairs
+    assert (alice.full_scan_interval_s, alice.sole_writer) == (1800, True)
+    assert (bob.full_scan_interval_s, bob.sole_writer) == (7200, False)
+    assert SyncSettings.of(alice).sole_writer and SyncSettings.of(alice).full_scan_interval_s == 1800
+    config.write_text('[daemon]\nstate_dir = "state"\nfull_scan_interval = "often"\n' + pairs)
+    with pytest.raises(ConfigError, match=r"daemon\.full_scan_interval: 'often' is not a duration"):
+        load_config(config)
