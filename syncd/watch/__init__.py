@@ -180,9 +180,15 @@ class _Handler:
     """Turns one root's changes into dirty keys of its pair (runs on the inotify thread)."""
 
     def __init__(
-        self, watched: WatchedRoot, debouncer: Debouncer, ignored: Sequence[str], counter: Callable[[str], None]
+        self,
+        watched: WatchedRoot,
+        debouncer: Debouncer,
+        ignored: Sequence[str],
+        counter: Callable[[str], None],
+        broken: Callable[[WatchedRoot, str], None],
     ) -> None:
         self.watched = watched
+        self.broken = broken
         self.debouncer = debouncer
         self.ignored = tuple(ignored)
         self.counter = counter
@@ -210,6 +216,8 @@ class _Handler:
             self.debouncer.add(self.watched.pair.key, key)
 
     def lost(self, why: str) -> None:
+        """The tree is no longer watched whole (a folder it could not watch, its root gone)."""
+        self.broken(self.watched, why)
         self.debouncer.add_full(self.watched.pair.key, why)
 
     def _bucket_path(self, path: str, rel: str, kind: str) -> None:
@@ -266,6 +274,8 @@ class Watcher:
     def set_pairs(self, pairs: Sequence[PairConfig]) -> None:
         """(Re)build every watch for ``pairs`` (at start and on reload)."""
         with self.lock:
+            if self.inotify is not None:  # rebuilt: what changed meanwhile was not seen
+                self.lost_at.update(dict.fromkeys(self.watched, time.time()))
             self._stop_inotify()
             self.pairs = list(pairs)
             self.state, self.watched = {}, {}
@@ -293,7 +303,7 @@ class Watcher:
             if not root.root.is_dir():
                 log.warning("%s folder %s does not exist: not watched", root.side, root.root, extra={"pair": pair.key})
                 continue
-            handler = _Handler(root, self.debouncer, self.ignored, self.counter)
+            handler = _Handler(root, self.debouncer, self.ignored, self.counter, self._broken)
             try:
                 inotify.add_tree(str(root.root), handler.change, handler.lost, handler.skip)
             except OSError as exc:
@@ -316,6 +326,13 @@ class Watcher:
         )
         self.debouncer.add_full(pair.key, f"watch failed: {exc.strerror or exc}")
         return f"watch failed{advice}: full runs on schedule"
+
+    def _broken(self, root: WatchedRoot, why: str) -> None:
+        """``root`` is no longer watched whole: its side is not vouched for until a reload."""
+        key = root.pair.key
+        log.warning("%s no longer watched whole (%s): full runs on schedule", root.side, why, extra={"pair": key})
+        self.watched[key] = self.watched.get(key, frozenset()) - {root.side}
+        self.state[key] = f"{root.side} not watched whole ({why}): full runs on schedule"
 
     def _events_lost(self, message: str) -> None:
         log.warning("file events were lost (%s); full runs for every watched pair", message)

@@ -106,3 +106,20 @@ def test_one_thread_watches_every_pair(tmp_path: Path) -> None:
         assert fired[-1][:2] == ("u59/default", frozenset({"new/deeper/x.txt"}))
     finally:
         watcher.stop()
+
+
+def test_a_tree_no_longer_watched_whole_is_not_vouched_for(tmp_path: Path) -> None:
+    pairs = _pairs(tmp_path, 3)
+    fired: list[tuple[str, frozenset[str] | None, str]] = []
+    watcher = Watcher(lambda key, hints, why: fired.append((key, hints, why)), quiet_s=0.1)
+    watcher.start(pairs)
+    try:
+        (tmp_path / "u1" / "files").rename(tmp_path / "u1" / "moved-away")
+        wait_for(lambda: any(k == "u1/default" and h is None for k, h, _ in fired), 10, "a full run of u1")
+        assert watcher.watched["u1/default"] == frozenset({"bucket"})  # its files side: full runs from now on
+        assert "u1/default" in watcher.lost_at
+        assert watcher.watched["u0/default"] == frozenset({"files", "bucket"})
+        watcher.set_pairs(pairs)  # a rebuild (reload): every pair missed what changed meanwhile
+        assert {"u0/default", "u2/default"} <= set(watcher.lost_at)
+    finally:
+        watcher.stop()
