@@ -50,7 +50,7 @@ from syncd.control import (
     paused_since,
     result_to_json,
 )
-from syncd.display import printable
+from syncd.display import printable, size
 from syncd.errors import ConfigError, FatalError, ProtocolError, SyncdError
 from syncd.lock import pair_lock
 from syncd.metrics import Metrics
@@ -434,7 +434,7 @@ class Daemon:
 
     def _on_result(self, pair: PairConfig, result: RunResult, reason: str) -> None:
         done = ", ".join(f"{n} {k}" for k, n in sorted(result.done.items())) or "nothing to do"
-        line = f"{result.outcome.value}: {done}; {result.bytes_moved} bytes in {result.seconds}s"
+        line = f"{result.outcome.value}: {done}; {size(result.bytes_moved)} in {result.seconds:.2f}s"
         quiet = (Outcome.OK, Outcome.INTERRUPTED)
         level = logging.INFO if result.outcome in quiet else logging.WARNING
         log.log(level, "%s%s", line, f"; {result.message}" if result.message else "", extra=_pair_log(pair.key))

@@ -477,7 +477,10 @@ class _ActionEnds:
         report = self.ctx.report
         report.done[done.action.kind.value] += 1
         report.bytes_moved += done.bytes_moved
-        self.ctx.notify("done", {"action": done.action.describe(), "bytes": done.bytes_moved, "total": self.total})
+        action = done.action
+        self.ctx.notify(
+            "done", {"action": action.describe(), "path": action.path, "bytes": done.bytes_moved, "total": self.total}
+        )
 
     def failed(self, action: Action, exc: Exception) -> None:
         """Record the item error. :raises TransientError: the server is gone; the backoff
