@@ -5,6 +5,7 @@ with the same :class:`~syncd.index.store.Store` calls as ``syncd status``, ``log
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 from collections.abc import Sequence
@@ -120,6 +121,9 @@ def read_index(pair: PairConfig) -> _IndexState:
     state = _IndexState()
     if not pair.index_path.exists():
         return state
+    if not index_ready(pair):
+        state.problem = "the index is being created or upgraded; the next run shows it"
+        return state
     try:
         store = Store.open(pair.index_path)
         try:
@@ -155,6 +159,22 @@ def read_index(pair: PairConfig) -> _IndexState:
         if point is not None:
             state.points.append(point)
     return state
+
+
+def index_ready(pair: PairConfig) -> bool:
+    """The pair's index exists at the schema this syncd writes. The page only reads: it must
+    never be the one to create or migrate an index (:meth:`Store.open` would, in a child
+    process, for every pair the daemon has not prepared yet)."""
+    import sqlite3
+
+    from syncd.index.store import HEAD_REVISION
+
+    try:
+        with contextlib.closing(sqlite3.connect(f"{pair.index_path.as_uri()}?mode=ro", uri=True, timeout=2)) as db:
+            rows = db.execute("SELECT version_num FROM alembic_version").fetchall()
+    except sqlite3.Error:
+        return False
+    return [row[0] for row in rows] == [HEAD_REVISION]
 
 
 def pair_view(pair: PairConfig, live: dict[str, Any], index: _IndexState) -> PairView:
