@@ -32,6 +32,7 @@ from selenium.webdriver.common.by import By  # noqa: E402
 WAIT_S = 60.0  # a busy 2-core CI machine: generous, and every wait ends as soon as it can
 BOB_BWLIMIT = "32K"
 BIG_FILES, BIG_SIZE = 4, 48 * 1024  # 192 KiB at 32 KiB/s: a run of about 6 s
+CONFLICTED = "<i>both sides<i>.txt"  # new on both sides with different bytes: a conflict
 HOSTILE = "<img src=x onerror=\"document.title='pwned'\">\x01.txt"  # skipped: a control character
 
 
@@ -158,6 +159,8 @@ def test_the_dashboard_in_a_browser(world: World, browser: webdriver.Chrome, sho
     port = free_port()
     two_users(world, port)
     put_object(world.alice_bucket, HOSTILE)
+    (world.alice / CONFLICTED).write_text("the files side\n")
+    put_object(world.alice_bucket, CONFLICTED, b"the bucket side\n")
     daemon = world.daemon("--first-run-within", "0")
     daemon.wait_idle(WAIT_S)
     base = f"http://127.0.0.1:{port}"
@@ -169,6 +172,7 @@ def test_the_dashboard_in_a_browser(world: World, browser: webdriver.Chrome, sho
     until(browser, lambda: health_of(browser) == {"alice/default": "ok", "bob/default": "ok"}, "both pairs ok")
     shots(browser, "both-ok")
     hostile_name_is_text(browser)
+    conflicts_listed(browser)
     now_runs_and_the_history_grows(world, browser, shots)
     pause_and_resume(world, browser, shots)
     live_progress(world, browser, shots)
@@ -206,6 +210,15 @@ def hostile_name_is_text(browser: webdriver.Chrome) -> None:
     assert not browser.find_elements(By.CSS_SELECTOR, "#problems img")
     with pytest.raises(NoAlertPresentException):
         browser.switch_to.alert.text  # noqa: B018 (reading it is the check)
+
+
+def conflicts_listed(browser: webdriver.Chrome) -> None:
+    """The conflict of the first run is listed, its name as text, and counted on its pair's row."""
+    listed = browser.find_element(By.CSS_SELECTOR, "#conflicts").text
+    assert CONFLICTED in listed and "conflicted copy" in listed, listed
+    assert not browser.find_elements(By.CSS_SELECTOR, "#conflicts i")
+    row = row_button(browser, "alice/default", "td:nth-child(7)")
+    assert row.text == "1"
 
 
 def now_runs_and_the_history_grows(world: World, browser: webdriver.Chrome, shots: Any) -> None:
