@@ -125,6 +125,7 @@ class _Requests(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "syncd"
     sys_version = ""
+    timeout = 30  # seconds a client may take to send its request: a stalled one frees its thread
 
     # -- plumbing ------------------------------------------------------------------------
 
