@@ -81,6 +81,6 @@ def test_a_killed_run_is_not_shown_as_running(big_pair: Path, copying: subproces
     assert copying.wait(60) == -signal.SIGKILL
     status = syncd(big_pair, "status")
     assert status.returncode == 0, status.stderr
-    assert status.stdout.startswith("alice/default: died, last run "), status.stdout
+    assert status.stdout.splitlines()[1].startswith("alice/default: died, last run "), status.stdout
     assert f"its process (pid {copying.pid}) ended without finishing the run" in status.stdout
     assert json.loads(syncd(big_pair, "status", "--json").stdout)[0]["state"] == "died"
