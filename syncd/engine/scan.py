@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Container, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -33,11 +33,12 @@ class Snapshot:
 def list_side(remote: Remote, side: Side, excluded: Callable[[str], bool], bases: Mapping[str, Base]) -> Snapshot:
     """List ``remote`` completely. Unsafe names are kept aside with the reason (they are
     reported, never written anywhere); the files of a folder the remote could not read are
-    taken from the index as they were (see :class:`SupportsListingNotes`).
+    taken from the index as they were (see :class:`SupportsListingNotes`). ``bases`` holds no
+    excluded path (their names are taken as checked: see :func:`_snapshot`).
 
     :raises SyncdError: from the remote, unchanged.
     """
-    snap = _snapshot(remote.list(), side, excluded)
+    snap = _snapshot(remote.list(), side, excluded, known=bases)
     _take_notes(remote, snap, bases)
     return snap
 
@@ -69,7 +70,7 @@ def list_side_by_tree(
     were at the last sync. :returns: the snapshot and the folder etags to keep if the run
     ends clean."""
     tree = remote.list_changed(known_folder_etags)
-    snap = _snapshot(tree.entries, side, excluded)
+    snap = _snapshot(tree.entries, side, excluded, known=bases)
     unchanged = set(tree.unchanged)
     if unchanged:
         for path, base in bases.items():
@@ -97,11 +98,22 @@ def _under_any(path: str, folders: set[str]) -> bool:
 
 
 def _snapshot(
-    entries: Iterable[Entry], side: Side, excluded: Callable[[str], bool], into: Snapshot | None = None
+    entries: Iterable[Entry],
+    side: Side,
+    excluded: Callable[[str], bool],
+    into: Snapshot | None = None,
+    known: Container[str] = (),
 ) -> Snapshot:
+    """``entries`` that are safe and not excluded, into a snapshot. A path in ``known`` (the
+    bases, already filtered by the excludes; a base's name was checked before it was first
+    synced) is taken as it is: an unchanged tree costs no name check per file."""
     snap = into if into is not None else Snapshot(side)
+    taken = snap.entries
     for entry in entries:
         path = entry.path
+        if path in known:
+            taken[path] = entry
+            continue
         if excluded(path):
             continue
         try:
@@ -109,7 +121,7 @@ def _snapshot(
         except UnsafePath as exc:
             snap.skipped[printable(path)] = f"unsafe name on {side.value}: {exc.message}"
             continue
-        snap.entries[path] = entry
+        taken[path] = entry
     return snap
 
 
@@ -130,10 +142,10 @@ def stat_paths(
     known_folders = {p.rpartition("/")[0] for p in bases}
     for hint in sorted(set(hints)):
         try:
-            _snapshot([remote.stat(hint)], side, excluded, into=snap)
+            _snapshot([remote.stat(hint)], side, excluded, into=snap, known=bases)
         except ItemError:
             if _may_be_folder(remote, hint, known_folders):
-                _snapshot(remote.list(hint.rstrip("/") + "/"), side, excluded, into=snap)
+                _snapshot(remote.list(hint.rstrip("/") + "/"), side, excluded, into=snap, known=bases)
                 _take_notes(remote, snap, {p: b for p, b in bases.items() if p.startswith(hint.rstrip("/") + "/")})
     return snap
 
@@ -157,7 +169,7 @@ def paths_needing_hash(
     hashed (to spare a conflict copy) besides rename candidates; a copy establishes the others'.
     """
     side_a = snap.side is Side.A
-    gone_sizes = {b.size for p, b in bases.items() if p not in snap.entries}
+    gone_sizes = {bases[p].size for p in bases.keys() - snap.entries.keys()}  # set difference: no loop over the index
     needed = []
     for path, entry in snap.entries.items():
         if entry.content_hash is not None:
