@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import socket
+import sqlite3
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -45,6 +46,7 @@ class FakeDaemon:
 
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[str, FakeDaemon]]:
+    """The dashboard of alice's pair, served on 127.0.0.1 with :class:`FakeDaemon` behind it."""
     config = tmp_path / "syncd.toml"
     config.write_text(
         '[daemon]\nstate_dir = "state"\n[users.alice]\n'
@@ -155,3 +157,17 @@ def test_a_script_uses_the_token_as_a_bearer(served: tuple[str, FakeDaemon]) -> 
     wrong = {"Authorization": "Bearer nope-0123456789abcdef"}
     assert requests.post(base + "/action", data={"op": "resume"}, headers=wrong, timeout=10).status_code == 401
     assert fake.paused == {"alice/default"}
+
+
+def test_the_page_never_creates_or_migrates_an_index(served: tuple[str, FakeDaemon], tmp_path: Path) -> None:
+    """An index the daemon has not prepared yet (no schema) is shown as such and left alone:
+    migrating is the daemon's job, under the pair's lock."""
+    base, _fake = served
+    index = tmp_path / "state" / "alice" / "default" / "index.db"
+    index.parent.mkdir(parents=True)
+    sqlite3.connect(index).close()  # an empty database: no schema yet
+    browser, _csrf = log_in(base)
+    page = browser.get(base + "/", timeout=10)
+    assert page.status_code == 200 and "being created or upgraded" in page.text
+    with sqlite3.connect(index) as db:
+        assert db.execute("SELECT name FROM sqlite_master").fetchall() == []

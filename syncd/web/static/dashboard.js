@@ -38,6 +38,7 @@
     try {
       const answer = await fetch(url, { credentials: "same-origin", cache: "no-store" });
       if (answer.ok) update(await answer.json());
+      else if (answer.status === 401) window.location.reload(); // the daemon restarted: sessions are gone
     } catch (e) {
       // the daemon restarts or the network hiccups: try again at the next tick
     }
