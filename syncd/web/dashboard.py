@@ -7,20 +7,35 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import datetime, tzinfo
-from typing import Any
+from datetime import date, datetime, timedelta, tzinfo
+from typing import TYPE_CHECKING, Any
 
 from syncd.config import PairConfig
 from syncd.web import plots
-from syncd.web.history import DayTotal, RunPoint, merged, per_day, per_run, run_point
+from syncd.web.history import (
+    DayTotal,
+    RunPoint,
+    add_to_days,
+    day_window,
+    merged,
+    per_run,
+    run_point,
+    runs_to_count,
+    sum_days,
+)
+
+if TYPE_CHECKING:
+    from syncd.index.store import RunInfo, Store
 
 log = logging.getLogger("syncd.web")
 
-RUNS_READ = 200  # per pair: enough for the per-run charts and DAYS days of a 5-minute interval... mostly
 RUNS_CHARTED = 30
+RUNS_STEP = 100  # runs a page reads of each pair once its day totals are known...
+RUNS_FIRST_READ = 5000  # ...and at most at the first page: 14 days of a 5-minute interval, and watcher runs
 DAYS = 14
 ERRORS_SHOWN = 20
 SKIPPED_SHOWN = 100
@@ -100,7 +115,8 @@ class Page:
 
 @dataclass(slots=True)
 class _IndexState:
-    points: list[RunPoint] = field(default_factory=list)
+    points: list[RunPoint] = field(default_factory=list)  # the newest finished runs, newest first
+    days: dict[date, DayTotal] = field(default_factory=dict)
     last_outcome: str | None = None
     last_started: float | None = None
     last_message: str = ""
@@ -112,7 +128,55 @@ class _IndexState:
     problem: str = ""
 
 
-def read_index(pair: PairConfig) -> _IndexState:
+class DayBooks:
+    """Each pair's totals per day, kept from one page to the next, so that a page reads only
+    the runs that are new since the one before (the first page reads at most
+    :data:`RUNS_FIRST_READ` runs of each pair: a pair with more in :data:`DAYS` days shows
+    less on its oldest days). Small: a few numbers per pair and day."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._books: dict[str, _Book] = {}
+
+    def read(self, key: str, store: Store, *, now: float, tz: tzinfo) -> tuple[list[RunInfo], dict[date, DayTotal]]:
+        """The pair's newest runs (at least :data:`RUNS_CHARTED` when it has them, newest
+        first) and its day totals, updated with the runs finished since the last call."""
+        with self._lock:
+            book = self._books.setdefault(key, _Book())
+            if book.upto and (newest := store.runs(1)) and newest[0].id < book.upto:
+                book = self._books[key] = _Book()  # a new index (deleted, or moved by a reload): count anew
+            limit = RUNS_STEP if book.upto else RUNS_FIRST_READ
+            while True:  # read back far enough to reach the last run counted
+                runs = store.runs(limit)
+                if len(runs) < limit or limit >= RUNS_FIRST_READ or runs[-1].id <= book.upto:
+                    break
+                limit = min(limit * 8, RUNS_FIRST_READ)
+            ids, book.upto = runs_to_count([(r.id, r.ended_at is not None) for r in runs], book.upto)
+            chosen = set(ids)
+            points = [p for r in runs if r.id in chosen and (p := _point(key, r)) is not None]
+            oldest = datetime.fromtimestamp(now, tz).date() - timedelta(days=DAYS)
+            book.days = {d: t for d, t in add_to_days(book.days, points, tz).items() if d > oldest}
+            return runs, dict(book.days)
+
+
+@dataclass(slots=True)
+class _Book:
+    upto: int = 0  # every run of the pair with an id up to this is counted (or never will be)
+    days: dict[date, DayTotal] = field(default_factory=dict)
+
+
+def _point(key: str, run: RunInfo) -> RunPoint | None:
+    return run_point(
+        key,
+        started_at=run.started_at,
+        ended_at=run.ended_at,
+        counts=run.counts,
+        bytes_moved=run.bytes_moved,
+        outcome=run.outcome,
+    )
+
+
+def read_index(pair: PairConfig, books: DayBooks, *, now: float, tz: tzinfo) -> _IndexState:
     """What ``pair``'s index holds, as ``status`` reads it; empty before its first run. An
     index that cannot be read is a ``problem`` shown on the page, never an error of the page."""
     from syncd.errors import SyncdError
@@ -127,7 +191,7 @@ def read_index(pair: PairConfig) -> _IndexState:
     try:
         store = Store.open(pair.index_path)
         try:
-            runs = store.runs(RUNS_READ)
+            runs, state.days = books.read(pair.key, store, now=now, tz=tz)
             state.errors = [(e.path, e.error) for e in store.item_errors()]
             state.files = store.count_bases()
             state.skipped_count = store.count_skipped()
@@ -147,17 +211,7 @@ def read_index(pair: PairConfig) -> _IndexState:
     if runs:
         last = runs[0]
         state.last_outcome, state.last_started, state.last_message = last.outcome, last.started_at, last.message
-    for run in runs:
-        point = run_point(
-            pair.key,
-            started_at=run.started_at,
-            ended_at=run.ended_at,
-            counts=run.counts,
-            bytes_moved=run.bytes_moved,
-            outcome=run.outcome,
-        )
-        if point is not None:
-            state.points.append(point)
+    state.points = [p for r in runs[:RUNS_CHARTED] if (p := _point(pair.key, r)) is not None]
     return state
 
 
@@ -241,22 +295,24 @@ def day_charts(days: Sequence[DayTotal]) -> list[str]:
     ]
 
 
-def build_page(status: dict[str, Any], pairs: Sequence[PairConfig], *, now: float | None = None) -> Page:
+def build_page(
+    status: dict[str, Any], pairs: Sequence[PairConfig], books: DayBooks, *, now: float | None = None
+) -> Page:
     """The whole page: ``status`` is the daemon's ``status`` result (``{"daemon", "pairs"}``)."""
     now = time.time() if now is None else now
     tz = local_zone()
     rows = {str(row.get("pair")): row for row in status.get("pairs", []) if isinstance(row, dict)}
-    views, points, conflicts = [], [], []
+    views, points, days, conflicts = [], [], [], []
     for pair in pairs:
-        index = read_index(pair)
+        index = read_index(pair, books, now=now, tz=tz)
         views.append(pair_view(pair, rows.get(pair.key, {}), index))
         points.append(index.points)
+        days.append(index.days)
         conflicts += index.conflicts
-    everything = merged(points)
     return Page(
         pairs=views,
-        day_charts=day_charts(per_day(everything, days=DAYS, now=now, tz=tz)),
-        recent=everything[::-1][:RECENT_RUNS_SHOWN],
+        day_charts=day_charts(day_window(sum_days(days), days=DAYS, now=now, tz=tz)),
+        recent=merged(points)[::-1][:RECENT_RUNS_SHOWN],
         conflicts=sorted(conflicts, key=lambda c: c.at, reverse=True)[:CONFLICTS_SHOWN],
         daemon=dict(status.get("daemon") or {}),
         generated_at=now,

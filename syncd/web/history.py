@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
 
@@ -49,21 +49,61 @@ def per_run(points: Iterable[RunPoint], limit: int) -> list[RunPoint]:
     return newest[::-1]
 
 
-def per_day(points: Iterable[RunPoint], *, days: int, now: float, tz: tzinfo) -> list[DayTotal]:
-    """Totals of each of the last ``days`` calendar days in ``tz`` (today last), a day with
-    no run included as zeros so that a gap shows as a gap. A run counts on the day it started."""
-    today = datetime.fromtimestamp(now, tz).date()
-    first = today - timedelta(days=max(1, days) - 1)
-    sums: dict[date, list[float]] = {first + timedelta(days=i): [0, 0, 0, 0.0] for i in range(max(1, days))}
+def runs_to_count(runs: Iterable[tuple[int, bool]], upto: int) -> tuple[list[int], int]:
+    """Which runs (``(id, finished)``) newer than ``upto`` to add to a pair's day totals now, and
+    the new ``upto`` (every run at or below it is counted or never will be). A pair runs once at
+    a time, so only its newest run may still be going: it waits, ``upto`` stops below it; an
+    older unfinished run died (its process was killed) and is never counted."""
+    new = sorted((run_id, done) for run_id, done in runs if run_id > upto)
+    if not new:
+        return [], upto
+    newest, newest_done = new[-1]
+    if newest_done:
+        return [run_id for run_id, done in new if done], newest
+    return [run_id for run_id, done in new[:-1] if done], max(upto, newest - 1)
+
+
+def add_to_days(days: Mapping[date, DayTotal], points: Iterable[RunPoint], tz: tzinfo) -> dict[date, DayTotal]:
+    """``days`` with ``points`` added, each on the calendar day (in ``tz``) it started."""
+    out = dict(days)
     for point in points:
         day = datetime.fromtimestamp(point.started_at, tz).date()
-        if day in sums:
-            total = sums[day]
-            total[0] += 1
-            total[1] += point.files
-            total[2] += point.bytes_moved
-            total[3] += point.seconds
-    return [DayTotal(day, int(s[0]), int(s[1]), int(s[2]), s[3]) for day, s in sorted(sums.items())]
+        was = out.get(day, DayTotal(day, 0, 0, 0, 0.0))
+        out[day] = DayTotal(
+            day, was.runs + 1, was.files + point.files, was.bytes_moved + point.bytes_moved, was.seconds + point.seconds
+        )
+    return out
+
+
+def sum_days(books: Iterable[Mapping[date, DayTotal]]) -> dict[date, DayTotal]:
+    """Several pairs' day totals as one."""
+    out: dict[date, DayTotal] = {}
+    for book in books:
+        for day, total in book.items():
+            was = out.get(day, DayTotal(day, 0, 0, 0, 0.0))
+            out[day] = DayTotal(
+                day,
+                was.runs + total.runs,
+                was.files + total.files,
+                was.bytes_moved + total.bytes_moved,
+                was.seconds + total.seconds,
+            )
+    return out
+
+
+def day_window(totals: Mapping[date, DayTotal], *, days: int, now: float, tz: tzinfo) -> list[DayTotal]:
+    """The last ``days`` calendar days in ``tz`` (today last), a day with no run as zeros so
+    that a gap shows as a gap."""
+    today = datetime.fromtimestamp(now, tz).date()
+    count = max(1, days)
+    window = [today - timedelta(days=count - 1 - i) for i in range(count)]
+    return [totals.get(day, DayTotal(day, 0, 0, 0, 0.0)) for day in window]
+
+
+def per_day(points: Iterable[RunPoint], *, days: int, now: float, tz: tzinfo) -> list[DayTotal]:
+    """Totals of each of the last ``days`` calendar days in ``tz`` (today last), zeros for a day
+    with no run. A run counts on the day it started."""
+    return day_window(add_to_days({}, points, tz), days=days, now=now, tz=tz)
 
 
 def merged(groups: Iterable[Sequence[RunPoint]]) -> list[RunPoint]:

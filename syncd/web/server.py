@@ -40,7 +40,7 @@ from syncd.display import printable
 from syncd.errors import FatalError, ProtocolError
 from syncd.web import plots
 from syncd.web.access import COOKIE, Session, Sessions, load_token
-from syncd.web.dashboard import build_page, live_json
+from syncd.web.dashboard import DayBooks, build_page, live_json
 
 log = logging.getLogger("syncd.web")
 
@@ -63,6 +63,7 @@ class Dashboard:
         self.handler = handler
         self.pairs = pairs
         self.sessions = sessions
+        self.books = DayBooks()
         self._templates: Any = None
         self._lock = threading.Lock()
 
@@ -70,7 +71,7 @@ class Dashboard:
         return self.handler(Request("status"), _ignore)
 
     def render(self, session: Session | None) -> str:
-        page = build_page(self.status(), self.pairs())
+        page = build_page(self.status(), self.pairs(), self.books)
         flash: list[str] = []
         if session is not None:
             flash, session.flash[:] = list(session.flash), []

@@ -4,8 +4,20 @@ from __future__ import annotations
 
 from datetime import UTC, date, datetime, timedelta, timezone
 
-from syncd.web.dashboard import Health, health, live_key
-from syncd.web.history import RunPoint, merged, per_day, per_run, run_point
+from syncd.index.store import RunInfo
+from syncd.web.dashboard import RUNS_FIRST_READ, RUNS_STEP, DayBooks, Health, health, live_key
+from syncd.web.history import (
+    DayTotal,
+    RunPoint,
+    add_to_days,
+    day_window,
+    merged,
+    per_day,
+    per_run,
+    run_point,
+    runs_to_count,
+    sum_days,
+)
 
 
 def at(day: int, hour: int, minute: int = 0, tz: timezone = UTC) -> float:
@@ -83,3 +95,82 @@ def test_live_key_changes_with_what_the_page_shows_but_not_with_progress() -> No
     assert live_key(busy) == live_key(further)
     assert len({live_key(idle), live_key(busy), live_key({**idle, "paused": True})}) == 3
     assert live_key(idle) != live_key({**idle, "last": {"finished_at": 11.0}})
+
+
+def test_runs_to_count_waits_for_the_newest_and_drops_dead_runs() -> None:
+    assert runs_to_count([], 0) == ([], 0)
+    assert runs_to_count([(3, True), (1, True), (2, True)], 0) == ([1, 2, 3], 3)
+    assert runs_to_count([(1, True), (2, True), (3, False)], 0) == ([1, 2], 2)  # 3 still runs: it waits
+    assert runs_to_count([(1, True), (2, True), (3, True)], 2) == ([3], 3)  # counted once
+    assert runs_to_count([(1, False), (2, True)], 0) == ([2], 2)  # 1 died: never counted
+    assert runs_to_count([(5, False)], 5) == ([], 5)
+    assert runs_to_count([(6, False)], 5) == ([], 5)
+
+
+def test_day_totals_add_up_across_reads_and_pairs() -> None:
+    first = add_to_days({}, [point("a/x", at(10, 9), files=2, size=10)], UTC)
+    both = add_to_days(first, [point("a/x", at(10, 10), files=1, size=5), point("a/x", at(11, 1))], UTC)
+    assert first == {date(2024, 5, 10): DayTotal(date(2024, 5, 10), 1, 2, 10, 2.0)}  # not changed in place
+    other = add_to_days({}, [point("b/y", at(11, 2), files=7, size=70)], UTC)
+    total = sum_days([both, other])
+    assert total[date(2024, 5, 10)] == DayTotal(date(2024, 5, 10), 2, 3, 15, 4.0)
+    assert total[date(2024, 5, 11)] == DayTotal(date(2024, 5, 11), 2, 8, 80, 4.0)
+    window = day_window(total, days=3, now=at(12, 8), tz=UTC)
+    assert [(d.day.day, d.runs) for d in window] == [(10, 2), (11, 2), (12, 0)]
+
+
+class FakeStore:
+    """The one Store call DayBooks makes: ``runs(limit)``, newest first."""
+
+    def __init__(self) -> None:
+        self.rows: list[RunInfo] = []
+        self.reads: list[int] = []
+
+    def add(self, started: float, *, files: int = 1, finished: bool = True) -> None:
+        ended = started + 1.0 if finished else None
+        self.rows.append(
+            RunInfo(len(self.rows) + 1, started, ended, "ok" if finished else "running", {"copy": files}, 0, 0, "")
+        )
+
+    def finish_last(self) -> None:
+        last = self.rows[-1]
+        self.rows[-1] = RunInfo(last.id, last.started_at, last.started_at + 1.0, "ok", last.counts, 0, 0, "")
+
+    def runs(self, limit: int = 10) -> list[RunInfo]:
+        self.reads.append(limit)
+        return self.rows[::-1][:limit]
+
+
+def files_on(books: DayBooks, store: FakeStore, now: float) -> dict[int, int]:
+    _runs, days = books.read("a/x", store, now=now, tz=UTC)  # type: ignore[arg-type]
+    return {day.day: total.files for day, total in days.items()}
+
+
+def test_day_books_read_only_what_is_new_and_count_each_run_once() -> None:
+    store, books, now = FakeStore(), DayBooks(), at(12, 12)
+    for hour in range(10):
+        store.add(at(11, hour), files=2)
+    assert files_on(books, store, now) == {11: 20}
+    assert store.reads == [RUNS_FIRST_READ]
+    store.add(at(12, 9), files=3)
+    store.add(at(12, 10), files=1, finished=False)  # still running
+    assert files_on(books, store, now) == {11: 20, 12: 3}
+    assert store.reads[-1] == RUNS_STEP  # from now on only the newest runs are read
+    assert files_on(books, store, now) == {11: 20, 12: 3}  # nothing counted twice
+    store.finish_last()
+    assert files_on(books, store, now) == {11: 20, 12: 4}  # counted once it ended
+    for minute in range(RUNS_STEP + 50):  # more new runs than one step: it reads further back
+        store.add(at(12, 11) + minute)
+    assert files_on(books, store, now) == {11: 20, 12: 4 + RUNS_STEP + 50}
+    old_days = files_on(books, store, at(12, 12) + 13 * 86400)
+    assert old_days == {12: 4 + RUNS_STEP + 50}  # days out of the window are forgotten
+
+
+def test_day_books_start_over_on_a_new_index() -> None:
+    books, store = DayBooks(), FakeStore()
+    for hour in range(5):
+        store.add(at(11, hour))
+    assert files_on(books, store, at(12, 0)) == {11: 5}
+    fresh = FakeStore()  # the index was deleted: ids start again at 1
+    fresh.add(at(11, 20), files=4)
+    assert files_on(books, fresh, at(12, 0)) == {11: 4}
