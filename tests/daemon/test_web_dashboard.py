@@ -244,6 +244,13 @@ def pause_and_resume(world: World, browser: webdriver.Chrome, shots: Any) -> Non
     row_button(browser, "alice/default", "button.resume").click()
     until(browser, lambda: health(browser, "alice/default") in ("ok", "running", "queued"), "alice resumed")
     assert not daemon_paused(world, "alice")
+    browser.find_element(By.ID, "all-pause").click()  # the buttons for every pair
+    until(browser, lambda: set(health_of(browser).values()) == {"paused"}, "every pair paused")
+    assert daemon_paused(world, "alice") and daemon_paused(world, "bob")
+    browser.find_element(By.ID, "all-resume").click()
+    until(browser, lambda: "paused" not in health_of(browser).values(), "every pair resumed")
+    assert not daemon_paused(world, "alice") and not daemon_paused(world, "bob")
+    until(browser, lambda: set(health_of(browser).values()) == {"ok"}, "the resumed pairs' runs to end")
 
 
 def phase_of(chrome: webdriver.Chrome, pair: str) -> str:
