@@ -44,7 +44,8 @@ from syncd.remotes.nextcloud_scan import nextcloud_user, run_scans
 from syncd.remotes.settings import OpenContext, RemoteSettings
 from syncd.times import NS_MAX, NS_MIN, clamp_ns
 
-STALE_TEMP_S = 3600.0  # a write in flight touches its temp file far more often than this
+STALE_TEMP_S = 3600.0
+_O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)  # a write in flight touches its temp file far more often than this
 
 
 class Settings(RemoteSettings, frozen=True):
@@ -166,6 +167,7 @@ class LocalRemote:
         self._sweep_own_temp = sweep_own_temp and temp_prefix != TEMP_PREFIX
         self.listing_notes = ListingNotes()
         self.pending = PendingSync(label, (str(self.root), str(trash_dir)))  # changes not yet flushed to the disk
+        self._unnamed_files = bool(_O_TMPFILE) and os.path.isdir("/proc/self/fd")  # see _write_unnamed
         self.scan: tuple[list[str], str] | None = None  # Nextcloud data-dir mode: (command, user)
         self.capabilities = Capabilities(
             mtime_precision_ns=1,
@@ -329,25 +331,68 @@ class LocalRemote:
     ) -> Entry:
         full = self._abs(path, create_parents=True)
         folder = os.path.dirname(full)
-        tmp = os.path.join(folder, self._temp_prefix + secrets.token_hex(6))
-        try:
-            digest = self._write_tmp(path, tmp, data, size, content_hash)
-            os.utime(tmp, ns=(mtime_ns, mtime_ns))
-            self._commit(path, tmp, full, if_match=if_match, create_only=create_only)
-        except BaseException:
-            _unlink_quietly(tmp)
-            raise
+        digest = self._write_unnamed(path, full, data, size, mtime_ns, content_hash) if create_only else None
+        if digest is None:
+            tmp = os.path.join(folder, self._temp_prefix + secrets.token_hex(6))
+            try:
+                digest = self._write_tmp(path, tmp, data, size, content_hash)
+                os.utime(tmp, ns=(mtime_ns, mtime_ns))
+                self._commit(path, tmp, full, if_match=if_match, create_only=create_only)
+            except BaseException:
+                _unlink_quietly(tmp)
+                raise
         self.pending.wrote(full)
         return _entry(path, os.lstat(full), digest)
 
+    def _write_unnamed(
+        self, path: str, full: str, data: BinaryIO, size: int, mtime_ns: int, content_hash: str | None
+    ) -> str | None:
+        """Create-only with no temp name (Linux): the bytes go to an unnamed file in the target
+        folder (O_TMPFILE), which one link names once they are verified: one change of the
+        folder instead of three (create, link, unlink), and a write that dies leaves nothing.
+
+        :returns: the SHA-256, or None (nothing read) where the file system has no unnamed files.
+        :raises PreconditionFailed: ``full`` exists.
+        """
+        if not self._unnamed_files:
+            return None
+        try:
+            fd = os.open(os.path.dirname(full), os.O_WRONLY | _O_TMPFILE, 0o644)
+        except OSError as exc:
+            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
+                raise self._disk_error(path, exc) from exc
+            self._unnamed_files = False  # not on this file system: temp names from now on
+            return None
+        try:
+            digest = self._fill(path, fd, data, size, content_hash)
+            os.utime(fd, ns=(mtime_ns, mtime_ns))
+            # linkat(AT_SYMLINK_FOLLOW) names the unnamed file; fails if full exists. A dir fd makes
+            # os.link call linkat, not link(2), which would not follow /proc's link (an absolute
+            # source ignores it).
+            os.link(f"/proc/self/fd/{fd}", full, src_dir_fd=fd, follow_symlinks=True)
+        except FileExistsError:
+            raise PreconditionFailed(path, "already exists") from None
+        except OSError as exc:
+            raise self._disk_error(path, exc) from exc
+        finally:
+            os.close(fd)
+        return digest
+
     def _write_tmp(self, path: str, tmp: str, data: BinaryIO, size: int, content_hash: str | None) -> str:
-        digest = hashlib.sha256()
-        written = 0
         try:
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o644)
         except OSError as exc:
             raise self._disk_error(path, exc) from exc
-        with os.fdopen(fd, "wb") as out:
+        try:
+            return self._fill(path, fd, data, size, content_hash)
+        finally:
+            os.close(fd)
+
+    def _fill(self, path: str, fd: int, data: BinaryIO, size: int, content_hash: str | None) -> str:
+        """Write ``size`` bytes of ``data`` to ``fd`` and check them. :returns: their SHA-256."""
+        digest = hashlib.sha256()
+        written = 0
+        with os.fdopen(fd, "wb", closefd=False) as out:
             try:
                 while chunk := data.read(CHUNK):
                     written += len(chunk)

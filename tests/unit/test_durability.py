@@ -4,6 +4,7 @@ records it, and a flush that fails keeps what it covered noted."""
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 from pathlib import Path
@@ -12,7 +13,7 @@ from typing import Any
 import pytest
 
 from syncd.engine.sync import RunOptions, SyncSettings, run_sync
-from syncd.errors import TransientError
+from syncd.errors import PreconditionFailed, TransientError
 from syncd.index.store import Store
 from syncd.models import ConflictPolicy, Mode, Outcome, Side
 from syncd.paths import Excludes
@@ -199,3 +200,36 @@ def test_a_batch_whose_flush_fails_is_not_recorded(tmp_path: Path, monkeypatch: 
         assert store.load_bases() == {}
     finally:
         store.close()
+
+
+def test_a_create_only_write_names_an_unnamed_file_once_and_falls_back_to_a_temp_name(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Linux: create-only goes through O_TMPFILE and one link (no temp name, no unlink); where
+    the file system refuses unnamed files, through a temp name as before; both refuse to
+    replace an existing file."""
+    remote = LocalRemote(tmp_path, trash_dir=tmp_path / "trash")
+    links: list[str] = []
+    real_link, real_open = os.link, os.open
+    monkeypatch.setattr(os, "link", lambda src, dst, **kw: (links.append(str(src)), real_link(src, dst, **kw))[1])
+    put(remote, "d/a.txt", b"alpha")
+    if remote._unnamed_files:
+        assert len(links) == 1 and links[0].startswith("/proc/self/fd/")
+    with pytest.raises(PreconditionFailed):
+        put(remote, "d/a.txt", b"other")
+
+    def no_unnamed(file: str, flags: int, mode: int = 0o777, **kw: Any) -> int:
+        if flags & getattr(os, "O_TMPFILE", 0) == getattr(os, "O_TMPFILE", -1):
+            raise OSError(errno.EOPNOTSUPP, "not here")
+        return real_open(file, flags, mode, **kw)
+
+    monkeypatch.setattr(os, "open", no_unnamed)
+    links.clear()
+    put(remote, "d/b.txt", b"beta")
+    assert remote._unnamed_files is False
+    assert len(links) == 1 and os.path.basename(links[0]).startswith(".syncd-tmp-")
+    with pytest.raises(PreconditionFailed):
+        put(remote, "d/b.txt", b"other")
+    assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["a.txt", "b.txt"]
+    assert (tmp_path / "d" / "a.txt").read_bytes() == b"alpha"
+    assert (tmp_path / "d" / "a.txt").stat().st_mtime_ns == 1_700_000_000 * 10**9
