@@ -222,7 +222,7 @@ class Daemon:
         if self.config.daemon.web is not None:  # the dashboard: started and stopped with the daemon
             from syncd.web.server import start_dashboard
 
-            self.web = start_dashboard(self.config.daemon, self._handle, lambda: self.pairs)
+            self.web = start_dashboard(self.config.daemon, self._handle, lambda: self.pairs, only=self.options.only)
         keys = {p.key for p in self.pairs}
         paused = self._keep_pauses(self.pairs)
         self.scheduler.set_pairs(self.pairs, paused=paused, soon=keys - paused)

@@ -354,11 +354,16 @@ def _ago(stamp: float | None, now: float | None = None) -> str:
 
 
 def start_dashboard(
-    daemon: DaemonSection, handler: Handler, pairs: Callable[[], Sequence[PairConfig]]
+    daemon: DaemonSection, handler: Handler, pairs: Callable[[], Sequence[PairConfig]], *, only: str | None = None
 ) -> WebServer | None:
     """Start the dashboard ``[daemon] web`` asks for; None (and a log line saying why) when it
-    cannot start: a dashboard that fails never stops syncing."""
+    cannot start: a dashboard that fails never stops syncing. An instance serving one user
+    (``--only``, the ``syncd@USER`` units) serves none: the instances share the config, so
+    they would all ask for the one port."""
     if daemon.web is None:
+        return None
+    if only is not None:
+        log.info("web dashboard: not served by an --only instance (the daemon of every user serves it)")
         return None
     token_file = daemon.web_token_file or daemon.state_dir / "web-token"
     try:

@@ -325,3 +325,14 @@ def test_a_dashboard_that_cannot_start_never_stops_syncing(world: World) -> None
     assert {row["last"]["outcome"] for row in status["pairs"]} == {"ok"}, daemon.log()
     assert "web dashboard not started: web: cannot listen on 127.0.0.1:" in daemon.log()
     assert daemon.stop() == 0
+
+
+def test_a_one_user_instance_leaves_the_dashboard_to_the_main_daemon(world: World) -> None:
+    """syncd@USER instances share the config: none of them takes the dashboard's port."""
+    port = free_port()
+    two_users(world, port)
+    daemon = world.daemon("--only", "alice", "--socket", str(world.socket), "--first-run-within", "3600")
+    assert "web dashboard: not served by an --only instance" in daemon.log()
+    with pytest.raises(requests.ConnectionError):
+        requests.get(f"http://127.0.0.1:{port}/", timeout=5)
+    assert daemon.stop() == 0
