@@ -347,7 +347,7 @@ class Daemon:
             self.full_at.get(key), self.watcher.lost_at.get(key), last is not None and last.result.outcome is Outcome.OK
         )
         watched = frozenset(WATCHED_SIDES[name] for name in self.watcher.watched.get(key, ()))
-        unchanged = scheduled_scan(state, watched, time.time(), pair.full_scan_interval_s)
+        unchanged = scheduled_scan(state, watched, time.time(), pair.full_scan_interval_s, key)
         if unchanged is None or unchanged != ALL_SIDES:
             self.coordinator.request(pair, RunRequest("schedule", unchanged=unchanged or frozenset()))
 

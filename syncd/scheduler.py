@@ -22,7 +22,6 @@ longer than the interval never stacks.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import threading
@@ -39,6 +38,7 @@ from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 
 from syncd.config import PairConfig
+from syncd.engine.scans import phase
 from syncd.models import Outcome, Side
 from syncd.outcomes import RunResult
 
@@ -288,16 +288,10 @@ class RunCoordinator:
         return info
 
 
-def phase(key: str, period_s: float) -> float:
-    """Where in each ``period_s`` the pair ``key`` fires: a fixed point from a hash of its key,
-    so that N pairs are spread evenly over the period, the same way at every start (no
-    random jitter, no crowd of pairs that started together)."""
-    digest = hashlib.sha256(key.encode("utf-8")).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64 * period_s
-
-
 def next_firing(key: str, interval_s: float, now: float) -> float:
-    """The first time after ``now`` (epoch seconds) at the pair's :func:`phase` of its interval."""
+    """The first time after ``now`` (epoch seconds) at the pair's phase of its interval: a
+    fixed point from a hash of its key (:func:`syncd.engine.scans.phase`), so that N pairs
+    are spread evenly over the interval, the same way at every start."""
     offset = phase(key, interval_s)
     cycles = math.floor((now - offset) / interval_s) + 1
     return cycles * interval_s + offset

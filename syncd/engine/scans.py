@@ -20,6 +20,7 @@ here are pure; the two functions at the end do the marker's I/O.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import time
@@ -45,13 +46,21 @@ class WatchState:
     last_ok: bool = False  # the pair's last run ended ok (no item error waiting for a retry)
 
 
-def full_scan_due(last_full_at: float | None, now: float, interval_s: float) -> bool:
-    """Whether a side last fully listed at ``last_full_at`` must be listed again."""
-    return last_full_at is None or now - last_full_at >= interval_s
+def phase(key: str, period_s: float) -> float:
+    """A fixed point in ``[0, period_s)`` from a hash of ``key``: N keys spread evenly."""
+    digest = hashlib.sha256(key.encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 * period_s
+
+
+def full_scan_due(last_full_at: float | None, now: float, interval_s: float, key: str = "") -> bool:
+    """Whether a side last fully listed at ``last_full_at`` must be listed again: after a
+    time between half the interval and the interval, fixed per pair by its ``key``, so that
+    pairs listed together (a daemon's start) do not all list at once again."""
+    return last_full_at is None or now - last_full_at >= interval_s / 2 + phase(key, interval_s / 2)
 
 
 def scheduled_scan(
-    state: WatchState, watched: frozenset[Side], now: float, interval_s: float
+    state: WatchState, watched: frozenset[Side], now: float, interval_s: float, key: str = ""
 ) -> frozenset[Side] | None:
     """What a scheduled run of a pair must do. ``watched``: the sides a working watcher covers.
 
@@ -59,16 +68,18 @@ def scheduled_scan(
         one, or the last run did not end ok: its failed items are retried); else the sides
         the run may take as unchanged (their base is their state). Both sides: no run at all.
     """
-    if not state.last_ok or full_scan_due(state.last_full_at, now, interval_s):
+    if not state.last_ok or full_scan_due(state.last_full_at, now, interval_s, key):
         return None
     if state.lost_at is not None and (state.last_full_at is None or state.lost_at >= state.last_full_at):
         return None
     return watched
 
 
-def use_marker(*, sole_writer: bool, hinted: bool, last_full_at: float | None, now: float, interval_s: float) -> bool:
+def use_marker(
+    *, sole_writer: bool, hinted: bool, last_full_at: float | None, now: float, interval_s: float, key: str = ""
+) -> bool:
     """Whether a run may stat a side's marker instead of listing it (False: list it)."""
-    return sole_writer and not hinted and not full_scan_due(last_full_at, now, interval_s)
+    return sole_writer and not hinted and not full_scan_due(last_full_at, now, interval_s, key)
 
 
 def marker_unchanged(remote: Remote, kept_etag: str | None) -> bool:
@@ -97,7 +108,14 @@ def marker_side(side: Side, *, sole_writer: bool, mode: Mode) -> bool:
 
 
 def unchanged_side(
-    remote: Remote, side: Side, *, vouched: frozenset[Side], marked: bool, kept: SideScan | None, interval_s: float
+    remote: Remote,
+    side: Side,
+    *,
+    vouched: frozenset[Side],
+    marked: bool,
+    kept: SideScan | None,
+    interval_s: float,
+    key: str = "",
 ) -> bool:
     """Whether a full run may take ``side`` as its bases say instead of listing it: the caller
     vouches for it (a trusted watcher saw nothing), or its marker is the one kept (one stat)
@@ -105,7 +123,10 @@ def unchanged_side(
     if side in vouched:
         return True
     last_full = kept.full_at if kept is not None else None
-    if not use_marker(sole_writer=marked, hinted=False, last_full_at=last_full, now=time.time(), interval_s=interval_s):
+    now = time.time()
+    if not use_marker(
+        sole_writer=marked, hinted=False, last_full_at=last_full, now=now, interval_s=interval_s, key=key
+    ):
         return False
     return marker_unchanged(remote, kept.marker if kept is not None else None)
 

@@ -341,6 +341,7 @@ def _unlisted_sides(ctx: RunContext) -> set[Side]:
             marked=side is Side.B and _marked(ctx),
             kept=kept.get(side.value),
             interval_s=ctx.settings.full_scan_interval_s,
+            key=ctx.settings.key,
         )
     }
 

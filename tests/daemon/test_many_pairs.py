@@ -11,9 +11,10 @@ from dataclasses import replace
 from pathlib import Path
 
 from syncd.config import PairConfig, load_config
+from syncd.engine.scans import phase
 from syncd.models import Outcome
 from syncd.outcomes import RunResult
-from syncd.scheduler import PairScheduler, RunCoordinator, RunRequest, next_firing, phase
+from syncd.scheduler import PairScheduler, RunCoordinator, RunRequest, next_firing
 from syncd.watch import Watcher
 from tests.daemon.conftest import wait_for
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import time
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -19,7 +20,7 @@ from typing import Any
 import pytest
 
 from syncd.config import load_config
-from syncd.engine.scans import MARKER, WatchState, scheduled_scan
+from syncd.engine.scans import MARKER, WatchState, full_scan_due, scheduled_scan
 from syncd.engine.sync import RunOptions, SyncSettings, run_sync
 from syncd.errors import ConfigError
 from syncd.index.store import Store
@@ -214,3 +215,13 @@ def test_full_scan_interval_and_sole_writer_are_config_keys(tmp_path: Path) -> N
     config.write_text('[daemon]\nstate_dir = "state"\nfull_scan_interval = "often"\n' + pairs)
     with pytest.raises(ConfigError, match=r"daemon\.full_scan_interval: 'often' is not a duration"):
         load_config(config)
+
+
+def test_full_scans_of_pairs_listed_together_spread_over_the_next_half_interval() -> None:
+    started, interval = 1_000_000.0, 3600.0
+    keys = [f"user{i}/default" for i in range(1000)]
+    # the first time each pair's full scan is due, to the second
+    due = [next(t for t in range(3601) if full_scan_due(started, started + t, interval, key)) for key in keys]
+    assert min(due) >= interval / 2 and max(due) <= interval  # never sooner than half, never later than the interval
+    per_tenth = Counter(int((d - interval / 2) / (interval / 20)) for d in due)
+    assert all(60 <= n <= 140 for n in per_tenth.values()) and len(per_tenth) == 10, per_tenth
