@@ -6,7 +6,7 @@ dependency, and see every import, the lazy ones inside functions and those under
 
 Layers, top to bottom; a module may import its own layer and any layer below, never above::
 
-    cli        syncd.__main__, cli, cli_daemon, progress
+    cli        syncd.__main__, cli, cli_daemon, cli_status, progress
     daemon     daemon, control, scheduler, watch, metrics, web (the dashboard: only daemon imports it)
     engine     syncd.engine.*
     config     config (it validates each remote's settings, so it sits above the remotes)
@@ -32,6 +32,7 @@ LAYERS: list[list[set[str]]] = [
             "syncd.__main__",
             "syncd.cli",
             "syncd.cli_daemon",
+            "syncd.cli_status",
             "syncd.cli_admin",
             "syncd.init_config",
             "syncd.progress",
@@ -200,6 +201,6 @@ def test_the_planner_reaches_no_remote_index_or_config() -> None:
 def test_the_contract_sees_what_it_must() -> None:
     """The walk itself: lazy and TYPE_CHECKING imports count, ``from syncd import x`` resolves."""
     assert "syncd.engine.sync" in set(imports_of("syncd.cli"))  # lazy, inside a function
-    assert "syncd.index.store" in set(imports_of("syncd.cli"))  # under TYPE_CHECKING
+    assert "syncd.index.store" in set(imports_of("syncd.cli_status"))  # under TYPE_CHECKING
     assert "syncd" in set(imports_of("syncd.remotes.storj"))  # from syncd import __version__
     assert {"os", "socket"} <= set(imports_of("syncd.daemon"))
