@@ -5,14 +5,21 @@ for all of them and measures:
 
 * initial: time from start until every pair's first sync ended ``ok``;
 * the daemon's RSS (now and peak), threads, open files, inotify instances and watches;
-* idle CPU: the daemon's CPU time over ``--quiet-s`` seconds in which nothing changes (the
-  default pair interval here is 1m, so a quiet minute holds one whole interval of scheduled
-  runs: five times the runs of the usual 5m), with the scheduled runs started in that window
-  and the most of them that started within one ``--bucket-s`` window (are they spread?);
+* idle CPU: the daemon's CPU time over ``--quiet-s`` seconds in which nothing changes (pairs
+  run every ``--interval``, default 5m: ``--quiet-s 300`` covers one whole interval), with
+  the scheduled runs started in that window and the most of them that started within one
+  ``--bucket-s`` window (are they spread?). The window starts once no pair runs or waits (at
+  most ``--settle-s`` after the initial syncs; ``busy`` says if it had to start earlier);
 * latency: time from a local write to its object committed in the bucket, for the first,
   middle and last user (watcher -> debounce -> hinted run; no ``syncd now``).
 
-    python bench/many_users.py --users 300 [--users 1000] [--quiet-s 60] [--interval 1m]
+``--kind webdav-s3`` serves each user's files from the Nextcloud-protocol test server (in this
+process) and their bucket prefix from ``rclone serve s3`` (both on 127.0.0.1, as the tests
+start them); nothing is watched there, so the latency columns are the time of ``syncd now``
+for one user after a file was PUT, and the idle window also counts the WebDAV requests the
+daemon made (``--sole-writer`` sets ``sole_writer = true`` for every user).
+
+    python bench/many_users.py --users 300 [--users 1000] [--quiet-s 300] [--interval 5m]
 """
 
 from __future__ import annotations
@@ -34,7 +41,7 @@ from typing import Any
 from _tools import compile_syncd
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO))  # syncd and, for --kind webdav-s3, the test servers
 
 from syncd.control import DaemonUnavailable, Request, request_result  # noqa: E402
 
@@ -57,7 +64,7 @@ def make_users(base: Path, users: int, files: int) -> None:
         (base / "users" / user_name(u) / "bucket").mkdir()
 
 
-def write_config(base: Path, users: int, interval: str, extra: str) -> Path:
+def write_config(base: Path, users: int, interval: str, extra: str, sides: Any = None) -> Path:
     lines = [
         "[daemon]",
         'state_dir = "state"',
@@ -67,6 +74,9 @@ def write_config(base: Path, users: int, interval: str, extra: str) -> Path:
     ]
     for u in range(users):
         name = user_name(u)
+        if sides is not None:
+            lines += [f"[users.{name}]", *sides(name)]
+            continue
         lines += [
             f"[users.{name}]",
             f'files = {{ type = "local", path = "users/{name}/files" }}',
@@ -192,17 +202,7 @@ def bench(users: int, args: argparse.Namespace) -> dict[str, float]:
         config, sock = write_config(base, users, args.interval, args.config_extra), base / "control.sock"
         with open(log, "wb") as out:
             proc = subprocess.Popen(daemon_cmd(config, args), stdout=out, stderr=subprocess.STDOUT, cwd=base)
-        figures: dict[str, float] = {}
-        figures["initial_s"] = wait_until("every initial sync", lambda: all_synced(sock, users), proc, 3600, 1.0)
-        print(f"  every initial sync done in {figures['initial_s']:.1f}s", flush=True)
-        wait_until("idle", lambda: idle(sock), proc, 600)
-        figures.update(proc_figures(proc.pid))
-        quiet_from, cpu_from = time.time(), cpu_seconds(proc.pid)
-        time.sleep(args.quiet_s)
-        figures["idle_cpu_pct"] = 100 * (cpu_seconds(proc.pid) - cpu_from) / args.quiet_s
-        started, crowd = scheduled_starts(log, quiet_from, time.time(), args.bucket_s)
-        figures["scheduled_runs"], figures["most_in_bucket"] = started, crowd
-        print(f"  idle CPU {figures['idle_cpu_pct']:.1f}% over {args.quiet_s:.0f}s", flush=True)
+        figures = initial_and_idle(proc, sock, log, users, args)
         for label, user in (("first", 0), ("middle", users // 2), ("last", users - 1)):
             wait_until("idle", lambda: idle(sock), proc, 600)
             figures[f"latency_{label}_s"] = write_latency(base, user, 0, proc)
@@ -222,6 +222,122 @@ def bench(users: int, args: argparse.Namespace) -> dict[str, float]:
         if args.keep:
             print(f"  kept {base}")
         else:
+            shutil.rmtree(base, ignore_errors=True)
+
+
+def initial_and_idle(
+    proc: subprocess.Popen[bytes],
+    sock: Path,
+    log: Path,
+    users: int,
+    args: argparse.Namespace,
+    before_window: Any = None,
+) -> dict[str, float]:
+    """Initial syncs, the daemon's figures once idle, and the quiet window's CPU and runs."""
+    figures: dict[str, float] = {}
+    figures["initial_s"] = wait_until("every initial sync", lambda: all_synced(sock, users), proc, 3600, 1.0)
+    print(f"  every initial sync done in {figures['initial_s']:.1f}s", flush=True)
+    try:
+        figures["settle_s"] = wait_until("idle", lambda: idle(sock), proc, args.settle_s)
+    except SystemExit:
+        figures["busy"] = 1
+    figures.update(proc_figures(proc.pid))
+    if before_window is not None:
+        before_window()
+    quiet_from, cpu_from = time.time(), cpu_seconds(proc.pid)
+    time.sleep(args.quiet_s)
+    figures["idle_cpu_pct"] = 100 * (cpu_seconds(proc.pid) - cpu_from) / args.quiet_s
+    started, crowd = scheduled_starts(log, quiet_from, time.time(), args.bucket_s)
+    figures["scheduled_runs"], figures["most_in_bucket"] = started, crowd
+    print(f"  idle CPU {figures['idle_cpu_pct']:.1f}% over {args.quiet_s:.0f}s", flush=True)
+    return figures
+
+
+# -- WebDAV <-> S3: the test servers -------------------------------------------------------------
+
+
+def seed_webdav(nextcloud: Any, names: list[str], files: int) -> None:
+    """PUT each user's tree to the Nextcloud-protocol server, 8 users at a time."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    def seed(name: str) -> None:
+        with requests.Session() as http:
+            http.auth = (name, "pw-of-every-user")
+            url = nextcloud.files_url(name)
+            for i in range(files):
+                folder = f"{url}d{i // FILES_PER_DIR:02d}/"
+                if i % FILES_PER_DIR == 0:
+                    http.request("MKCOL", folder, timeout=30).raise_for_status()
+                body = b"x" * (64 + i % 64) + str(i).encode()
+                http.put(f"{folder}f{i:04d}.txt", data=body, timeout=30).raise_for_status()
+
+    with ThreadPoolExecutor(8) as pool:
+        list(pool.map(seed, names))
+
+
+def webdav_s3(users: int, args: argparse.Namespace) -> dict[str, float]:
+    import requests
+
+    from tests.s3 import fixture as s3_fixture
+    from tests.webdav.nextcloud_server import NextcloudServer
+
+    base = Path(tempfile.mkdtemp(prefix="sd-many-dav-", dir=args.tmp))
+    (base / "s3" / "many").mkdir(parents=True)
+    s3_proc, s3 = s3_fixture.start(base / "s3", base / "s3.log")
+    (base / "s3-id").write_text(s3.access_key)
+    (base / "s3-secret").write_text(s3.secret_key)
+    (base / "dav-password").write_text("pw-of-every-user")
+    names = [user_name(u) for u in range(users)]
+    nextcloud = NextcloudServer(dict.fromkeys(names, "pw-of-every-user"))
+    nextcloud.start()
+    proc: subprocess.Popen[bytes] | None = None
+    try:
+        made = time.monotonic()
+        seed_webdav(nextcloud, names, args.files)
+        print(f"  {users} users x {args.files} files PUT in {time.monotonic() - made:.1f}s", flush=True)
+
+        def sides(name: str) -> list[str]:
+            return [
+                f'files = {{ type = "webdav", url = "{nextcloud.files_url(name)}", username = "{name}", '
+                'password_file = "dav-password", preset = "nextcloud" }',
+                f'bucket = {{ type = "s3", endpoint = "{s3.endpoint}", bucket = "many", prefix = "{name}/", '
+                'access_key_id_file = "s3-id", secret_access_key_file = "s3-secret" }',
+                *(["sole_writer = true"] if args.sole_writer else []),
+            ]
+
+        config = write_config(base, users, args.interval, args.config_extra, sides)
+        sock = base / "control.sock"
+        log = base / "daemon.log"
+        with open(log, "wb") as out:
+            proc = subprocess.Popen(daemon_cmd(config, args), stdout=out, stderr=subprocess.STDOUT, cwd=base)
+        figures = initial_and_idle(proc, sock, log, users, args, before_window=nextcloud.reset_counts)
+        with nextcloud.lock:
+            figures["webdav_requests"] = sum(nextcloud.counts.values())
+        for label, user in (("first", 0), ("middle", users // 2), ("last", users - 1)):
+            name = names[user]
+            with requests.Session() as http:
+                http.auth = (name, "pw-of-every-user")
+                http.put(nextcloud.files_url(name) + "d00/new.txt", data=b"new", timeout=30).raise_for_status()
+            began = time.monotonic()
+            result = request_result(sock, Request("now", target=name), timeout=120)
+            figures[f"latency_{label}_s"] = time.monotonic() - began
+            assert result.get("exit") == 0, result
+            assert (base / "s3" / "many" / name / "d00" / "new.txt").exists()
+        figures.update({k: v for k, v in proc_figures(proc.pid).items() if k == "peak_rss_mb"})
+        return figures
+    finally:
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(120)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait(10)
+        nextcloud.stop()
+        s3_fixture.stop(s3_proc)
+        if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
 
 
@@ -249,7 +365,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--users", type=int, action="append", help="users served by the daemon (repeatable)")
     parser.add_argument("--files", type=int, default=200, help="files per user (default 200)")
-    parser.add_argument("--interval", default="1m", help="every pair's interval (default 1m)")
+    parser.add_argument("--interval", default="5m", help="every pair's interval (default 5m)")
+    parser.add_argument("--settle-s", type=float, default=300.0, help="longest wait for idle (default 300 s)")
     parser.add_argument("--quiet-s", type=float, default=60.0, help="idle window measured (default 60 s)")
     parser.add_argument("--bucket-s", type=float, default=10.0, help="window of the crowd figure (default 10 s)")
     parser.add_argument("--quiet-period", type=float, default=0.5, help="the daemon's debounce (default 0.5 s)")
@@ -257,14 +374,19 @@ def main() -> None:
     parser.add_argument("--daemon-arg", action="append", default=[], help="one more `syncd run` argument")
     parser.add_argument("--tmp", default="/tmp", help="where the trees are made (default /tmp)")
     parser.add_argument("--keep", action="store_true", help="keep the trees and the daemon log")
+    parser.add_argument("--kind", choices=("local-dir", "webdav-s3"), default="local-dir", help="the pairs' sides")
+    parser.add_argument("--sole-writer", action="store_true", help="webdav-s3: sole_writer = true for every user")
     args = parser.parse_args()
     compile_syncd()
     rows = []
     for users in args.users or [300]:
         print(f"{users} users:", flush=True)
-        figures = bench(users, args)
+        figures = bench(users, args) if args.kind == "local-dir" else webdav_s3(users, args)
         print("  " + ", ".join(f"{k}={v:.3f}" for k, v in figures.items()), flush=True)
         rows.append({"users": users, **figures})
+    if args.kind == "webdav-s3":
+        print("webdav-s3: the latency columns are `syncd now USER` after a PUT; WebDAV requests in the idle window:")
+        print("  " + ", ".join(f"{row['users']} users: {row.get('webdav_requests', 0):.0f}" for row in rows))
     print(
         f"\n{args.files} files per user, interval {args.interval}, quiet window {args.quiet_s:.0f}s, "
         f"crowd = most scheduled runs started within {args.bucket_s:.0f}s, {os.cpu_count()} CPUs"
