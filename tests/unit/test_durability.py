@@ -233,3 +233,24 @@ def test_a_create_only_write_names_an_unnamed_file_once_and_falls_back_to_a_temp
     assert sorted(p.name for p in (tmp_path / "d").iterdir()) == ["a.txt", "b.txt"]
     assert (tmp_path / "d" / "a.txt").read_bytes() == b"alpha"
     assert (tmp_path / "d" / "a.txt").stat().st_mtime_ns == 1_700_000_000 * 10**9
+
+
+def test_a_dir_bucket_commits_a_new_key_with_one_link_and_still_refuses_an_existing_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = DirBucket(tmp_path / "bucket")
+    links: list[str] = []
+    real_link = os.link
+    monkeypatch.setattr(os, "link", lambda src, dst, **kw: (links.append(str(src)), real_link(src, dst, **kw))[1])
+    put(bucket, "a/x.txt", b"first")
+    if bucket._unnamed_files:
+        assert len(links) == 1 and links[0].startswith("/proc/self/fd/")
+    with pytest.raises(PreconditionFailed):
+        put(bucket, "a/x.txt", b"second")
+    with bucket.open_read("a/x.txt") as stream:
+        assert stream.read() == b"first"
+    entry = bucket.stat("a/x.txt")
+    replaced = bucket.write("a/x.txt", io.BytesIO(b"third"), size=5, mtime_ns=1, if_match=entry.etag)
+    assert [e.path for e in bucket.list()] == ["a/x.txt"] and bucket.stat("a/x.txt") == replaced
+    leftovers = [p.name for p in (tmp_path / "bucket").rglob("*") if ".tmp-" in p.name]
+    assert leftovers == []
