@@ -1,17 +1,27 @@
 """Benchmark: syncd (native `storj` remote) vs `rclone sync` and `rclone bisync` (rclone's
 storj backend), on the local Storj network (tests/storj_network, built by .ci/storj.sh).
 
-One tree: 1,000 files of 4-64 KB in 20 folders plus one 256 MiB file. Each tool gets its
-own fresh bucket and runs an initial upload and a no-change run; each run's wall time and
-the child's peak RSS (os.wait4) are printed as a table with ratios to syncd.
+Two parts (``--parts tree,transfer``, both by default):
 
-    python bench/storj_sync.py [--files 1000] [--big-mib 256] [--concurrency 4]
+* tree: 1,000 files of 4-64 KB in 20 folders plus one 256 MiB file. Each tool gets its own
+  fresh bucket and runs an initial upload and a no-change run.
+* transfer: one file of ``--transfer-mib`` MiB (1 GiB by default), uploaded by syncd
+  (``syncd now``, a folder holding it <-> an empty bucket) and by ``rclone copy``, then
+  downloaded by each into an empty folder (syncd: a new pair of an empty folder and its
+  bucket). The downloads are compared with the original byte for byte (not timed).
+
+Each run's wall time, the child's CPU time (user + system, os.wait4) and peak RSS are
+printed as tables with ratios to syncd.
+
+    python bench/storj_sync.py [--parts tree,transfer] [--files 1000] [--big-mib 256]
+                               [--transfer-mib 1024] [--concurrency 4]
                                [--network-json PATH]   # reuse a running network's info file
 """
 
 from __future__ import annotations
 
 import argparse
+import filecmp
 import json
 import os
 import random
@@ -40,7 +50,13 @@ RUN_TIMEOUT = 1800.0
 class Sample:
     seconds: float
     max_rss_mb: float
-    cpu_seconds: float  # the child's user + system time
+    user_seconds: float
+    sys_seconds: float
+
+    @property
+    def cpu_seconds(self) -> float:
+        """The child's user + system time."""
+        return self.user_seconds + self.sys_seconds
 
 
 def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Sample:
@@ -63,7 +79,7 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | 
         if code != 0:
             log.seek(0)
             raise SystemExit(f"{' '.join(cmd[:4])} ... exited {code}:\n{log.read().decode(errors='replace')[-2000:]}")
-    return Sample(elapsed, usage.ru_maxrss / 1024, usage.ru_utime + usage.ru_stime)
+    return Sample(elapsed, usage.ru_maxrss / 1024, usage.ru_utime, usage.ru_stime)
 
 
 def make_tree(root: Path, files: int, big_mib: int, seed: int = 11) -> int:
@@ -133,8 +149,9 @@ def rclone_env(grant: str) -> dict[str, str]:
     }
 
 
-def bench_syncd(net: Network, tree: Path, work: Path, concurrency: int) -> dict[str, Sample]:
-    bucket = net.new_bucket()
+def syncd_now(net: Network, tree: Path, bucket: str, work: Path, concurrency: int) -> list[str]:
+    """The command of a ``syncd now`` pairing ``tree`` with ``bucket``; its config and state in ``work``."""
+    work.mkdir(parents=True, exist_ok=True)
     (work / "grant").write_text(net.grant)
     config = work / "syncd.toml"
     config.write_text(
@@ -142,7 +159,11 @@ def bench_syncd(net: Network, tree: Path, work: Path, concurrency: int) -> dict[
         f'[users.bench]\nfiles = {{ type = "local", path = "{tree}" }}\n'
         f'bucket = {{ type = "storj", access_grant_file = "grant", bucket = "{bucket}" }}\n'
     )
-    cmd = [sys.executable, "-m", "syncd", "--config", str(config), "now"]
+    return [sys.executable, "-m", "syncd", "--config", str(config), "now"]
+
+
+def bench_syncd(net: Network, tree: Path, work: Path, concurrency: int) -> dict[str, Sample]:
+    cmd = syncd_now(net, tree, net.new_bucket(), work, concurrency)
     return {"initial": run_measured(cmd, cwd=REPO), "no-change": run_measured(cmd, cwd=REPO)}
 
 
@@ -176,6 +197,50 @@ TOOLS: dict[str, Callable[[Network, Path, Path, int], dict[str, Sample]]] = {
 }
 
 
+def bench_transfer(net: Network, work: Path, mib: int, concurrency: int) -> dict[str, dict[str, Sample]]:
+    """One file of ``mib`` MiB up and down, by syncd and by ``rclone copy``: {run: {tool: sample}}."""
+    source = work / "up"
+    source.mkdir(parents=True)
+    make_tree(source, 0, mib, seed=13)
+    big = source / "big.bin"
+    rclone = [require_rclone(), "copy", f"--transfers={concurrency}", f"--checkers={concurrency}"]
+    env = rclone_env(net.grant)
+    syncd_bucket, rclone_bucket = net.new_bucket(), net.new_bucket()
+    table: dict[str, dict[str, Sample]] = {"upload": {}, "download": {}}
+    table["upload"]["syncd"] = run_measured(syncd_now(net, source, syncd_bucket, work / "s-up", concurrency), cwd=REPO)
+    table["upload"]["rclone"] = run_measured([*rclone, str(source), f"sj:{rclone_bucket}"], env)
+    print("transfer: uploads done", flush=True)
+    for tool in ("syncd", "rclone"):
+        down = work / f"down-{tool}"
+        down.mkdir()
+        if tool == "syncd":
+            cmd = syncd_now(net, down, syncd_bucket, work / "s-down", concurrency)
+            table["download"][tool] = run_measured(cmd, cwd=REPO)
+        else:
+            table["download"][tool] = run_measured([*rclone, f"sj:{rclone_bucket}", str(down)], env)
+        if not filecmp.cmp(big, down / "big.bin", shallow=False):
+            raise SystemExit(f"{tool}'s download differs from the file uploaded")
+        (down / "big.bin").unlink()  # the disk holds one copy at a time
+    print("transfer: downloads done", flush=True)
+    return table
+
+
+def print_transfer(table: dict[str, dict[str, Sample]], mib: int) -> None:
+    print(f"\none file of {mib} MiB (CPU: user + sys of the child)")
+    print(
+        f"{'run':<9} {'syncd s':>8} {'rclone s':>9} {'time syncd/rclone':>18} {'syncd CPU':>16} "
+        f"{'rclone CPU':>16} {'CPU syncd/rclone':>17} {'RSS MB syncd':>13} {'rclone':>7}"
+    )
+    for run, tools in table.items():
+        ours, theirs = tools["syncd"], tools["rclone"]
+        print(
+            f"{run:<9} {ours.seconds:>8.2f} {theirs.seconds:>9.2f} {ours.seconds / theirs.seconds:>18.2f} "
+            f"{ours.cpu_seconds:>6.2f} ({ours.user_seconds:.1f}+{ours.sys_seconds:.1f}) "
+            f"{theirs.cpu_seconds:>6.2f} ({theirs.user_seconds:.1f}+{theirs.sys_seconds:.1f}) "
+            f"{ours.cpu_seconds / theirs.cpu_seconds:>17.2f} {ours.max_rss_mb:>13.0f} {theirs.max_rss_mb:>7.0f}"
+        )
+
+
 def print_table(table: dict[str, dict[str, Sample]]) -> None:
     ref = table["syncd (storj)"]
     print(
@@ -192,35 +257,47 @@ def print_table(table: dict[str, dict[str, Sample]]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--parts", default="tree,transfer", help="comma-separated: tree, transfer")
     parser.add_argument("--files", type=int, default=1000)
     parser.add_argument("--big-mib", type=int, default=256)
+    parser.add_argument("--transfer-mib", type=int, default=1024, help="size of the transfer part's file")
     parser.add_argument("--concurrency", type=int, default=4, help="syncd transfers / rclone --transfers (1-16)")
     parser.add_argument("--network-json", type=Path, help="info file of a running local network")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
+    if not parts or parts - {"tree", "transfer"}:
+        parser.error("--parts: tree, transfer or both")
     compile_syncd()
     concurrency = max(1, min(16, args.concurrency))
     require_rclone()
+    table: dict[str, dict[str, Sample]] = {}
+    transfer: dict[str, dict[str, Sample]] = {}
     with tempfile.TemporaryDirectory(prefix="syncd-bench-") as tmp:
         work = Path(tmp)
-        tree = work / "tree"
-        tree.mkdir()
-        total = make_tree(tree, args.files, args.big_mib)
-        print(
-            f"tree: {args.files} files of 4-64 KB + {args.big_mib} MiB file = {total / MiB:.0f} MiB; "
-            f"concurrency {concurrency}",
-            flush=True,
-        )
         net = Network(args.network_json, work / "network")
         try:
-            table = {}
-            for name, bench in TOOLS.items():
-                scratch = work / name.split()[1 if name.startswith("rclone") else 0].strip("()")
-                scratch.mkdir(exist_ok=True)
-                table[name] = bench(net, tree, scratch, concurrency)
-                print(f"{name}: done", flush=True)
+            if "tree" in parts:
+                tree = work / "tree"
+                tree.mkdir()
+                total = make_tree(tree, args.files, args.big_mib)
+                print(
+                    f"tree: {args.files} files of 4-64 KB + {args.big_mib} MiB file = {total / MiB:.0f} MiB; "
+                    f"concurrency {concurrency}",
+                    flush=True,
+                )
+                for name, bench in TOOLS.items():
+                    scratch = work / name.split()[1 if name.startswith("rclone") else 0].strip("()")
+                    scratch.mkdir(exist_ok=True)
+                    table[name] = bench(net, tree, scratch, concurrency)
+                    print(f"{name}: done", flush=True)
+            if "transfer" in parts:
+                transfer = bench_transfer(net, work / "transfer", args.transfer_mib, concurrency)
         finally:
             net.close()
-    print_table(table)
+    if table:
+        print_table(table)
+    if transfer:
+        print_transfer(transfer, args.transfer_mib)
 
 
 if __name__ == "__main__":

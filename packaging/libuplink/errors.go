@@ -59,7 +59,8 @@ func mallocError(err error) *C.UplinkError {
 			break
 		}
 	}
-	if errors.Is(err, object.ErrFailedPrecondition) || rpcstatus.Code(err) == rpcstatus.FailedPrecondition {
+	if errors.Is(err, object.ErrFailedPrecondition) || rpcstatus.Code(err) == rpcstatus.FailedPrecondition ||
+		errors.Is(err, errReplaced) {
 		cerr.code = C.SYNCD_ERROR_FAILED_PRECONDITION
 	}
 	var timeout *timeoutError

@@ -33,7 +33,7 @@ type upload struct {
 	objectUpload
 	info func() *uplink.Object
 	// budget is this upload's share of the soft memory limit (see memory.go).
-	budget  *uploadBudget
+	budget  *memoryBudget
 	written int64
 	limits  *limits
 	// inFlightMost is the most data a Write may wait to see sent (the segments
@@ -91,11 +91,27 @@ func (u *upload) settle(op string, fn func() error) error {
 	}
 }
 
+// objectReader is what a download reads from: one uplink download, or an
+// aheadReader that fetches several parts of the object at once.
+type objectReader interface {
+	Read(p []byte) (int, error)
+	Close() error
+}
+
 type download struct {
 	scope
-	*uplink.Download
-	limits   *limits
+	reader objectReader
+	object *uplink.Object
+	limits *limits
+	// streams is how many parts move at once (1: a plain download); a read's
+	// deadline allows for its bytes sharing the connection with the others.
+	streams  int64
 	timedOut time.Duration
+	// failed is an error met after a read had already filled part of its buffer:
+	// the bytes are returned first, the error by every later read.
+	failed error
+	// budget is the read-ahead buffers' share of the soft memory limit (memory.go).
+	budget *memoryBudget
 }
 
 //export uplink_upload_object
@@ -265,30 +281,68 @@ func uplink_free_upload_result(result C.UplinkUploadResult) {
 
 //export uplink_download_object
 func uplink_download_object(c *C.UplinkProject, bucket, key *C.char, options *C.UplinkDownloadOptions) C.UplinkDownloadResult {
+	return startDownload(c, bucket, key, options, 1, 0)
+}
+
+// syncd_download_object_ahead is a syncd extension (not in uplink-c): a download
+// that fetches up to parts pieces of partBytes of the range at once, each over
+// its own connections, and returns them in order (see ahead.go). It holds at
+// most parts × partBytes in memory; parts <= 1 (or a range no longer than one
+// part) is a plain uplink_download_object.
+//
+//export syncd_download_object_ahead
+func syncd_download_object_ahead(c *C.UplinkProject, bucket, key *C.char, options *C.UplinkDownloadOptions, parts C.int32_t, partBytes C.int64_t) C.UplinkDownloadResult {
+	return startDownload(c, bucket, key, options, int(parts), int64(partBytes))
+}
+
+func startDownload(c *C.UplinkProject, bucket, key *C.char, options *C.UplinkDownloadOptions, parts int, partBytes int64) C.UplinkDownloadResult {
 	p, err := lookupProject(c)
 	if err != nil || bucket == nil || key == nil {
 		return C.UplinkDownloadResult{error: mallocError(firstErr(err, errNull))}
 	}
-	opts := &uplink.DownloadOptions{Offset: 0, Length: -1}
+	opts := &object.DownloadObjectOptions{Offset: 0, Length: -1}
 	if options != nil {
 		opts.Offset = int64(options.offset)
 		opts.Length = int64(options.length)
 	}
+	bucketName, keyName := C.GoString(bucket), C.GoString(key)
 	// The download lives in s; starting it asks the satellite where the
-	// object's segments are.
+	// object's segments are (no data moves before the first read).
 	s := p.child()
-	var d *uplink.Download
+	var first *object.VersionedDownload
 	start := p.limits.forBytes(0)
-	if s.watch(start, func() { d, err = p.DownloadObject(s.ctx, C.GoString(bucket), C.GoString(key), opts) }) {
+	if s.watch(start, func() { first, err = object.DownloadObject(s.ctx, p.Project, bucketName, keyName, nil, opts) }) {
 		err = &timeoutError{op: "start download", after: start}
 	}
 	if err != nil {
 		s.cancel()
 		return C.UplinkDownloadResult{error: mallocError(err)}
 	}
+	info := first.Info()
+	d := &download{scope: s, reader: first, object: &info.Object, limits: p.limits, streams: 1}
+	if rangeEnd, ok := downloadEnd(opts, info.System.ContentLength); ok && parts > 1 && partBytes > 0 &&
+		rangeEnd-opts.Offset > partBytes {
+		ahead := newAheadReader(s, p, bucketName, keyName, &info.Object, opts.Offset, rangeEnd, parts, partBytes)
+		ahead.firstPart = first
+		d.reader, d.streams = ahead, int64(parts)
+		d.budget = reserveMemory(min(int64(parts)*partBytes, rangeEnd-opts.Offset))
+		ahead.start()
+	}
 	cd := (*C.UplinkDownload)(calloc(1, C.sizeof_UplinkDownload))
-	cd._handle = addHandle(&download{scope: s, Download: d, limits: p.limits})
+	cd._handle = addHandle(d)
 	return C.UplinkDownloadResult{download: cd}
+}
+
+// downloadEnd is where the range of opts ends in an object of size bytes; not
+// ok for a suffix range (a negative offset), which is read as a plain download.
+func downloadEnd(opts *object.DownloadObjectOptions, size int64) (int64, bool) {
+	if opts.Offset < 0 || opts.Offset > size {
+		return 0, false
+	}
+	if opts.Length < 0 || opts.Offset+opts.Length > size {
+		return size, true
+	}
+	return opts.Offset + opts.Length, true
 }
 
 func lookupDownload(c *C.UplinkDownload) (*download, error) {
@@ -314,23 +368,45 @@ func uplink_download_read(c *C.UplinkDownload, buf unsafe.Pointer, length C.size
 	if d.timedOut > 0 {
 		return C.UplinkReadResult{error: mallocError(&timeoutError{op: "download read", after: d.timedOut})}
 	}
-	p := unsafe.Slice((*byte)(buf), int(length))
-	// uplink's Download.Read may return (0, nil) where one segment ends and the
-	// next begins; a C caller would take 0 bytes for the end of the stream, so
-	// read again (a bounded number of times) until data, an error or EOF. The
-	// whole call waits for at most the bytes asked for (and, at a segment
-	// boundary, one satellite request).
+	// One call fills the caller's buffer (uplink's reads return a few KiB each:
+	// a call per read would cost a C round trip per stripe). The call waits for
+	// at most its bytes at the least rate, shared with the other parts in flight
+	// (and, at a segment boundary, one satellite request).
 	var n int
-	limit := d.limits.forBytes(int64(length))
-	if d.watch(limit, func() {
-		for try := 0; try < maxEmptyReads && n == 0 && err == nil; try++ {
-			n, err = d.Read(p)
-		}
-	}) {
+	limit := d.limits.forBytes(int64(length) * d.streams)
+	if d.watch(limit, func() { n, err = d.fill(unsafe.Slice((*byte)(buf), int(length))) }) {
 		d.timedOut = limit
 		n, err = 0, &timeoutError{op: "download read", after: limit}
 	}
 	return C.UplinkReadResult{bytes_read: C.size_t(n), error: mallocError(err)}
+}
+
+// fill reads into p until it is full, the download ends or fails. Bytes read
+// before an error (or the end) are returned first, the error by the next call.
+// uplink's Read may return (0, nil) where one segment ends and the next begins;
+// a C caller would take 0 bytes for the end of the stream, so such reads are
+// retried, a bounded number of times in a row.
+func (d *download) fill(p []byte) (n int, err error) {
+	if d.failed != nil {
+		return 0, d.failed
+	}
+	for empty := 0; n < len(p) && empty < maxEmptyReads; {
+		k, err := d.reader.Read(p[n:])
+		n += k
+		if err != nil {
+			if n == 0 {
+				return 0, err
+			}
+			d.failed = err
+			return n, nil
+		}
+		if k == 0 {
+			empty++
+		} else {
+			empty = 0
+		}
+	}
+	return n, nil
 }
 
 //export uplink_download_info
@@ -339,7 +415,7 @@ func uplink_download_info(c *C.UplinkDownload) C.UplinkObjectResult {
 	if err != nil {
 		return C.UplinkObjectResult{error: mallocError(err)}
 	}
-	return objectResult(d.Info(), nil)
+	return objectResult(d.object, nil)
 }
 
 //export uplink_close_download
@@ -348,7 +424,8 @@ func uplink_close_download(c *C.UplinkDownload) *C.UplinkError {
 	if err != nil {
 		return mallocError(err)
 	}
-	return mallocError(d.Close())
+	defer d.budget.release()
+	return mallocError(d.reader.Close())
 }
 
 //export uplink_free_read_result
@@ -362,6 +439,7 @@ func uplink_free_download_result(result C.UplinkDownloadResult) {
 	if result.download != nil {
 		if d, ok := getHandle(result.download._handle).(*download); ok {
 			d.cancel()
+			d.budget.release()
 		}
 		delHandle(result.download._handle)
 		cfree(unsafe.Pointer(result.download))

@@ -93,7 +93,8 @@ typedef struct UplinkError {
 #define UPLINK_ERROR_UPLOAD_DONE 0x22
 
 // syncd extension (not an uplink-c code): a conditional write found the key
-// taken (syncd_upload_object_if_absent).
+// taken (syncd_upload_object_if_absent), or a download read ahead found its
+// object replaced (syncd_download_object_ahead).
 #define SYNCD_ERROR_FAILED_PRECONDITION 0x1001
 // syncd extension: a call did not return within the deadline that
 // syncd_project_set_limits (or syncd_request_access_with_passphrase) gave it.

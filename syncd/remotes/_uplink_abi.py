@@ -174,6 +174,16 @@ class _Api:
         self.download_object = f(
             "uplink_download_object", _DownloadResult, _HandleP, _s, _s, ctypes.POINTER(_DownloadOptions)
         )
+        self.download_object_ahead = self._bind_optional(
+            "syncd_download_object_ahead",
+            _DownloadResult,
+            _HandleP,
+            _s,
+            _s,
+            ctypes.POINTER(_DownloadOptions),
+            ctypes.c_int32,
+            ctypes.c_int64,
+        )
         self.download_read = f("uplink_download_read", _ReadResult, _HandleP, ctypes.c_void_p, ctypes.c_size_t)
         self.download_info = f("uplink_download_info", _ObjectResult, _HandleP)
         self.close_download = f("uplink_close_download", _ErrorP, _HandleP)

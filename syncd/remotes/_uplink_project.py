@@ -203,10 +203,29 @@ class Project:
                 upload.set_custom_metadata(custom)
             return upload.commit()
 
-    def open_download(self, bucket: str, key: str, *, offset: int = 0, length: int = -1) -> Download:
-        """A raw binary stream of [offset, offset+length) (length -1: to the end)."""
+    @property
+    def downloads_ahead(self) -> bool:
+        """Whether ``open_download(parts=...)`` fetches parts at once (our libuplink build)."""
+        return self._api.download_object_ahead is not None
+
+    def open_download(
+        self, bucket: str, key: str, *, offset: int = 0, length: int = -1, parts: int = 1, part_size: int = 0
+    ) -> Download:
+        """A raw binary stream of [offset, offset+length) (length -1: to the end).
+
+        ``parts`` > 1: up to that many parts of ``part_size`` bytes are fetched at once, each
+        over its own connections, and read in order; the download holds at most
+        ``parts * part_size`` bytes in memory. A library without our extension reads one
+        stream (as does a range no longer than one part)."""
+        if parts < 1 or part_size < 0 or (parts > 1 and part_size == 0):
+            raise ValueError("parts must be at least 1, with a positive part_size when more")
         options = _DownloadOptions(offset=offset, length=length)
-        result = self._api.download_object(self._live(), _enc(bucket), _enc(key), ctypes.byref(options))
+        if parts > 1 and self._api.download_object_ahead is not None:
+            result = self._api.download_object_ahead(
+                self._live(), _enc(bucket), _enc(key), ctypes.byref(options), parts, part_size
+            )
+        else:
+            result = self._api.download_object(self._live(), _enc(bucket), _enc(key), ctypes.byref(options))
         exc = _error_copy(result.error)
         if exc is not None:
             self._api.free_download_result(result)
@@ -356,8 +375,9 @@ class Download(io.RawIOBase):
         if not self._finalizer.alive:
             raise ValueError("read from closed download")
         ptr = ctypes.addressof(ctypes.c_char.from_buffer(view))
-        # A read may return neither data nor error (uplink does at segment
-        # boundaries); 0 would mean EOF to Python, so read again, a bounded number of times.
+        # A read fills the buffer (our build; uplink-c returns a few KiB per call). It may
+        # return neither data nor error (uplink does at segment boundaries); 0 would mean
+        # EOF to Python, so read again, a bounded number of times.
         for _ in range(_MAX_EMPTY_READS):
             result = self._api.download_read(self._handle, ptr, len(view))
             try:

@@ -5,6 +5,9 @@
   the same key rclone uses, so both tools agree on times) and ``syncd:sha256`` (hex).
 * Uploads are atomic (an object appears only on commit), streamed in bounded chunks,
   and verified (size, hash) before the commit; a failed one is aborted.
+* Downloads larger than one part (16 MiB) are fetched ``download_parts`` parts at once with
+  our libuplink build (read ahead, in order, at most parts x 16 MiB in memory); an object
+  replaced meanwhile fails the download (ChangedWhileReading) rather than mix versions.
 * Moves and kept versions are server-side (move / copy). Trash is a ``.syncd-trash/<date>/<time>/`` key prefix.
 * ``create_only`` is atomic with our libuplink build: the satellite refuses the commit
   when the key exists (If-None-Match: *, ``syncd_upload_object_if_absent``), and no stat
@@ -72,6 +75,9 @@ _PEER_ID_MISMATCH = "peer ID did not match requested ID"
 # ... and a satellite (or node) that cannot be reached or went away mid-call.
 _NETWORK_SIGNS = ("connector failed", "connection refused", "connection reset", "i/o timeout", "no such host")
 EARLY_CHECK_BYTES = 8 << 20  # above this, preconditions are also checked before the upload starts
+# A download larger than this is fetched in parts of it, `download_parts` at once (our libuplink):
+# 16 MiB keeps 4 parts at 64 MiB, one upload segment's worth, at 64 requests to the satellite per GiB.
+DOWNLOAD_PART_BYTES = 16 << 20
 
 
 class Settings(RemoteSettings, frozen=True):
@@ -93,6 +99,9 @@ class Settings(RemoteSettings, frozen=True):
     # transfer near 64 MiB whatever the file's size; more overlap segments (faster on
     # fast links) at 64 MiB each.
     upload_segments: Annotated[int, msgspec.Meta(ge=1, le=10)] = 1
+    # Parts (16 MiB each) of one large download fetched at once, each over its own node
+    # connections, and held in memory until read in order; 1: one stream, no read-ahead.
+    download_parts: Annotated[int, msgspec.Meta(ge=1, le=16)] = 4
     # Deadlines: a call to the satellite or a node may take `timeout` seconds, plus, when
     # it moves data, the time its bytes need at `min_speed` KiB/s (a call of an upload may
     # wait for its segments in flight: 64 MiB each). A slower call is abandoned as dead.
@@ -147,6 +156,7 @@ def open_remote(settings: Settings, ctx: OpenContext) -> StorjRemote:
         create_bucket=settings.create_bucket,
         dial_timeout=settings.dial_timeout,
         upload_segments=settings.upload_segments,
+        download_parts=settings.download_parts,
         timeout=settings.timeout,
         min_speed=settings.min_speed * KiB,
         label=ctx.label,
@@ -249,7 +259,8 @@ def _map_error(exc: uplink.UplinkError, path: str, label: str, *, satellite: str
 class StorjRemote(BucketTrash):
     """A bucket (under ``prefix``) as a remote; see the module doc.
 
-    ``timeout`` (seconds) and ``min_speed`` (bytes per second) bound every call that may
+    A download larger than ``download_part_size`` bytes is fetched ``download_parts`` parts
+    at once (our libuplink build). ``timeout`` (seconds) and ``min_speed`` (bytes per second) bound every call that may
     wait on the network (None: unbounded, as uplink-c is); a call past its deadline raises
     TransientError.
     """
@@ -263,11 +274,15 @@ class StorjRemote(BucketTrash):
         create_bucket: bool = False,
         dial_timeout: float | None = None,
         upload_segments: int = 1,
+        download_parts: int = 4,
+        download_part_size: int = DOWNLOAD_PART_BYTES,
         timeout: float | None = 60.0,
         min_speed: int = 32 * KiB,
         label: str = "storj",
     ) -> None:
         self.name = label
+        self.download_parts = download_parts
+        self.download_part_size = download_part_size
         self.bucket = bucket
         self.prefix = prefix if not prefix or prefix.endswith("/") else prefix + "/"
         # the SHA-256 is custom metadata: another writer of the bucket may set any value
@@ -390,7 +405,12 @@ class StorjRemote(BucketTrash):
 
     @contextmanager
     def open_read(self, path: str) -> Iterator[BinaryIO]:
-        download = self._call(path, lambda: self.project.open_download(self.bucket, self._key(path)))
+        download = self._call(
+            path,
+            lambda: self.project.open_download(
+                self.bucket, self._key(path), parts=self.download_parts, part_size=self.download_part_size
+            ),
+        )
         with download, io.BufferedReader(_MappedRead(download, path, self.name), buffer_size=CHUNK) as reader:
             yield reader
 
@@ -532,5 +552,7 @@ class _MappedRead(io.RawIOBase):
     def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
         try:
             return self._download.readinto(buffer)
+        except uplink.FailedPreconditionError as exc:  # a part read ahead found another version
+            raise ChangedWhileReading(self._path, "replaced while it was being downloaded") from exc
         except uplink.UplinkError as exc:
             _map_error(exc, self._path, self._label)
