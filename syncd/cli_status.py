@@ -137,6 +137,7 @@ def status_row(pair: PairConfig, live: Live, *, verbose: bool) -> dict[str, Any]
         "running": daemon_row.get("running") if daemon_row is not None else None,
         "queued": int(daemon_row.get("queued") or 0) if daemon_row is not None else 0,
         "next_run": daemon_row.get("next_run") if daemon_row is not None else None,
+        "cluster": daemon_row.get("cluster") if daemon_row is not None else None,  # hosts (syncd.cluster)
         "interval_s": pair.interval_s,
         "full_scan_interval_s": pair.full_scan_interval_s,
     }
@@ -233,6 +234,11 @@ def _live_lines(row: dict[str, Any]) -> list[str]:
         progress = f", {running.get('done', 0)}/{running.get('actions')} actions" if running.get("actions") else ""
         started = f", since {when(running['started_at'])}" if running.get("started_at") else ""
         lines.append(f"  running now: {phase}{progress} (asked by {running.get('reason')}{started})")
+    cluster = row.get("cluster")
+    if isinstance(cluster, dict):  # several daemons share the pairs: which host ran it, which runs it
+        last = f"last run on {cluster['last_host']}" if cluster.get("last_host") else "no run in the cluster yet"
+        now = f", running now on {cluster['running_on']}" if cluster.get("running_on") else ""
+        lines.append(f"  cluster: {last}{now} (asked {cluster.get('host')})")
     if row.get("queued"):
         lines.append(f"  {row['queued']} more run(s) queued")
     if row.get("next_run") is not None:

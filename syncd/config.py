@@ -54,8 +54,20 @@ class DaemonSection(_Strict, frozen=True):
     bwlimit: str = "off"
     web: str | None = None  # the dashboard's "HOST:PORT" (README: Web dashboard); off when unset
     web_token_file: Path | None = None  # its access token; default: <state_dir>/web-token, made on first start
+    # several daemons share the pairs through PostgreSQL (README: Past one host; syncd.cluster)
+    cluster: str | None = None  # "postgresql://USER@HOST/DB"; with a password, use cluster_url_file
+    cluster_url_file: Path | None = None  # a file holding that URL (a secret)
+    host_name: str | None = None  # this daemon in the cluster; default $SYNCD_HOST_NAME, else the host's name
+
+    @property
+    def clustered(self) -> bool:
+        return self.cluster is not None or self.cluster_url_file is not None
 
     def __post_init__(self) -> None:
+        if self.cluster is not None and self.cluster_url_file is not None:
+            raise ValueError("cluster: set cluster or cluster_url_file, not both")
+        if self.cluster is not None and not self.cluster.startswith(("postgresql://", "postgres://", "postgresql+")):
+            raise ValueError("cluster: not a postgresql:// URL")  # never echoed: it may hold a password
         try:
             parse_duration(self.interval)
         except ValueError as exc:
@@ -235,6 +247,9 @@ def load_config(path: Path) -> Config:
     if daemon.web_token_file is not None:
         token = _resolve_reference(folder, "web_token_file", str(daemon.web_token_file))
         daemon = msgspec.structs.replace(daemon, web_token_file=token)
+    if daemon.cluster_url_file is not None:
+        url_file = _resolve_reference(folder, "cluster_url_file", str(daemon.cluster_url_file))
+        daemon = msgspec.structs.replace(daemon, cluster_url_file=url_file)
     pairs = []
     for user, raw_section in parsed.users.items():
         where = f"users.{user}"

@@ -204,6 +204,12 @@ class Daemon:
         self.full_at: dict[str, float] = {}  # pair key -> start of its last full run that ended ok
         self.metrics = Metrics(options.metrics)
         self.coordinator = RunCoordinator(self._run_pair, options.max_parallel)
+        if config.daemon.clustered:  # requests become jobs that any daemon of the cluster runs
+            from syncd.cluster.coordinator import ClusterCoordinator
+
+            self.coordinator = ClusterCoordinator(
+                self._run_pair, options.max_parallel, config.daemon, lambda: self.pairs
+            )
         self.coordinator.on_result = self._on_result
         self.scheduler = PairScheduler(
             self._on_due, workers=options.max_parallel + 2, first_spread_s=options.first_run_within_s

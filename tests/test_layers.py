@@ -40,7 +40,17 @@ LAYERS: list[list[set[str]]] = [
             "syncd.shell_docs",
         }
     ],
-    [{"syncd.daemon", "syncd.control", "syncd.scheduler", "syncd.watch", "syncd.metrics", "syncd.web"}],
+    [
+        {
+            "syncd.daemon",
+            "syncd.control",
+            "syncd.scheduler",
+            "syncd.watch",
+            "syncd.metrics",
+            "syncd.web",
+            "syncd.cluster",
+        }
+    ],
     [{"syncd.engine"}],
     [{"syncd.config"}],
     [{"syncd.remotes"}, {"syncd.index"}],

@@ -1,0 +1,302 @@
+"""The run coordinator of a daemon in a cluster: every run request becomes a procrastinate
+job, and this daemon's procrastinate worker runs the jobs it takes on its local coordinator.
+
+* ``request`` (a scheduled firing, a watcher's hint, ``syncd now``, a resume) defers a job
+  for the pair (:mod:`syncd.cluster.jobs`): lock = the pair's key, so no two daemons run one
+  pair at once; queueing lock = the pair's key, so a request while a job waits folds into it
+  (hints merged). A scheduled firing is deferred by the one daemon that claims its slot. A dry
+  run changes nothing: it runs here, on the local coordinator, as without a cluster.
+* the worker (its own thread and asyncio loop) takes jobs of any pair this daemon's config
+  has; a pair whose local folder is missing here is retried after a few seconds (any daemon
+  may take it then) up to :data:`MAX_ATTEMPTS` times. Each run is written to the run log.
+* heartbeats every :data:`HEARTBEAT_S`; a job whose worker's heartbeat is older than
+  :data:`STALLED_S` (a daemon killed, its host gone) is put back in line by whichever daemon
+  recovers first, every :data:`RECOVER_EVERY_S`: a dead daemon's pairs run elsewhere within
+  STALLED_S + RECOVER_EVERY_S (25 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from syncd.cluster.database import ClusterDatabase, psycopg_url
+from syncd.cluster.jobs import (
+    QUEUE,
+    TASK_NAME,
+    host_name,
+    job_args,
+    merged_args,
+    period_slot,
+    queueing_lock,
+    request_of,
+    unreachable,
+)
+from syncd.config import DaemonSection, PairConfig
+from syncd.control import result_from_json, result_to_json
+from syncd.errors import FatalError
+from syncd.models import Outcome
+from syncd.outcomes import RunResult
+from syncd.remotes.settings import read_secret
+from syncd.scheduler import Listener, Run, RunCoordinator, RunFn, RunRequest
+
+if TYPE_CHECKING:
+    from procrastinate import JobContext
+
+log = logging.getLogger("syncd.cluster")
+
+HEARTBEAT_S = 3.0
+STALLED_S = 15.0  # > several heartbeats: a busy host is not taken for a dead one
+RECOVER_EVERY_S = 5.0
+MAX_ATTEMPTS = 20  # a pair no daemon can reach: tried this many times, RETRY_WAIT_S apart
+RETRY_WAIT_S = 3
+POLL_S = 0.25  # `syncd now` waits for its job's run to be logged
+VIEW_FOR_S = 2.0  # status: the cluster view is read at most this often
+
+
+class Elsewhere(Exception):
+    """Raised by a job this daemon cannot run now: procrastinate retries it, anywhere."""
+
+
+class ClusterRun:
+    """What ``request`` returns in a cluster: the job, as ``syncd now`` waits for it."""
+
+    def __init__(self, coordinator: ClusterCoordinator, pair: PairConfig, job_id: int) -> None:
+        self.coordinator, self.pair, self.job_id = coordinator, pair, job_id
+
+    def wait(self, timeout: float | None = None) -> RunResult | None:
+        """The job's result once its run is logged and the job is over; None on timeout."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while deadline is None or time.monotonic() < deadline:
+            if self.coordinator.stopping:
+                return RunResult.unreported(self.pair.key, Outcome.INTERRUPTED, "the daemon is stopping")
+            status, result = self.coordinator.db.job_result(self.job_id)
+            if status == "aborted" and result is None:  # its daemon died; a waiting job took it over
+                following = self.coordinator.db.current_job(self.pair.key)
+                if following is not None:
+                    self.job_id = following
+                    continue
+            if status not in ("todo", "doing"):
+                if result is not None:
+                    ended: RunResult = result_from_json(result)
+                    return ended
+                message = f"job {self.job_id} ended {status or 'deleted'} without a run"
+                return RunResult.unreported(self.pair.key, Outcome.FATAL, message)
+            time.sleep(POLL_S)
+        return None
+
+
+class ClusterCoordinator(RunCoordinator):
+    """A :class:`RunCoordinator` whose requests go through the cluster's queue; the jobs this
+    daemon's worker takes run on the inherited local coordinator."""
+
+    def __init__(
+        self, run_fn: RunFn, max_parallel: int, daemon: DaemonSection, pairs: Callable[[], list[PairConfig]]
+    ) -> None:
+        super().__init__(run_fn, max_parallel)
+        from procrastinate import App, SyncPsycopgConnector
+        from procrastinate.schema import SchemaManager
+
+        self.url = psycopg_url(cluster_url(daemon))
+        self.where = _where(self.url)
+        self.host = host_name(daemon)
+        self.pairs = pairs
+        logging.getLogger("procrastinate").setLevel(logging.WARNING)  # a line per job is noise
+        self.defer_app = App(connector=SyncPsycopgConnector(conninfo=self.url, min_size=1, max_size=4))
+        try:
+            self.defer_app.open()
+            self.db = ClusterDatabase(self.defer_app.connector.pool)  # type: ignore[attr-defined]
+            self.db.create_schema(SchemaManager.get_schema())
+        except Exception as exc:  # psycopg's and the pool's errors: the daemon cannot serve
+            raise FatalError(f"cluster database {self.where}: cannot connect: {exc}") from exc
+        self.view: tuple[float, dict[str, dict[str, Any]]] = (0.0, {})
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.quit: asyncio.Event | None = None
+        self.thread = threading.Thread(target=self._serve, name="cluster worker", daemon=True)
+        self.thread.start()
+        log.info("cluster: %s on %s, worker %s", self.host, self.where, os.getpid())
+
+    # -- requests: jobs -------------------------------------------------------------------
+
+    def request(
+        self, pair: PairConfig, request: RunRequest, *, listener: Listener | None = None, even_if_paused: bool = False
+    ) -> Run | None:
+        """Defer (or fold into the waiting) job for ``pair``; a dry run runs here. None when
+        the pair is paused here, the daemon stops, or another daemon claimed this firing."""
+        if request.dry_run:
+            return super().request(pair, request, listener=listener, even_if_paused=even_if_paused)
+        with self.lock:
+            if self.stopping or (pair.key in self.paused and not even_if_paused):
+                return None
+        slot = period_slot(pair.key, pair.interval_s, time.time()) if request.reason == "schedule" else None
+        job_id = self._defer(pair.key, request, slot)
+        if job_id is None:
+            return None
+        if listener is not None:
+            listener({"event": "queued", "pair": pair.key, "reason": request.reason, "job": job_id})
+        return ClusterRun(self, pair, job_id)  # type: ignore[return-value]  # waited on like a Run
+
+    def _defer(self, key: str, request: RunRequest, slot: int | None = None) -> int | None:
+        """The id of the job that will run ``request``: a new one, or the waiting one it folded
+        into. With ``slot`` (a scheduled firing) None when another daemon deferred that firing."""
+        from procrastinate.exceptions import AlreadyEnqueued
+
+        args, lock = job_args(key, request), queueing_lock(key, request)
+        for _ in range(20):  # each turn: a worker took the waiting job between our two steps
+            try:
+                if slot is not None:
+                    return self._defer_once(key, slot, args, lock)
+                deferrer = self.defer_app.configure_task(TASK_NAME, lock=key, queueing_lock=lock, queue=QUEUE)
+                return int(deferrer.defer(**args))
+            except AlreadyEnqueued:
+                job_id = self.db.fold_into_waiting(lock, lambda waiting: merged_args(waiting, args))
+                if job_id is not None:
+                    return job_id
+        raise FatalError(f"cannot queue a run of {key}: its waiting job kept changing")
+
+    def _defer_once(self, key: str, slot: int, args: dict[str, Any], lock: str) -> int | None:
+        """procrastinate's periodic defer: the job and the record of its firing in one
+        statement, so a firing is deferred once however many daemons fire it."""
+        from procrastinate import exceptions, manager, sql
+
+        connector = self.defer_app.connector
+        try:
+            row = connector.execute_query_one(
+                query=sql.queries["defer_periodic_job"],
+                task_name=TASK_NAME,
+                defer_timestamp=slot,
+                periodic_id=key,
+                queue=QUEUE,
+                priority=0,
+                lock=key,
+                queueing_lock=lock,
+                args=args,
+            )
+        except exceptions.UniqueViolation as exc:
+            if exc.constraint_name == manager.QUEUEING_LOCK_CONSTRAINT:
+                raise exceptions.AlreadyEnqueued(lock) from exc
+            raise
+        return None if row["id"] is None else int(row["id"])
+
+    # -- the worker: jobs taken by this daemon --------------------------------------------
+
+    def _serve(self) -> None:
+        try:
+            asyncio.run(self._work_async())
+        except Exception:  # the worker's end is logged; the daemon's health check sees it
+            log.exception("cluster worker stopped")
+
+    async def _work_async(self) -> None:
+        from procrastinate import App, PsycopgConnector, RetryStrategy
+
+        self.loop, self.quit = asyncio.get_running_loop(), asyncio.Event()
+        app = App(connector=PsycopgConnector(conninfo=self.url, min_size=1, max_size=self.max_parallel + 2))
+        retry = RetryStrategy(max_attempts=MAX_ATTEMPTS, wait=RETRY_WAIT_S, retry_exceptions={Elsewhere})
+        app.task(name=TASK_NAME, queue=QUEUE, pass_context=True, retry=retry)(self._job)
+        async with app.open_async():
+            worker = asyncio.create_task(
+                app.run_worker_async(
+                    queues=[QUEUE],
+                    name=self.host,
+                    concurrency=self.max_parallel,
+                    install_signal_handlers=False,
+                    update_heartbeat_interval=HEARTBEAT_S,
+                    stalled_worker_timeout=STALLED_S,
+                    delete_jobs="successful",
+                )
+            )
+            while not self.quit.is_set():
+                await self._recover()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.quit.wait(), RECOVER_EVERY_S)
+            worker.cancel()  # procrastinate's graceful stop: the jobs in flight end first
+            with contextlib.suppress(asyncio.CancelledError):
+                await worker
+
+    async def _recover(self) -> None:
+        try:
+            for job_id, key in await asyncio.to_thread(self.db.recover_stalled, STALLED_S):
+                log.warning("job %d: its daemon stopped answering; back in line", job_id, extra={"pair": key})
+        except Exception as exc:  # the database away for a moment: the next pass tries again
+            log.warning("cluster: stalled-job recovery failed: %s", exc)
+
+    def _job(self, context: JobContext, /, **args: Any) -> None:
+        """One job: run the pair here and log the run; :class:`Elsewhere` to be retried."""
+        key, request = request_of(args)
+        job = context.job
+        pair = next((p for p in self.pairs() if p.key == key), None)
+        why = f"{key} is not in this daemon's config" if pair is None else unreachable(pair)
+        if why is not None:
+            if job.attempts + 1 < MAX_ATTEMPTS:
+                raise Elsewhere(why)
+            failed = RunResult.unreported(key, Outcome.FATAL, f"no daemon could run it: {why}")
+            self.db.run_ended(self.db.run_started(key, self.host, os.getpid(), job.id, request.reason), _row(failed))
+            return
+        assert pair is not None
+        if pair.key in self.paused:
+            result = RunResult.unreported(key, Outcome.PAUSED, f"paused on {self.host}")
+            self.db.run_ended(self.db.run_started(key, self.host, os.getpid(), job.id, request.reason), _row(result))
+            return
+        run_id = self.db.run_started(key, self.host, os.getpid(), job.id, request.reason)
+        run = super().request(pair, request, even_if_paused=True)
+        ended = run.wait() if run is not None else None
+        result = ended or RunResult.unreported(key, Outcome.INTERRUPTED, "the daemon is stopping")
+        self.db.run_ended(run_id, _row(result))
+        if result.outcome is Outcome.INTERRUPTED and self.stopping:
+            raise Elsewhere("interrupted by the daemon's stop")  # another daemon finishes it
+
+    # -- status and stop ------------------------------------------------------------------
+
+    def describe(self, key: str) -> dict[str, Any]:
+        """The local state, and ``cluster``: which host ran the pair last and which runs it now."""
+        info = super().describe(key)
+        stamp, view = self.view
+        if time.monotonic() - stamp > VIEW_FOR_S:
+            try:
+                view = self.db.pairs_view()
+            except Exception as exc:  # status must answer even with the database away
+                log.warning("cluster: cannot read the run log: %s", exc)
+            self.view = (time.monotonic(), view)
+        info["cluster"] = {"host": self.host, **view.get(key, {"last_host": None, "running_on": None})}
+        return info
+
+    def stop(self) -> None:
+        """Refuse new requests, and stop the worker once its jobs in flight end."""
+        super().stop()
+        if self.loop is not None and self.quit is not None:
+            self.loop.call_soon_threadsafe(self.quit.set)
+
+    def wait_idle(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        idle = super().wait_idle(timeout)
+        self.thread.join(max(0.0, deadline - time.monotonic()))
+        if not self.thread.is_alive():
+            self.defer_app.close()
+        return idle and not self.thread.is_alive()
+
+    def worker_alive(self) -> bool:
+        return self.thread.is_alive()
+
+
+def cluster_url(daemon: DaemonSection) -> str:
+    """The PostgreSQL URL: ``[daemon] cluster``, or read from ``cluster_url_file``."""
+    if daemon.cluster is not None:
+        return daemon.cluster
+    return read_secret(file=daemon.cluster_url_file, env=None, what="daemon.cluster_url_file")
+
+
+def _where(url: str) -> str:
+    """host:port/db of ``url``, never its password, for messages."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}{f':{parts.port}' if parts.port else ''}{parts.path or ''}"
+
+
+def _row(result: RunResult) -> dict[str, Any]:
+    return result_to_json(result)

@@ -1,0 +1,186 @@
+"""The cluster's own tables, next to procrastinate's, and every statement on them.
+
+* ``syncd_cluster_runs``: the run log. The job itself writes a row when it starts a run and
+  ends it when the run ends (times from the database's clock, one clock for every host). A
+  row whose daemon died stays without an end; stalled-job recovery marks it ``lost``.
+
+A scheduled run is deferred once per firing cluster-wide by procrastinate's own periodic
+defer (its ``procrastinate_periodic_defers`` row and the job in one statement, keyed by the
+pair and the firing's time): the first daemon to fire defers, the others find it done.
+
+Stalled jobs (their worker's heartbeat is too old: the daemon died or hangs) are put back
+in line by :meth:`ClusterDatabase.recover_stalled`, one daemon at a time (a transaction
+advisory lock): two daemons retrying one job, one of them after another daemon took it
+again, would run it twice at once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from psycopg.types.json import Jsonb
+
+from syncd.cluster.jobs import TASK_NAME, merged_args
+
+if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
+# pg_advisory locks: any two numbers no other code of this database uses
+SCHEMA_LOCK = 0x5959_4E43_0001
+RECOVERY_LOCK = 0x5959_4E43_0002
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS syncd_cluster_runs (
+    id bigserial PRIMARY KEY,
+    pair text NOT NULL,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    job_id bigint,
+    reason text NOT NULL,
+    started_at timestamptz NOT NULL DEFAULT clock_timestamp(),
+    ended_at timestamptz,
+    outcome text,
+    result jsonb
+);
+CREATE INDEX IF NOT EXISTS syncd_cluster_runs_pair_idx ON syncd_cluster_runs (pair, id);
+CREATE INDEX IF NOT EXISTS syncd_cluster_runs_job_idx ON syncd_cluster_runs (job_id);
+CREATE INDEX IF NOT EXISTS syncd_cluster_runs_open_idx ON syncd_cluster_runs (pair) WHERE ended_at IS NULL;
+"""
+
+
+def psycopg_url(url: str) -> str:
+    """A libpq URL: SQLAlchemy's ``postgresql+psycopg://`` spelling (the index's) accepted too."""
+    scheme, sep, rest = url.partition("://")
+    return f"{scheme.partition('+')[0]}{sep}{rest}" if sep else url
+
+
+class ClusterDatabase:
+    """Statements on the cluster's tables through a psycopg pool (procrastinate's own)."""
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self.pool = pool
+
+    def create_schema(self, procrastinate_schema: str) -> None:
+        """Create procrastinate's schema (once: the first daemon) and ours, one daemon at a time."""
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("SELECT pg_advisory_xact_lock(%s)", (SCHEMA_LOCK,))
+            row = conn.execute("SELECT to_regclass('procrastinate_jobs') IS NOT NULL").fetchone()
+            if not (row and row[0]):
+                conn.execute(procrastinate_schema)  # procrastinate's own SQL file
+            conn.execute(TABLES)
+
+    def fold_into_waiting(self, queueing_lock: str, merge: Any) -> int | None:
+        """Merge a request into the job waiting under ``queueing_lock``: ``merge(args)`` gives
+        the new args (None: they cannot share a run). The job's id, or None when no job waits
+        any more (a worker took it meanwhile: defer again) or the two cannot share a run."""
+        with self.pool.connection() as conn, conn.transaction():
+            row = conn.execute(
+                "SELECT id, args FROM procrastinate_jobs WHERE queueing_lock = %s AND status = 'todo' FOR UPDATE",
+                (queueing_lock,),
+            ).fetchone()
+            if row is None:
+                return None
+            args = merge(row[1])
+            if args is None:
+                return None
+            if args != row[1]:
+                conn.execute("UPDATE procrastinate_jobs SET args = %s WHERE id = %s", (Jsonb(args), row[0]))
+            return int(row[0])
+
+    def run_started(self, key: str, host: str, pid: int, job_id: int | None, reason: str) -> int:
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "INSERT INTO syncd_cluster_runs (pair, host, pid, job_id, reason) "
+                "VALUES (%s, %s, %s, %s, %s) RETURNING id",
+                (key, host, pid, job_id, reason),
+            ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+    def run_ended(self, run_id: int, result: dict[str, Any]) -> None:
+        with self.pool.connection() as conn:
+            conn.execute(
+                "UPDATE syncd_cluster_runs SET ended_at = clock_timestamp(), outcome = %s, result = %s WHERE id = %s",
+                (str(result.get("outcome")), Jsonb(result), run_id),
+            )
+
+    def job_result(self, job_id: int) -> tuple[str | None, dict[str, Any] | None]:
+        """(the job's status, or None once deleted; the result of its last ended run, if any)."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT (SELECT status::text FROM procrastinate_jobs WHERE id = %(job)s), "
+                "(SELECT result FROM syncd_cluster_runs WHERE job_id = %(job)s AND ended_at IS NOT NULL "
+                "ORDER BY id DESC LIMIT 1)",
+                {"job": job_id},
+            ).fetchone()
+        if row is None:
+            return None, None
+        return row[0], row[1]
+
+    def recover_stalled(self, stalled_s: float) -> list[tuple[int, str]]:
+        """Put back in line every syncd job whose worker sent no heartbeat for ``stalled_s``
+        seconds (or is gone), and mark its open run ``lost``. When a newer request for the
+        pair waits already (its queueing lock), the stalled job's request folds into that one
+        and the stalled job ends ``aborted`` (two waiting jobs may not share a queueing lock).
+        Returns (job id, pair key) of each; nothing when another daemon is recovering now."""
+        recovered = []
+        with self.pool.connection() as conn, conn.transaction():
+            row = conn.execute("SELECT pg_try_advisory_xact_lock(%s)", (RECOVERY_LOCK,)).fetchone()
+            if not (row and row[0]):
+                return []
+            stalled = conn.execute(
+                "SELECT j.id, j.lock, j.queueing_lock, j.args FROM procrastinate_jobs j "
+                "LEFT JOIN procrastinate_workers w ON w.id = j.worker_id "
+                "WHERE j.status = 'doing' AND j.task_name = %s "
+                "AND (w.id IS NULL OR w.last_heartbeat < now() - make_interval(secs => %s)) "
+                "FOR UPDATE OF j",
+                (TASK_NAME, stalled_s),
+            ).fetchall()
+            for job_id, key, lock, args in stalled:
+                waiting = conn.execute(
+                    "SELECT id, args FROM procrastinate_jobs WHERE queueing_lock = %s AND status = 'todo' FOR UPDATE",
+                    (lock,),
+                ).fetchone()
+                if waiting is None:
+                    conn.execute("SELECT procrastinate_retry_job_v2(%s, now(), NULL, NULL, NULL)", (job_id,))
+                else:
+                    both = merged_args(waiting[1], args) or waiting[1]
+                    conn.execute("UPDATE procrastinate_jobs SET args = %s WHERE id = %s", (Jsonb(both), waiting[0]))
+                    conn.execute("SELECT procrastinate_finish_job_v1(%s, 'aborted', false)", (job_id,))
+                conn.execute(
+                    "UPDATE syncd_cluster_runs SET outcome = 'lost' WHERE job_id = %s AND ended_at IS NULL", (job_id,)
+                )
+                recovered.append((int(job_id), str(key)))
+        return recovered
+
+    def current_job(self, key: str) -> int | None:
+        """The job of pair ``key`` waiting or running now, if any."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT id FROM procrastinate_jobs WHERE lock = %s AND status IN ('todo', 'doing') "
+                "ORDER BY status = 'doing' DESC, id LIMIT 1",
+                (key,),
+            ).fetchone()
+        return None if row is None else int(row[0])
+
+    def pairs_view(self) -> dict[str, dict[str, Any]]:
+        """Per pair: the host of its last ended run and when it ended; the host running it now."""
+        view: dict[str, dict[str, Any]] = {}
+        with self.pool.connection() as conn:
+            for key, host, ended, outcome in conn.execute(
+                "SELECT DISTINCT ON (pair) pair, host, extract(epoch FROM ended_at), outcome "
+                "FROM syncd_cluster_runs WHERE ended_at IS NOT NULL ORDER BY pair, id DESC"
+            ):
+                view[key] = {
+                    "last_host": host,
+                    "last_ended_at": float(ended),
+                    "last_outcome": outcome,
+                    "running_on": None,
+                }
+            for key, host, started in conn.execute(
+                "SELECT pair, host, extract(epoch FROM started_at) FROM syncd_cluster_runs "
+                "WHERE ended_at IS NULL AND outcome IS NULL"
+            ):
+                part = view.setdefault(key, {"last_host": None, "last_ended_at": None, "last_outcome": None})
+                part.update(running_on=host, running_since=float(started))
+        return view
