@@ -208,7 +208,9 @@ def main() -> None:
 def print_table(table: dict[str, dict[str, Sample]]) -> None:
     print(f"\n{'wall s / cpu s / RSS':<22}" + "".join(f"{p:>24}" for p in PHASES))
     for name, row in table.items():
-        cells = "".join(f"{row[p].seconds:>9.3f} {row[p].cpu_seconds:>7.3f} {row[p].max_rss_mb:>5.0f}MB" for p in PHASES)
+        cells = "".join(
+            f"{row[p].seconds:>9.3f} {row[p].cpu_seconds:>7.3f} {row[p].max_rss_mb:>5.0f}MB" for p in PHASES
+        )
         print(f"{name:<22}{cells}")
     if "syncd" not in table:
         return
