@@ -44,8 +44,10 @@ from syncd.remotes.nextcloud_scan import nextcloud_user, run_scans
 from syncd.remotes.settings import OpenContext, RemoteSettings
 from syncd.times import NS_MAX, NS_MIN, clamp_ns
 
-STALE_TEMP_S = 3600.0
-_O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)  # a write in flight touches its temp file far more often than this
+STALE_TEMP_S = 3600.0  # a write in flight touches its temp file far more often than this
+_O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)  # 0 where the platform has no unnamed files
+# linkat of an unnamed file refused (no /proc, links not allowed here): fall back to a temp name
+_NO_UNNAMED_LINK = (errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EACCES, errno.EOPNOTSUPP)
 
 
 class Settings(RemoteSettings, frozen=True):
@@ -373,7 +375,11 @@ class LocalRemote:
         except FileExistsError:
             raise PreconditionFailed(path, "already exists") from None
         except OSError as exc:
-            raise self._disk_error(path, exc) from exc
+            if exc.errno not in _NO_UNNAMED_LINK or not data.seekable():
+                raise self._disk_error(path, exc) from exc
+            self._unnamed_files = False  # /proc hidden or links refused here: temp names from now on
+            data.seek(0)
+            return None
         finally:
             os.close(fd)
         return digest

@@ -254,3 +254,24 @@ def test_a_dir_bucket_commits_a_new_key_with_one_link_and_still_refuses_an_exist
     assert [e.path for e in bucket.list()] == ["a/x.txt"] and bucket.stat("a/x.txt") == replaced
     leftovers = [p.name for p in (tmp_path / "bucket").rglob("*") if ".tmp-" in p.name]
     assert leftovers == []
+
+
+def test_a_refused_link_of_an_unnamed_file_falls_back_to_a_temp_name_for_that_write(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No /proc (or links refused): the bytes are read again from the start and written
+    through a temp name; later writes go that way at once."""
+    remote = LocalRemote(tmp_path, trash_dir=tmp_path / "trash")
+    real_link = os.link
+
+    def no_proc(src: str, dst: str, **kw: Any) -> None:
+        if str(src).startswith("/proc/"):
+            raise FileNotFoundError(errno.ENOENT, "no /proc here")
+        real_link(src, dst, **kw)
+
+    monkeypatch.setattr(os, "link", no_proc)
+    put(remote, "a.txt", b"alpha")
+    put(remote, "b.txt", b"beta")
+    assert remote._unnamed_files is False
+    assert (tmp_path / "a.txt").read_bytes() == b"alpha" and (tmp_path / "b.txt").read_bytes() == b"beta"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
