@@ -34,6 +34,7 @@ from syncd.times import clamp_ns
 
 SHARDS = "objects"
 _O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)
+_NO_UNNAMED_LINK = (errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EACCES, errno.EOPNOTSUPP)
 
 
 class Settings(RemoteSettings, frozen=True):
@@ -260,6 +261,11 @@ class DirBucket(BucketTrash):
             os.link(f"/proc/self/fd/{fd}", sidecar, src_dir_fd=fd, follow_symlinks=True)
         except FileExistsError:
             raise PreconditionFailed(path, "already exists") from None
+        except OSError as exc:
+            if exc.errno not in _NO_UNNAMED_LINK:
+                raise
+            self._unnamed_files = False  # /proc hidden or links refused here: the locked path from now on
+            return False
         finally:
             os.close(fd)
         return True

@@ -275,3 +275,23 @@ def test_a_refused_link_of_an_unnamed_file_falls_back_to_a_temp_name_for_that_wr
     assert remote._unnamed_files is False
     assert (tmp_path / "a.txt").read_bytes() == b"alpha" and (tmp_path / "b.txt").read_bytes() == b"beta"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
+
+
+def test_a_dir_bucket_whose_link_is_refused_commits_through_the_locked_path(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    bucket = DirBucket(tmp_path / "bucket")
+    real_link = os.link
+
+    def no_proc(src: str, dst: str, **kw: Any) -> None:
+        if str(src).startswith("/proc/"):
+            raise PermissionError(errno.EPERM, "links refused")
+        real_link(src, dst, **kw)
+
+    monkeypatch.setattr(os, "link", no_proc)
+    put(bucket, "x.txt", b"first")
+    assert bucket._unnamed_files is False
+    with pytest.raises(PreconditionFailed):
+        put(bucket, "x.txt", b"second")
+    with bucket.open_read("x.txt") as stream:
+        assert stream.read() == b"first"
