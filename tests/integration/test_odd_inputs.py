@@ -124,7 +124,8 @@ def test_the_pairs_own_temp_files_are_swept_by_its_next_run(env: PairEnv) -> Non
 
 
 def _temp_names_written(env: PairEnv) -> set[str]:
-    """The temp-name prefix of this pair, as a download into its tree uses it."""
+    """The temp-name prefix of this pair, as a download that replaces a file of its tree uses
+    it (a new file may need no temp name: an unnamed file, named by one link)."""
     seen: set[str] = set()
     real_open = local.os.open
 
@@ -134,7 +135,9 @@ def _temp_names_written(env: PairEnv) -> set[str]:
             seen.add(name[: -len("0123456789ab")])
         return real_open(path, flags, mode)
 
-    env.write_b("docs/probe.txt", b"downloaded once to learn the temp name")
+    env.write_b("docs/probe.txt", b"downloaded once")
+    assert env.sync().outcome is Outcome.OK
+    env.write_b("docs/probe.txt", b"downloaded again, over the first, to learn the temp name")
     local.os.open = spy  # type: ignore[assignment]
     try:
         assert env.sync().outcome is Outcome.OK
