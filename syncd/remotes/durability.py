@@ -1,7 +1,8 @@
 """Making a batch of changes to a local disk durable together (I/O).
 
 A remote kept on this machine (a local tree, a ``dir`` bucket) commits each write atomically
-(a temp name, then a rename) but does not flush each to the disk: an fsync per file costs
+(a temp name then a rename, or an unnamed file then one link) but does not flush each to the
+disk: an fsync per file costs
 about 5 ms here, more than everything else a small file needs. It notes what it changed in a
 :class:`PendingSync`, and the engine calls the remote's ``sync_writes()``
 (:class:`~syncd.remotes.base.SupportsSyncWrites`) before it records a batch of finished
