@@ -14,7 +14,7 @@ Each run's wall time, the child's CPU time (user + system, os.wait4) and peak RS
 printed as tables with ratios to syncd.
 
     python bench/storj_sync.py [--parts tree,transfer] [--files 1000] [--big-mib 256]
-                               [--transfer-mib 1024] [--concurrency 4]
+                               [--transfer-mib 1024] [--concurrency 4] [--download-parts N]
                                [--network-json PATH]   # reuse a running network's info file
 """
 
@@ -132,6 +132,11 @@ class Network:
             project.ensure_bucket(name)
         return name
 
+    def delete(self, bucket: str, key: str) -> None:
+        """Free the nodes' space (a reused network's nodes fill up after a few GiB)."""
+        with uplink.Access.parse(self.grant) as access, access.open_project(user_agent=USER_AGENT) as project:
+            project.delete_object(bucket, key)
+
     def close(self) -> None:
         if self.proc is not None:
             from tests.storj_network import fixture
@@ -149,6 +154,10 @@ def rclone_env(grant: str) -> dict[str, str]:
     }
 
 
+# Extra keys of syncd's bucket (`--download-parts`), e.g. ", download_parts = 1".
+BUCKET_EXTRA = {"keys": ""}
+
+
 def syncd_now(net: Network, tree: Path, bucket: str, work: Path, concurrency: int) -> list[str]:
     """The command of a ``syncd now`` pairing ``tree`` with ``bucket``; its config and state in ``work``."""
     work.mkdir(parents=True, exist_ok=True)
@@ -157,7 +166,7 @@ def syncd_now(net: Network, tree: Path, bucket: str, work: Path, concurrency: in
     config.write_text(
         f'[daemon]\nstate_dir = "state"\nsocket = "state/control.sock"\ntransfers = {concurrency}\n\n'
         f'[users.bench]\nfiles = {{ type = "local", path = "{tree}" }}\n'
-        f'bucket = {{ type = "storj", access_grant_file = "grant", bucket = "{bucket}" }}\n'
+        f'bucket = {{ type = "storj", access_grant_file = "grant", bucket = "{bucket}"{BUCKET_EXTRA["keys"]} }}\n'
     )
     return [sys.executable, "-m", "syncd", "--config", str(config), "now"]
 
@@ -222,6 +231,8 @@ def bench_transfer(net: Network, work: Path, mib: int, concurrency: int) -> dict
             raise SystemExit(f"{tool}'s download differs from the file uploaded")
         (down / "big.bin").unlink()  # the disk holds one copy at a time
     print("transfer: downloads done", flush=True)
+    net.delete(syncd_bucket, "big.bin")
+    net.delete(rclone_bucket, "big.bin")
     return table
 
 
@@ -262,11 +273,14 @@ def main() -> None:
     parser.add_argument("--big-mib", type=int, default=256)
     parser.add_argument("--transfer-mib", type=int, default=1024, help="size of the transfer part's file")
     parser.add_argument("--concurrency", type=int, default=4, help="syncd transfers / rclone --transfers (1-16)")
+    parser.add_argument("--download-parts", type=int, help="syncd's download_parts (default: the setting's)")
     parser.add_argument("--network-json", type=Path, help="info file of a running local network")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     if not parts or parts - {"tree", "transfer"}:
         parser.error("--parts: tree, transfer or both")
+    if args.download_parts is not None:
+        BUCKET_EXTRA["keys"] = f", download_parts = {args.download_parts}"
     compile_syncd()
     concurrency = max(1, min(16, args.concurrency))
     require_rclone()

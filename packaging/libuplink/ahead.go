@@ -5,6 +5,7 @@ import (
 	"io"
 	"maps"
 	"sync"
+	"time"
 
 	"storj.io/uplink"
 	"storj.io/uplink/private/object"
@@ -31,6 +32,13 @@ import (
 // errReplaced is what a part finds when the object changed since the download
 // started (code SYNCD_ERROR_FAILED_PRECONDITION).
 var errReplaced = errors.New("the object was replaced while it was downloaded")
+
+// A part refused for the request rate is asked again up to this many times in
+// all, after pauses that double from the first (0.1 + 0.2 + 0.4 + 0.8 s).
+const (
+	tooManyRequestsTries = 5
+	tooManyRequestsPause = 100 * time.Millisecond
+)
 
 type aheadPart struct {
 	offset int64
@@ -111,9 +119,7 @@ func (r *aheadReader) fetch(part *aheadPart, source *object.VersionedDownload) {
 
 func (r *aheadReader) fill(part *aheadPart, source *object.VersionedDownload) (err error) {
 	if source == nil {
-		opts := &object.DownloadObjectOptions{Offset: part.offset, Length: int64(len(part.buf))}
-		source, err = object.DownloadObject(r.s.ctx, r.project.Project, r.bucket, r.key, nil, opts)
-		if err != nil {
+		if source, err = r.open(part); err != nil {
 			return err
 		}
 	}
@@ -144,6 +150,26 @@ func (r *aheadReader) fill(part *aheadPart, source *object.VersionedDownload) (e
 		}
 	}
 	return nil
+}
+
+// open starts the download of part. A satellite that limits the project's
+// request rate (several parts of several downloads ask at once) is asked again
+// after a pause, a few times.
+func (r *aheadReader) open(part *aheadPart) (*object.VersionedDownload, error) {
+	opts := &object.DownloadObjectOptions{Offset: part.offset, Length: int64(len(part.buf))}
+	pause := tooManyRequestsPause
+	for try := 1; ; try++ {
+		source, err := object.DownloadObject(r.s.ctx, r.project.Project, r.bucket, r.key, nil, opts)
+		if err == nil || !errors.Is(err, uplink.ErrTooManyRequests) || try == tooManyRequestsTries {
+			return source, err
+		}
+		select {
+		case <-r.s.ctx.Done():
+			return nil, err
+		case <-time.After(pause):
+		}
+		pause *= 2
+	}
 }
 
 // sameObject reports whether a and b are the same version of an object.
