@@ -6,13 +6,16 @@ job, and this daemon's procrastinate worker runs the jobs it takes on its local 
   pair at once; queueing lock = the pair's key, so a request while a job waits folds into it
   (hints merged). A scheduled firing is deferred by the one daemon that claims its slot. A dry
   run changes nothing: it runs here, on the local coordinator, as without a cluster.
-* the worker (its own thread and asyncio loop) takes jobs of any pair this daemon's config
-  has; a pair whose local folder is missing here is retried after a few seconds (any daemon
-  may take it then) up to :data:`MAX_ATTEMPTS` times. Each run is written to the run log.
+* the worker (its own thread and asyncio loop) takes jobs from the shared line and from this
+  daemon's home line, where the jobs of the pairs it ran last wait (its index of them is
+  current) while it lives. A pair whose local folder is missing here is retried in the
+  shared line a few seconds later (any daemon may take it), up to :data:`MAX_ATTEMPTS`
+  times. Each run is written to the run log.
 * heartbeats every :data:`HEARTBEAT_S`; a job whose worker's heartbeat is older than
-  :data:`STALLED_S` (a daemon killed, its host gone) is put back in line by whichever daemon
-  recovers first, every :data:`RECOVER_EVERY_S`: a dead daemon's pairs run elsewhere within
-  STALLED_S + RECOVER_EVERY_S (25 s).
+  :data:`STALLED_S` (a daemon killed, its host gone) is put back in the shared line by
+  whichever daemon recovers first, every :data:`RECOVER_EVERY_S`, with the waiting jobs of a
+  daemon silent that long: a dead daemon's pairs are back in line within STALLED_S +
+  RECOVER_EVERY_S (20 s) and run when a worker is free.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from syncd.cluster.database import ClusterDatabase, psycopg_url
 from syncd.cluster.jobs import (
     QUEUE,
     TASK_NAME,
+    home_queue,
     host_name,
     job_args,
     merged_args,
@@ -41,9 +45,9 @@ from syncd.cluster.jobs import (
 )
 from syncd.config import DaemonSection, PairConfig
 from syncd.control import result_from_json, result_to_json
-from syncd.errors import FatalError
+from syncd.errors import FatalError, ProtocolError
 from syncd.models import Outcome
-from syncd.outcomes import RunResult
+from syncd.outcomes import ExitCode, RunResult
 from syncd.remotes.settings import read_secret
 from syncd.scheduler import Listener, Run, RunCoordinator, RunFn, RunRequest
 
@@ -57,6 +61,7 @@ STALLED_S = 15.0  # > several heartbeats: a busy host is not taken for a dead on
 RECOVER_EVERY_S = 5.0
 MAX_ATTEMPTS = 20  # a pair no daemon can reach: tried this many times, RETRY_WAIT_S apart
 RETRY_WAIT_S = 3
+RESTART_S = 5.0
 POLL_S = 0.25  # `syncd now` waits for its job's run to be logged
 VIEW_FOR_S = 2.0  # status: the cluster view is read at most this often
 
@@ -78,7 +83,7 @@ class ClusterRun:
             if self.coordinator.stopping:
                 return RunResult.unreported(self.pair.key, Outcome.INTERRUPTED, "the daemon is stopping")
             status, result = self.coordinator.db.job_result(self.job_id)
-            if status == "aborted" and result is None:  # its daemon died; a waiting job took it over
+            if status == "aborted" and result is None:  # folded into a job of a dead daemon, run again
                 following = self.coordinator.db.current_job(self.pair.key)
                 if following is not None:
                     self.job_id = following
@@ -136,7 +141,14 @@ class ClusterCoordinator(RunCoordinator):
             if self.stopping or (pair.key in self.paused and not even_if_paused):
                 return None
         slot = period_slot(pair.key, pair.interval_s, time.time()) if request.reason == "schedule" else None
-        job_id = self._defer(pair.key, request, slot)
+        try:
+            job_id = self._defer(pair.key, request, slot)
+        except Exception as exc:  # the database away: a scheduled or watcher run comes again
+            message = f"cluster database {self.where}: cannot queue a run: {exc}"
+            if request.reason == "now":
+                raise ProtocolError(message, ExitCode.FATAL) from exc
+            log.warning("%s", message, extra={"pair": pair.key})
+            return None
         if job_id is None:
             return None
         if listener is not None:
@@ -149,11 +161,12 @@ class ClusterCoordinator(RunCoordinator):
         from procrastinate.exceptions import AlreadyEnqueued
 
         args, lock = job_args(key, request), queueing_lock(key, request)
+        queue = self.db.queue_for(key, STALLED_S)
         for _ in range(20):  # each turn: a worker took the waiting job between our two steps
             try:
                 if slot is not None:
-                    return self._defer_once(key, slot, args, lock)
-                deferrer = self.defer_app.configure_task(TASK_NAME, lock=key, queueing_lock=lock, queue=QUEUE)
+                    return self._defer_once(key, slot, args, lock, queue)
+                deferrer = self.defer_app.configure_task(TASK_NAME, lock=key, queueing_lock=lock, queue=queue)
                 return int(deferrer.defer(**args))
             except AlreadyEnqueued:
                 job_id = self.db.fold_into_waiting(lock, lambda waiting: merged_args(waiting, args))
@@ -161,7 +174,7 @@ class ClusterCoordinator(RunCoordinator):
                     return job_id
         raise FatalError(f"cannot queue a run of {key}: its waiting job kept changing")
 
-    def _defer_once(self, key: str, slot: int, args: dict[str, Any], lock: str) -> int | None:
+    def _defer_once(self, key: str, slot: int, args: dict[str, Any], lock: str, queue: str) -> int | None:
         """procrastinate's periodic defer: the job and the record of its firing in one
         statement, so a firing is deferred once however many daemons fire it."""
         from procrastinate import exceptions, manager, sql
@@ -173,7 +186,7 @@ class ClusterCoordinator(RunCoordinator):
                 task_name=TASK_NAME,
                 defer_timestamp=slot,
                 periodic_id=key,
-                queue=QUEUE,
+                queue=queue,
                 priority=0,
                 lock=key,
                 queueing_lock=lock,
@@ -188,22 +201,24 @@ class ClusterCoordinator(RunCoordinator):
     # -- the worker: jobs taken by this daemon --------------------------------------------
 
     def _serve(self) -> None:
-        try:
-            asyncio.run(self._work_async())
-        except Exception:  # the worker's end is logged; the daemon's health check sees it
-            log.exception("cluster worker stopped")
+        """The worker, started again :data:`RESTART_S` after it fails (the database away)."""
+        while not self.stopping:
+            try:
+                asyncio.run(self._work_async())
+            except Exception:
+                log.exception("cluster: the worker stopped; starting it again in %.0fs", RESTART_S)
+                time.sleep(RESTART_S)
 
     async def _work_async(self) -> None:
-        from procrastinate import App, PsycopgConnector, RetryStrategy
+        from procrastinate import App, PsycopgConnector
 
         self.loop, self.quit = asyncio.get_running_loop(), asyncio.Event()
         app = App(connector=PsycopgConnector(conninfo=self.url, min_size=1, max_size=self.max_parallel + 2))
-        retry = RetryStrategy(max_attempts=MAX_ATTEMPTS, wait=RETRY_WAIT_S, retry_exceptions={Elsewhere})
-        app.task(name=TASK_NAME, queue=QUEUE, pass_context=True, retry=retry)(self._job)
+        app.task(name=TASK_NAME, queue=QUEUE, pass_context=True, retry=_retry_strategy())(self._job)
         async with app.open_async():
             worker = asyncio.create_task(
                 app.run_worker_async(
-                    queues=[QUEUE],
+                    queues=[QUEUE, home_queue(self.host)],
                     name=self.host,
                     concurrency=self.max_parallel,
                     install_signal_handlers=False,
@@ -212,16 +227,20 @@ class ClusterCoordinator(RunCoordinator):
                     delete_jobs="successful",
                 )
             )
-            while not self.quit.is_set():
-                await self._recover()
+            while not self.quit.is_set() and not worker.done():
+                await self._recover()  # and say this daemon is alive
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.quit.wait(), RECOVER_EVERY_S)
+            if worker.done() and not self.quit.is_set():
+                worker.result()  # its error, if any
+                raise RuntimeError("the procrastinate worker ended")
             worker.cancel()  # procrastinate's graceful stop: the jobs in flight end first
             with contextlib.suppress(asyncio.CancelledError):
                 await worker
 
     async def _recover(self) -> None:
         try:
+            await asyncio.to_thread(self.db.heartbeat, self.host, os.getpid())
             for job_id, key in await asyncio.to_thread(self.db.recover_stalled, STALLED_S):
                 log.warning("job %d: its daemon stopped answering; back in line", job_id, extra={"pair": key})
         except Exception as exc:  # the database away for a moment: the next pass tries again
@@ -270,8 +289,13 @@ class ClusterCoordinator(RunCoordinator):
     def stop(self) -> None:
         """Refuse new requests, and stop the worker once its jobs in flight end."""
         super().stop()
+        try:
+            self.db.leave(self.host)
+        except Exception as exc:  # the database away: the others move the jobs after STALLED_S
+            log.warning("cluster: cannot hand this daemon's waiting jobs over: %s", exc)
         if self.loop is not None and self.quit is not None:
-            self.loop.call_soon_threadsafe(self.quit.set)
+            with contextlib.suppress(RuntimeError):  # its loop closed: the worker is between two starts
+                self.loop.call_soon_threadsafe(self.quit.set)
 
     def wait_idle(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -300,3 +324,18 @@ def _where(url: str) -> str:
 
 def _row(result: RunResult) -> dict[str, Any]:
     return result_to_json(result)
+
+
+def _retry_strategy() -> Any:
+    """Retry :class:`Elsewhere` jobs in the shared line, :data:`RETRY_WAIT_S` apart, at most
+    :data:`MAX_ATTEMPTS` times: the home line of a daemon that cannot run the pair would keep
+    it there."""
+    from procrastinate import BaseRetryStrategy, RetryDecision
+
+    class ToTheSharedLine(BaseRetryStrategy):
+        def get_retry_decision(self, *, exception: BaseException, job: Any) -> RetryDecision | None:
+            if not isinstance(exception, Elsewhere) or job.attempts + 1 >= MAX_ATTEMPTS:
+                return None
+            return RetryDecision(retry_in={"seconds": RETRY_WAIT_S}, queue=QUEUE)
+
+    return ToTheSharedLine()

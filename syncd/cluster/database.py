@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from psycopg.types.json import Jsonb
 
-from syncd.cluster.jobs import TASK_NAME, merged_args
+from syncd.cluster.jobs import QUEUE, TASK_NAME, home_queue, merged_args
 
 if TYPE_CHECKING:
     from psycopg_pool import ConnectionPool
@@ -44,6 +44,11 @@ CREATE TABLE IF NOT EXISTS syncd_cluster_runs (
 );
 CREATE INDEX IF NOT EXISTS syncd_cluster_runs_pair_idx ON syncd_cluster_runs (pair, id);
 CREATE INDEX IF NOT EXISTS syncd_cluster_runs_job_idx ON syncd_cluster_runs (job_id);
+CREATE TABLE IF NOT EXISTS syncd_cluster_hosts (
+    host text PRIMARY KEY,
+    pid integer NOT NULL,
+    seen_at timestamptz NOT NULL
+);
 CREATE INDEX IF NOT EXISTS syncd_cluster_runs_open_idx ON syncd_cluster_runs (pair) WHERE ended_at IS NULL;
 """
 
@@ -117,11 +122,42 @@ class ClusterDatabase:
             return None, None
         return row[0], row[1]
 
+    def heartbeat(self, host: str, pid: int) -> None:
+        """This daemon is alive: the jobs of the pairs it ran last wait in its own line."""
+        with self.pool.connection() as conn:
+            conn.execute(
+                "INSERT INTO syncd_cluster_hosts (host, pid, seen_at) VALUES (%s, %s, now()) "
+                "ON CONFLICT (host) DO UPDATE SET pid = excluded.pid, seen_at = excluded.seen_at",
+                (host, pid),
+            )
+
+    def leave(self, host: str) -> None:
+        """This daemon stops: its waiting jobs go to the shared line at once."""
+        with self.pool.connection() as conn, conn.transaction():
+            conn.execute("DELETE FROM syncd_cluster_hosts WHERE host = %s", (host,))
+            conn.execute(
+                "UPDATE procrastinate_jobs SET queue_name = %s WHERE status = 'todo' AND queue_name = %s",
+                (QUEUE, home_queue(host)),
+            )
+
+    def queue_for(self, key: str, alive_s: float) -> str:
+        """The line for a new job of pair ``key``: the home line of the daemon that ran it last
+        while that daemon is alive, else the shared line."""
+        with self.pool.connection() as conn:
+            row = conn.execute(
+                "SELECT last.host FROM (SELECT host FROM syncd_cluster_runs WHERE pair = %s ORDER BY id DESC LIMIT 1) "
+                "last JOIN syncd_cluster_hosts h ON h.host = last.host "
+                "WHERE h.seen_at > now() - make_interval(secs => %s)",
+                (key, alive_s),
+            ).fetchone()
+        return QUEUE if row is None else home_queue(str(row[0]))
+
     def recover_stalled(self, stalled_s: float) -> list[tuple[int, str]]:
-        """Put back in line every syncd job whose worker sent no heartbeat for ``stalled_s``
-        seconds (or is gone), and mark its open run ``lost``. When a newer request for the
-        pair waits already (its queueing lock), the stalled job's request folds into that one
-        and the stalled job ends ``aborted`` (two waiting jobs may not share a queueing lock).
+        """Put back in the shared line every syncd job whose worker sent no heartbeat for
+        ``stalled_s`` seconds (or is gone), and mark its open run ``lost``; move the waiting
+        jobs of daemons silent that long to the shared line. When a newer request for the
+        pair waits already (its queueing lock), it folds into the stalled job, which keeps its
+        place in line, and ends ``aborted`` (two waiting jobs may not share a queueing lock).
         Returns (job id, pair key) of each; nothing when another daemon is recovering now."""
         recovered = []
         with self.pool.connection() as conn, conn.transaction():
@@ -141,16 +177,22 @@ class ClusterDatabase:
                     "SELECT id, args FROM procrastinate_jobs WHERE queueing_lock = %s AND status = 'todo' FOR UPDATE",
                     (lock,),
                 ).fetchone()
-                if waiting is None:
-                    conn.execute("SELECT procrastinate_retry_job_v2(%s, now(), NULL, NULL, NULL)", (job_id,))
-                else:
-                    both = merged_args(waiting[1], args) or waiting[1]
-                    conn.execute("UPDATE procrastinate_jobs SET args = %s WHERE id = %s", (Jsonb(both), waiting[0]))
-                    conn.execute("SELECT procrastinate_finish_job_v1(%s, 'aborted', false)", (job_id,))
+                if waiting is not None:  # it joins the stalled one, which keeps its place in line
+                    both = merged_args(args, waiting[1]) or args
+                    conn.execute("SELECT procrastinate_finish_job_v1(%s, 'aborted', false)", (waiting[0],))
+                    conn.execute("UPDATE procrastinate_jobs SET args = %s WHERE id = %s", (Jsonb(both), job_id))
+                conn.execute("SELECT procrastinate_retry_job_v2(%s, now(), NULL, %s, NULL)", (job_id, QUEUE))
                 conn.execute(
                     "UPDATE syncd_cluster_runs SET outcome = 'lost' WHERE job_id = %s AND ended_at IS NULL", (job_id,)
                 )
                 recovered.append((int(job_id), str(key)))
+            conn.execute(  # the waiting jobs of daemons gone silent go to the shared line
+                "UPDATE procrastinate_jobs SET queue_name = %(shared)s WHERE status = 'todo' "
+                "AND task_name = %(task)s AND queue_name <> %(shared)s AND queue_name NOT IN "
+                "(SELECT %(shared)s || '@' || host FROM syncd_cluster_hosts "
+                "WHERE seen_at > now() - make_interval(secs => %(alive)s))",
+                {"shared": QUEUE, "task": TASK_NAME, "alive": stalled_s},
+            )
         return recovered
 
     def current_job(self, key: str) -> int | None:

@@ -21,7 +21,13 @@ from syncd.engine.scans import phase
 from syncd.scheduler import RunRequest
 
 TASK_NAME = "syncd.sync_pair"
-QUEUE = "syncd"
+QUEUE = "syncd"  # the shared line: any daemon takes its jobs
+
+
+def home_queue(host: str) -> str:
+    """The line of the jobs of pairs ``host`` ran last: a pair stays on the daemon whose index
+    of it is current (each host keeps its own); it moves when that daemon is gone."""
+    return f"{QUEUE}@{host}"
 
 
 def job_args(key: str, request: RunRequest) -> dict[str, Any]:

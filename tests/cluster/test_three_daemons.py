@@ -127,6 +127,18 @@ def test_three_daemons_share_100_pairs_and_survive_a_kill(cluster: Cluster) -> N
     )
     assert "h2" not in {host for (host,) in mounted_hosts}
 
+    # a pair stays on the daemon that ran it (its index there is current) while that daemon lives
+    moved = [
+        (pair, hosts)
+        for pair, hosts in cluster.rows(
+            "SELECT pair, array_agg(host ORDER BY id) FROM syncd_cluster_runs WHERE started_at < %s "
+            "OR pair IN (SELECT pair FROM syncd_cluster_runs WHERE host <> 'h0') GROUP BY pair",
+            killed_at,
+        )
+        if len(set(hosts) - {"h0"}) > 1
+    ]
+    assert not moved, moved
+
     # nothing lost: every file of every tree is in its bucket, byte for byte
     for i in range(N_PAIRS):
         root = cluster.base / ("mounted" if i < MOUNTED else "trees") / user(i)
