@@ -62,6 +62,8 @@ RECOVER_EVERY_S = 5.0
 MAX_ATTEMPTS = 20  # a pair no daemon can reach: tried this many times, RETRY_WAIT_S apart
 RETRY_WAIT_S = 3
 RESTART_S = 5.0
+RUN_LOG_DAYS = 30  # the run log keeps this many days
+PRUNE_EVERY_S = 3600.0
 POLL_S = 0.25  # `syncd now` waits for its job's run to be logged
 VIEW_FOR_S = 2.0  # status: the cluster view is read at most this often
 
@@ -122,6 +124,7 @@ class ClusterCoordinator(RunCoordinator):
         except Exception as exc:  # psycopg's and the pool's errors: the daemon cannot serve
             raise FatalError(f"cluster database {self.where}: cannot connect: {exc}") from exc
         self.view: tuple[float, dict[str, dict[str, Any]]] = (0.0, {})
+        self.prune_at = 0.0  # time.monotonic() of the next pruning of the run log
         self.loop: asyncio.AbstractEventLoop | None = None
         self.quit: asyncio.Event | None = None
         self.thread = threading.Thread(target=self._serve, name="cluster worker", daemon=True)
@@ -241,6 +244,9 @@ class ClusterCoordinator(RunCoordinator):
     async def _recover(self) -> None:
         try:
             await asyncio.to_thread(self.db.heartbeat, self.host, os.getpid())
+            if time.monotonic() >= self.prune_at:
+                self.prune_at = time.monotonic() + PRUNE_EVERY_S
+                await asyncio.to_thread(self.db.prune, RUN_LOG_DAYS)
             for job_id, key in await asyncio.to_thread(self.db.recover_stalled, STALLED_S):
                 log.warning("job %d: its daemon stopped answering; back in line", job_id, extra={"pair": key})
         except Exception as exc:  # the database away for a moment: the next pass tries again

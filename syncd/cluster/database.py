@@ -44,6 +44,15 @@ CREATE TABLE IF NOT EXISTS syncd_cluster_runs (
 );
 CREATE INDEX IF NOT EXISTS syncd_cluster_runs_pair_idx ON syncd_cluster_runs (pair, id);
 CREATE INDEX IF NOT EXISTS syncd_cluster_runs_job_idx ON syncd_cluster_runs (job_id);
+CREATE INDEX IF NOT EXISTS syncd_cluster_runs_started_idx ON syncd_cluster_runs (started_at);
+CREATE TABLE IF NOT EXISTS syncd_cluster_pairs (
+    pair text PRIMARY KEY,
+    last_host text,
+    last_ended_at timestamptz,
+    last_outcome text,
+    running_on text,
+    running_since timestamptz
+);
 CREATE TABLE IF NOT EXISTS syncd_cluster_hosts (
     host text PRIMARY KEY,
     pid integer NOT NULL,
@@ -93,21 +102,44 @@ class ClusterDatabase:
             return int(row[0])
 
     def run_started(self, key: str, host: str, pid: int, job_id: int | None, reason: str) -> int:
-        with self.pool.connection() as conn:
+        with self.pool.connection() as conn, conn.transaction():
             row = conn.execute(
                 "INSERT INTO syncd_cluster_runs (pair, host, pid, job_id, reason) "
                 "VALUES (%s, %s, %s, %s, %s) RETURNING id",
                 (key, host, pid, job_id, reason),
             ).fetchone()
+            conn.execute(
+                "INSERT INTO syncd_cluster_pairs (pair, running_on, running_since) VALUES (%s, %s, clock_timestamp()) "
+                "ON CONFLICT (pair) DO UPDATE SET running_on = excluded.running_on, "
+                "running_since = excluded.running_since",
+                (key, host),
+            )
         assert row is not None
         return int(row[0])
 
     def run_ended(self, run_id: int, result: dict[str, Any]) -> None:
-        with self.pool.connection() as conn:
-            conn.execute(
-                "UPDATE syncd_cluster_runs SET ended_at = clock_timestamp(), outcome = %s, result = %s WHERE id = %s",
+        with self.pool.connection() as conn, conn.transaction():
+            row = conn.execute(
+                "UPDATE syncd_cluster_runs SET ended_at = clock_timestamp(), outcome = %s, result = %s "
+                "WHERE id = %s RETURNING pair, host, ended_at",
                 (str(result.get("outcome")), Jsonb(result), run_id),
+            ).fetchone()
+            if row is not None:
+                conn.execute(
+                    "UPDATE syncd_cluster_pairs SET last_host = %s, last_ended_at = %s, last_outcome = %s, "
+                    "running_on = NULL, running_since = NULL WHERE pair = %s",
+                    (row[1], row[2], str(result.get("outcome")), row[0]),
+                )
+
+    def prune(self, keep_days: float) -> int:
+        """Forget the runs that ended more than ``keep_days`` ago; how many."""
+        with self.pool.connection() as conn:
+            cursor = conn.execute(
+                "DELETE FROM syncd_cluster_runs WHERE started_at < now() - make_interval(days => %s) "
+                "AND (ended_at IS NOT NULL OR outcome IS NOT NULL)",
+                (int(keep_days),),
             )
+            return cursor.rowcount
 
     def job_result(self, job_id: int) -> tuple[str | None, dict[str, Any] | None]:
         """(the job's status, or None once deleted; the result of its last ended run, if any)."""
@@ -185,6 +217,9 @@ class ClusterDatabase:
                 conn.execute(
                     "UPDATE syncd_cluster_runs SET outcome = 'lost' WHERE job_id = %s AND ended_at IS NULL", (job_id,)
                 )
+                conn.execute(
+                    "UPDATE syncd_cluster_pairs SET running_on = NULL, running_since = NULL WHERE pair = %s", (key,)
+                )
                 recovered.append((int(job_id), str(key)))
             conn.execute(  # the waiting jobs of daemons gone silent go to the shared line
                 "UPDATE procrastinate_jobs SET queue_name = %(shared)s WHERE status = 'todo' "
@@ -206,23 +241,19 @@ class ClusterDatabase:
         return None if row is None else int(row[0])
 
     def pairs_view(self) -> dict[str, dict[str, Any]]:
-        """Per pair: the host of its last ended run and when it ended; the host running it now."""
+        """Per pair: the host of its last ended run and when it ended; the host running it now
+        (one row per pair, kept by the runs: the run log itself may be long)."""
         view: dict[str, dict[str, Any]] = {}
         with self.pool.connection() as conn:
-            for key, host, ended, outcome in conn.execute(
-                "SELECT DISTINCT ON (pair) pair, host, extract(epoch FROM ended_at), outcome "
-                "FROM syncd_cluster_runs WHERE ended_at IS NOT NULL ORDER BY pair, id DESC"
+            for key, last_host, ended, outcome, running_on, since in conn.execute(
+                "SELECT pair, last_host, extract(epoch FROM last_ended_at), last_outcome, running_on, "
+                "extract(epoch FROM running_since) FROM syncd_cluster_pairs"
             ):
                 view[key] = {
-                    "last_host": host,
-                    "last_ended_at": float(ended),
+                    "last_host": last_host,
+                    "last_ended_at": None if ended is None else float(ended),
                     "last_outcome": outcome,
-                    "running_on": None,
+                    "running_on": running_on,
+                    "running_since": None if since is None else float(since),
                 }
-            for key, host, started in conn.execute(
-                "SELECT pair, host, extract(epoch FROM started_at) FROM syncd_cluster_runs "
-                "WHERE ended_at IS NULL AND outcome IS NULL"
-            ):
-                part = view.setdefault(key, {"last_host": None, "last_ended_at": None, "last_outcome": None})
-                part.update(running_on=host, running_since=float(started))
         return view

@@ -115,6 +115,24 @@ def test_a_pair_goes_to_the_line_of_the_live_daemon_that_ran_it_last(db: tuple[A
     assert view["last_host"] == "h1" and view["running_on"] is None
     database.run_started(KEY, "h2", 2, None, "watch")
     assert database.pairs_view()[KEY]["running_on"] == "h2"
+    assert database.pairs_view()[KEY]["last_host"] == "h1"
+
+
+def test_the_run_log_forgets_old_ended_runs(db: tuple[App, ClusterDatabase]) -> None:
+    _app, database = db
+    old = database.run_started(KEY, "h1", 1, None, "now")
+    database.run_ended(old, {"outcome": "ok"})
+    open_old = database.run_started("bob/default", "h1", 1, None, "now")  # its daemon may still run it
+    recent = database.run_started(KEY, "h2", 2, None, "now")
+    with database.pool.connection() as conn:
+        conn.execute(
+            "UPDATE syncd_cluster_runs SET started_at = now() - interval '31 days' WHERE id IN (%s, %s)",
+            (old, open_old),
+        )
+    assert database.prune(30) == 1
+    with database.pool.connection() as conn:
+        left = {row[0] for row in conn.execute("SELECT id FROM syncd_cluster_runs").fetchall()}
+    assert left == {open_old, recent}
 
 
 def test_the_schema_is_made_once_by_concurrent_starts(cluster_db: str) -> None:
