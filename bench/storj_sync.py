@@ -21,6 +21,7 @@ printed as tables with ratios to syncd.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import filecmp
 import json
 import os
@@ -216,23 +217,28 @@ def bench_transfer(net: Network, work: Path, mib: int, concurrency: int) -> dict
     env = rclone_env(net.grant)
     syncd_bucket, rclone_bucket = net.new_bucket(), net.new_bucket()
     table: dict[str, dict[str, Sample]] = {"upload": {}, "download": {}}
-    table["upload"]["syncd"] = run_measured(syncd_now(net, source, syncd_bucket, work / "s-up", concurrency), cwd=REPO)
-    table["upload"]["rclone"] = run_measured([*rclone, str(source), f"sj:{rclone_bucket}"], env)
-    print("transfer: uploads done", flush=True)
-    for tool in ("syncd", "rclone"):
-        down = work / f"down-{tool}"
-        down.mkdir()
-        if tool == "syncd":
-            cmd = syncd_now(net, down, syncd_bucket, work / "s-down", concurrency)
-            table["download"][tool] = run_measured(cmd, cwd=REPO)
-        else:
-            table["download"][tool] = run_measured([*rclone, f"sj:{rclone_bucket}", str(down)], env)
-        if not filecmp.cmp(big, down / "big.bin", shallow=False):
-            raise SystemExit(f"{tool}'s download differs from the file uploaded")
-        (down / "big.bin").unlink()  # the disk holds one copy at a time
-    print("transfer: downloads done", flush=True)
-    net.delete(syncd_bucket, "big.bin")
-    net.delete(rclone_bucket, "big.bin")
+    try:
+        table["upload"]["syncd"] = run_measured(
+            syncd_now(net, source, syncd_bucket, work / "s-up", concurrency), cwd=REPO
+        )
+        table["upload"]["rclone"] = run_measured([*rclone, str(source), f"sj:{rclone_bucket}"], env)
+        print("transfer: uploads done", flush=True)
+        for tool in ("syncd", "rclone"):
+            down = work / f"down-{tool}"
+            down.mkdir()
+            if tool == "syncd":
+                cmd = syncd_now(net, down, syncd_bucket, work / "s-down", concurrency)
+                table["download"][tool] = run_measured(cmd, cwd=REPO)
+            else:
+                table["download"][tool] = run_measured([*rclone, f"sj:{rclone_bucket}", str(down)], env)
+            if not filecmp.cmp(big, down / "big.bin", shallow=False):
+                raise SystemExit(f"{tool}'s download differs from the file uploaded")
+            (down / "big.bin").unlink()  # the disk holds one copy at a time
+        print("transfer: downloads done", flush=True)
+    finally:
+        for bucket in (syncd_bucket, rclone_bucket):
+            with contextlib.suppress(uplink.UplinkError):
+                net.delete(bucket, "big.bin")
     return table
 
 

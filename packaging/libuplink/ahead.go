@@ -33,9 +33,14 @@ import (
 // started (code SYNCD_ERROR_FAILED_PRECONDITION).
 var errReplaced = errors.New("the object was replaced while it was downloaded")
 
-// A part refused for the request rate is asked again up to this many times in
-// all, after pauses that double from the first (0.1 + 0.2 + 0.4 + 0.8 s).
+// A part refused for the request rate is asked again up to tooManyRequestsTries
+// times in all, after pauses that double from the first (0.1 + 0.2 + 0.4 + 0.8 s).
 const (
+	// What a part in flight holds besides its buffer (its node connections'
+	// buffers, erasure decoding), counted in the download's memory budget so
+	// the collector does not run every few MiB to stay under the soft limit.
+	aheadPartOverheadBytes = 4 << 20
+
 	tooManyRequestsTries = 5
 	tooManyRequestsPause = 100 * time.Millisecond
 )

@@ -325,7 +325,7 @@ func startDownload(c *C.UplinkProject, bucket, key *C.char, options *C.UplinkDow
 		ahead := newAheadReader(s, p, bucketName, keyName, &info.Object, opts.Offset, rangeEnd, parts, partBytes)
 		ahead.firstPart = first
 		d.reader, d.streams = ahead, int64(parts)
-		d.budget = reserveMemory(min(int64(parts)*partBytes, rangeEnd-opts.Offset))
+		d.budget = reserveMemory(min(int64(parts)*partBytes, rangeEnd-opts.Offset) + int64(parts)*aheadPartOverheadBytes)
 		ahead.start()
 	}
 	cd := (*C.UplinkDownload)(calloc(1, C.sizeof_UplinkDownload))
