@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"io"
 	"maps"
@@ -33,16 +34,16 @@ import (
 // started (code SYNCD_ERROR_FAILED_PRECONDITION).
 var errReplaced = errors.New("the object was replaced while it was downloaded")
 
-// A part refused for the request rate is asked again up to tooManyRequestsTries
-// times in all, after pauses that double from the first (0.1 + 0.2 + 0.4 + 0.8 s).
+// A download refused for the request rate is asked again up to tooManyRequestsTries
+// times in all, after pauses that double from the first (5 ms, ..., 0.32 s: 0.64 s in all).
 const (
 	// What a part in flight holds besides its buffer (its node connections'
 	// buffers, erasure decoding), counted in the download's memory budget so
 	// the collector does not run every few MiB to stay under the soft limit.
 	aheadPartOverheadBytes = 4 << 20
 
-	tooManyRequestsTries = 5
-	tooManyRequestsPause = 100 * time.Millisecond
+	tooManyRequestsTries = 8
+	tooManyRequestsPause = 5 * time.Millisecond
 )
 
 type aheadPart struct {
@@ -157,19 +158,25 @@ func (r *aheadReader) fill(part *aheadPart, source *object.VersionedDownload) (e
 	return nil
 }
 
-// open starts the download of part. A satellite that limits the project's
-// request rate (several parts of several downloads ask at once) is asked again
-// after a pause, a few times.
+// open starts the download of part.
 func (r *aheadReader) open(part *aheadPart) (*object.VersionedDownload, error) {
 	opts := &object.DownloadObjectOptions{Offset: part.offset, Length: int64(len(part.buf))}
+	return openDownload(r.s.ctx, r.project.Project, r.bucket, r.key, opts)
+}
+
+// openDownload starts a download. The satellite limits how often one object may
+// be asked for (by default a burst of 3, then one request per millisecond), and
+// the parts of a download read ahead ask at once: a refusal for the rate is
+// asked again after a pause, a few times.
+func openDownload(ctx context.Context, p *uplink.Project, bucket, key string, opts *object.DownloadObjectOptions) (*object.VersionedDownload, error) {
 	pause := tooManyRequestsPause
 	for try := 1; ; try++ {
-		source, err := object.DownloadObject(r.s.ctx, r.project.Project, r.bucket, r.key, nil, opts)
+		d, err := object.DownloadObject(ctx, p, bucket, key, nil, opts)
 		if err == nil || !errors.Is(err, uplink.ErrTooManyRequests) || try == tooManyRequestsTries {
-			return source, err
+			return d, err
 		}
 		select {
-		case <-r.s.ctx.Done():
+		case <-ctx.Done():
 			return nil, err
 		case <-time.After(pause):
 		}

@@ -311,7 +311,7 @@ func startDownload(c *C.UplinkProject, bucket, key *C.char, options *C.UplinkDow
 	s := p.child()
 	var first *object.VersionedDownload
 	start := p.limits.forBytes(0)
-	if s.watch(start, func() { first, err = object.DownloadObject(s.ctx, p.Project, bucketName, keyName, nil, opts) }) {
+	if s.watch(start, func() { first, err = openDownload(s.ctx, p.Project, bucketName, keyName, opts) }) {
 		err = &timeoutError{op: "start download", after: start}
 	}
 	if err != nil {

@@ -137,6 +137,19 @@ def test_closing_a_download_part_way_releases_it(project: u.Project, bucket: str
         assert _read_all(down, MiB) == data
 
 
+def test_downloads_of_one_object_in_a_row_are_not_refused_for_the_rate(project: u.Project, bucket: str) -> None:
+    """The satellite lets one object be asked for in a burst of 3, then once a millisecond;
+    a download and its parts ask at once, the next download right after: refusals for the
+    rate are asked again after a pause, not passed on as errors."""
+    data = secrets.token_bytes(4 * MiB)
+    project.upload(bucket, "hot", io.BytesIO(data), chunk_size=MiB)
+    for _ in range(10):
+        with project.open_download(bucket, "hot", parts=4, part_size=PART) as down:
+            assert down.read(1000) == data[:1000]
+    with project.open_download(bucket, "hot", parts=4, part_size=PART) as down:
+        assert _read_all(down, MiB) == data
+
+
 def test_bad_part_arguments_are_refused(project: u.Project, bucket: str) -> None:
     with pytest.raises(ValueError):
         project.open_download(bucket, "x", parts=0)
