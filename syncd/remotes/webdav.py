@@ -56,7 +56,7 @@ from syncd.remotes._webdav_session import DavSession
 from syncd.remotes._webdav_state import RefusedCredentials
 from syncd.remotes._webdav_trash import DavTrash
 from syncd.remotes._webdav_upload import PlainUploader, conditions
-from syncd.remotes.base import BatchLimits, Capabilities, NewFile, TreeListing, known_or_read_hash
+from syncd.remotes.base import BatchLimits, Capabilities, NewFile, TreeListing
 from syncd.remotes.bucket_trash import TrashedVersion
 from syncd.remotes.settings import OpenContext, RemoteSettings, read_secret
 
@@ -152,7 +152,7 @@ class WebDavRemote:
 
     def _capabilities(self) -> Capabilities:
         return Capabilities(
-            hashes=False,  # only files uploaded with a SHA-256 carry one
+            hashes=frozenset(),  # only files uploaded with a SHA-256 carry one (oc:checksums)
             hashes_are_claims=True,  # oc:checksums is stored as the uploader sent it, never checked
             mtime_precision_ns=1_000_000_000,  # X-OC-MTime and getlastmodified are whole seconds
             case_insensitive=False,
@@ -205,11 +205,6 @@ class WebDavRemote:
             yield stream
         finally:
             stream.close()
-
-    def hash(self, path: str) -> str:
-        """The SHA-256 of the file: the one the server keeps (Nextcloud's ``oc:checksums`` or our
-        dead property, both written by syncd after hashing the bytes it sent), else read it."""
-        return known_or_read_hash(self, path)
 
     # -- writing -------------------------------------------------------------------------
 
