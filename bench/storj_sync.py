@@ -207,6 +207,13 @@ TOOLS: dict[str, Callable[[Network, Path, Path, int], dict[str, Sample]]] = {
 }
 
 
+def settled(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None = None) -> Sample:
+    """:func:`run_measured` after the page cache's dirty pages are written: no tool pays for
+    writing back the file the one before it wrote (or for the source just made)."""
+    os.sync()
+    return run_measured(cmd, env, cwd)
+
+
 def bench_transfer(net: Network, work: Path, mib: int, concurrency: int) -> dict[str, dict[str, Sample]]:
     """One file of ``mib`` MiB up and down, by syncd and by ``rclone copy``: {run: {tool: sample}}."""
     source = work / "up"
@@ -218,19 +225,17 @@ def bench_transfer(net: Network, work: Path, mib: int, concurrency: int) -> dict
     syncd_bucket, rclone_bucket = net.new_bucket(), net.new_bucket()
     table: dict[str, dict[str, Sample]] = {"upload": {}, "download": {}}
     try:
-        table["upload"]["syncd"] = run_measured(
-            syncd_now(net, source, syncd_bucket, work / "s-up", concurrency), cwd=REPO
-        )
-        table["upload"]["rclone"] = run_measured([*rclone, str(source), f"sj:{rclone_bucket}"], env)
+        table["upload"]["syncd"] = settled(syncd_now(net, source, syncd_bucket, work / "s-up", concurrency), cwd=REPO)
+        table["upload"]["rclone"] = settled([*rclone, str(source), f"sj:{rclone_bucket}"], env)
         print("transfer: uploads done", flush=True)
         for tool in ("syncd", "rclone"):
             down = work / f"down-{tool}"
             down.mkdir()
             if tool == "syncd":
                 cmd = syncd_now(net, down, syncd_bucket, work / "s-down", concurrency)
-                table["download"][tool] = run_measured(cmd, cwd=REPO)
+                table["download"][tool] = settled(cmd, cwd=REPO)
             else:
-                table["download"][tool] = run_measured([*rclone, f"sj:{rclone_bucket}", str(down)], env)
+                table["download"][tool] = settled([*rclone, f"sj:{rclone_bucket}", str(down)], env)
             if not filecmp.cmp(big, down / "big.bin", shallow=False):
                 raise SystemExit(f"{tool}'s download differs from the file uploaded")
             (down / "big.bin").unlink()  # the disk holds one copy at a time
