@@ -41,10 +41,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, BinaryIO, Literal, NoReturn, TypeVar
 
-import boto3
 import botocore.exceptions as bexc
 import msgspec
-from botocore.config import Config
 
 from syncd import __version__
 from syncd.errors import (
@@ -57,6 +55,7 @@ from syncd.errors import (
     UnsafePath,
 )
 from syncd.models import Entry
+from syncd.remotes._s3_clients import client_key, s3_client
 from syncd.remotes._s3_metadata import (
     MTIME_KEY,
     SHA256_KEY,
@@ -226,31 +225,22 @@ class S3Remote(BucketTrash):
             hashes=frozenset({SHA256}), hashes_are_claims=True, mtime_precision_ns=1, server_side_move=True
         )
         self._where = endpoint or "AWS S3"
-        # Every request is bounded: connecting and each read of an answer wait at most
-        # `timeout`, and a request is tried `retries` times in all (botocore's standard
-        # mode: a short jittered backoff between attempts), so a server that accepts and
-        # never answers ends a call after about retries x timeout.
+        # Every request is bounded (timeout per connect and read, `retries` attempts in all);
+        # the client is shared with other remotes of the same settings (see _s3_clients).
         self._timeout, self._attempts = timeout, retries
-        config = Config(
-            user_agent_extra=USER_AGENT,
-            region_name=region,
-            connect_timeout=timeout,
-            read_timeout=timeout,
-            retries={"max_attempts": retries, "mode": "standard"},
+        key = client_key(
+            endpoint=endpoint,
+            region=region,
+            access_key_id=access_key_id,
+            secret_access_key=secret_access_key,
+            verify_tls=verify_tls,
+            path_style=path_style,
+            timeout=timeout,
+            attempts=retries,
             max_pool_connections=max(10, 2 * self.concurrency + 2),
-            s3={"addressing_style": "path" if path_style else "auto"},
-            # Gateways refuse the flexible checksums newer botocore sends by default.
-            request_checksum_calculation="when_required",
-            response_checksum_validation="when_required",
+            user_agent_extra=USER_AGENT,
         )
-        self.client: S3Client = boto3.session.Session().client(
-            "s3",
-            endpoint_url=endpoint,
-            aws_access_key_id=access_key_id,
-            aws_secret_access_key=secret_access_key,
-            verify=verify_tls,
-            config=config,
-        )
+        self.client: S3Client = s3_client(key, secret_access_key)
         cache_path = None
         if cache_dir is not None:
             ident = hashlib.sha256(f"{endpoint}|{bucket}".encode()).hexdigest()[:12]
@@ -538,8 +528,7 @@ class S3Remote(BucketTrash):
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
-        self._cache.close()
-        self.client.close()
+        self._cache.close()  # the client is shared (_s3_clients): not closed here
 
 
 # --------------------------------------------------------------------------- helpers
