@@ -5,8 +5,8 @@ zero or more *event* lines and exactly one *result* line, then closes the connec
 
     request   {"v": 1, "op": "now" | "status" | "pause" | "resume" | "reload",
                "target": "user" | "user/pair" | null, "dry_run": false, "force": false}
-    event     {"event": "listing" | "listed" | "hashing" | "applying" | "done" | "error"
-                        | "finished" | "queued" | "joined", "pair": "user/pair", ...}
+    event     {"event": "listing" | "listed" | "hashing" | "applying" | "start" | "done"
+                        | "error" | "finished" | "queued" | "joined", "pair": "user/pair", ...}
     result    {"ok": true, "op": "now", ...op-specific keys...}
     error     {"ok": false, "error": "what is wrong, in words a person can act on",
                "exit": 2 | 4 | 5}

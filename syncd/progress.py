@@ -89,26 +89,34 @@ def naming(pair: str, message: str) -> str:
 @dataclass(slots=True)
 class RunProgress:
     """Where one pair's run stands, from its events: actions and bytes done of those planned,
-    the file last finished. Both the bar and the plain lines show :meth:`line`."""
+    and :attr:`current`, the file in flight that started last (with none in flight, the one
+    that ended last). Both the bar and the plain lines show :meth:`line`."""
 
     done: int = 0
     total: int = 0
     bytes_done: int = 0
     bytes_total: int = 0
     current: str = ""
+    running: dict[str, None] = field(default_factory=dict)  # paths in flight, in order of start
     started: float | None = None  # time.monotonic() when applying began
     last_line: float = field(default_factory=time.monotonic)
 
     def take(self, message: dict[str, Any], now: float) -> None:
-        """Count one event (``applying``, ``done``, ``error``; others change nothing here)."""
+        """Count one event (``applying``, ``start``, ``done``, ``error``; others change nothing here)."""
         name = message.get("event")
+        path = str(message.get("path") or message.get("action") or "")
         if name == "applying":
             self.total, self.bytes_total = _int(message.get("actions")), _int(message.get("bytes"))
             self.started = now
+        elif name == "start":
+            self.running.pop(path, None)
+            self.running[path] = None
+            self.current = path
         elif name in ("done", "error"):
             self.done += 1
             self.bytes_done += _int(message.get("bytes"))
-            self.current = str(message.get("path") or message.get("action") or "")
+            self.running.pop(path, None)
+            self.current = next(reversed(self.running)) if self.running else path
 
     def rate(self, now: float) -> float:
         """Bytes per second moved since applying began."""
@@ -226,7 +234,7 @@ class NowRenderer:
         task = self._tasks.get(pair)
         if task is None:
             task = self._tasks[pair] = bar.add_task("listing", total=None, pair=pair, stats="", current="")
-        if name in ("applying", "done", "error"):
+        if name in ("applying", "start", "done", "error"):
             completed, total = count.units
             current = printable(count.current)
             bar.update(

@@ -484,9 +484,11 @@ def run_actions(
     on_done: Callable[[Done], None],
     on_error: Callable[[Action, Exception], None],
     batches: Sequence[NewFilesBatch] = (),
+    on_start: Callable[[Action], None] | None = None,
 ) -> None:
     """Run ``batches`` and ``actions`` with at most ``workers`` units at once; call back in
-    this thread, per action, as each ends. Item and transient errors (and any unexpected
+    this thread, per action, as each ends (``on_start``: as each unit starts, with its action
+    or a batch's first one). Item and transient errors (and any unexpected
     error of one action) are handed to ``on_error`` and the rest go on; a batch's files it
     did not create are queued to run alone first; a fatal error or an interrupt stops the run.
 
@@ -506,6 +508,8 @@ def run_actions(
                 while queue and len(in_flight) < (1 if probing else limit):
                     work = queue.popleft()
                     in_flight[pool.submit(_perform, applier, work)] = work
+                    if on_start is not None:  # the pool has a thread for each unit in flight
+                        on_start(work.actions[0] if isinstance(work, NewFilesBatch) else work)
                 for work, result in _finished(in_flight):
                     probing = isinstance(result, TransientError)
                     _report(work, result, queue, on_done, on_error)

@@ -449,7 +449,9 @@ def _apply(ctx: RunContext, applier: Applier, planned: Plan) -> Applied:
     applied = Applied(deferred)
     ends = _ActionEnds(ctx, batch, applied, total=len(actions))
     try:
-        run_actions(applier, chosen.singles, ctx.settings.transfers, ends.done, ends.failed, chosen.batches)
+        run_actions(
+            applier, chosen.singles, ctx.settings.transfers, ends.done, ends.failed, chosen.batches, ends.started
+        )
     except (Exception, KeyboardInterrupt):
         batch.flush()  # record what finished before the run stopped
         raise
@@ -470,6 +472,9 @@ class _ActionEnds:
         self.ctx, self.batch, self.applied, self.total = ctx, batch, applied, total
         self.streak = 0
         self.transient_failures: list[str] = []  # their backoff is dropped if the run stops
+
+    def started(self, action: Action) -> None:
+        self.ctx.notify("start", {"action": action.describe(), "path": action.path})
 
     def done(self, done: Done) -> None:
         self.streak = transient_streak(self.streak, None)

@@ -38,8 +38,10 @@ def test_now_through_the_socket_streams_progress_and_result(world: World) -> Non
     assert out.returncode == 0, out.stderr
     lines = json_lines(out.stdout)
     events = [line.get("event") for line in lines]
-    for expected in ("listing", "listed", "applying", "done", "finished"):
+    for expected in ("listing", "listed", "applying", "start", "done", "finished"):
         assert expected in events, events
+    started = [line["path"] for line in lines if line.get("event") == "start"]
+    assert sorted(started) == sorted(line["path"] for line in lines if line.get("event") == "done")
     report = lines[-1]  # the same schema as an in-process run's (tests/integration/test_cli.py)
     assert set(report) == REPORT_KEYS and report["event"] == "report" and report["reported"] is True
     assert report["outcome"] == "ok" and report["done"] == {"copy": 2} and report["error_count"] == 0

@@ -60,6 +60,12 @@ def test_json_output_is_one_object_per_line(demo: Path) -> None:
     assert report["event"] == "report" and report["outcome"] == "ok" and report["done"] == {"copy": 4}
     assert report["error_count"] == 0 and report["skipped_count"] == 0
     assert any(line["event"] == "listed" for line in lines)
+    # each action says when it starts (the bar names a file in flight), before it is done
+    order = [(line["event"], line["path"]) for line in lines if line["event"] in ("start", "done")]
+    for event, path in order:
+        if event == "done":
+            assert order.index(("start", path)) < order.index(("done", path)), order
+    assert sum(event == "start" for event, _ in order) == 4
 
 
 def test_json_reports_a_run_that_could_not_start(demo: Path) -> None:

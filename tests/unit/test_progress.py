@@ -117,6 +117,37 @@ def test_run_progress_counts_files_bytes_rate_and_the_current_file() -> None:
     assert deletes.line(1.0) == "1/3 files" and deletes.current == "delete   on bucket x"
 
 
+def test_the_current_file_is_the_last_started_one_still_in_flight() -> None:
+    count = RunProgress()
+    count.take({"event": "applying", "actions": 3, "bytes": 3}, now=0.0)
+    count.take({"event": "start", "action": "copy     files -> bucket a", "path": "a"}, now=0.1)
+    assert count.current == "a" and count.done == 0  # in flight, before anything ended
+    count.take({"event": "start", "action": "copy     files -> bucket b", "path": "b"}, now=0.2)
+    count.take({"event": "start", "action": "copy     files -> bucket c", "path": "c"}, now=0.3)
+    count.take({"event": "done", "path": "c", "bytes": 1}, now=0.4)
+    assert count.current == "b"  # c ended: the latest started one still running
+    count.take({"event": "error", "path": "b", "error": "refused"}, now=0.5)
+    assert count.current == "a" and count.done == 2
+    count.take({"event": "done", "path": "a", "bytes": 1}, now=0.6)
+    assert count.current == "a" and not count.running  # none in flight: the one that ended last
+
+
+def test_the_bar_names_a_file_as_soon_as_it_starts() -> None:
+    from rich.console import Console
+
+    screen = io.StringIO()
+    console = Console(file=screen, force_terminal=True, width=200, color_system=None)
+    render = NowRenderer(as_json=False, verbose=False, dry_run=False, bar=True, console=console)
+    with render:
+        progress = render.progress_for(PAIR)
+        progress("applying", {"actions": 1, "bytes": 5 << 30})
+        progress("start", {"action": "copy     files -> bucket big\x1b[2J.iso", "path": "big\x1b[2J.iso"})
+        assert render._bar is not None
+        render._bar.refresh()
+        drawn = screen.getvalue()
+        assert "0/1 files" in drawn and "big\\x1b[2J.iso" in drawn and "\x1b[2J" not in drawn
+
+
 def test_the_bar_shows_counts_bytes_rate_eta_and_the_current_file_and_verbose_prints_above_it() -> None:
     from rich.console import Console
 

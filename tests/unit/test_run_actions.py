@@ -63,3 +63,30 @@ def test_a_success_ends_the_probing() -> None:
     actions = [Action(ActionKind.COPY, f"b{n}") for n in range(1, 5)]
     run_actions(cast(Applier, Pool()), actions, 2, lambda d: done.append(d.action.path), lambda _a, _e: None)
     assert sorted(done) == ["b2", "b3", "b4"]
+
+
+def test_each_unit_is_announced_in_the_calling_thread_before_its_end() -> None:
+    events: list[tuple[str, str]] = []
+    threads: set[str] = set()
+
+    class Pool:
+        def run(self, action: Action) -> Done:
+            return Done(action)
+
+    def started(action: Action) -> None:
+        threads.add(threading.current_thread().name)
+        events.append(("start", action.path))
+
+    actions = [Action(ActionKind.COPY, f"s{n}") for n in range(6)]
+    run_actions(
+        cast(Applier, Pool()),
+        actions,
+        3,
+        lambda d: events.append(("done", d.action.path)),
+        lambda _a, _e: None,
+        on_start=started,
+    )
+    assert threads == {threading.current_thread().name}
+    for action in actions:
+        assert events.index(("start", action.path)) < events.index(("done", action.path)), events
+    assert sum(kind == "start" for kind, _ in events) == 6
