@@ -204,12 +204,12 @@ class Daemon:
         self.full_at: dict[str, float] = {}  # pair key -> start of its last full run that ended ok
         self.metrics = Metrics(options.metrics)
         self.coordinator = RunCoordinator(self._run_pair, options.max_parallel)
+        self.fenced: Callable[[str], bool] = lambda _key: False  # a pair's run must stop (cluster lock lost)
         if config.daemon.clustered:  # requests become jobs that any daemon of the cluster runs
             from syncd.cluster.coordinator import ClusterCoordinator
 
-            self.coordinator = ClusterCoordinator(
-                self._run_pair, options.max_parallel, config.daemon, lambda: self.pairs
-            )
+            cluster = ClusterCoordinator(self._run_pair, options.max_parallel, config.daemon, lambda: self.pairs)
+            self.coordinator, self.fenced = cluster, cluster.fenced
         self.coordinator.on_result = self._on_result
         self.scheduler = PairScheduler(
             self._on_due, workers=options.max_parallel + 2, first_spread_s=options.first_run_within_s
@@ -370,9 +370,9 @@ class Daemon:
                 extra=_pair_log(key),
             )
 
-    def _checkpoint(self, stage: str) -> None:
+    def _checkpoint(self, stage: str, key: str = "") -> None:
         # only between two actions: inside one (a conflict's steps) stopping would leave more to redo
-        if stage == "action-done" and self.stopping.is_set():
+        if stage == "action-done" and (self.stopping.is_set() or self.fenced(key)):
             raise Stopping()
 
     def _run_pair(
@@ -389,7 +389,7 @@ class Daemon:
             hints=request.hints,
             unchanged=request.unchanged,
             respect_backoff=request.reason != "now",  # someone asking now wants every item tried
-            checkpoint=self._checkpoint,
+            checkpoint=lambda stage: self._checkpoint(stage, pair.key),
         )
         hinted = f", {len(request.hints)} hinted path(s)" if request.hints is not None else ""
         log.info("run started (%s%s)", request.reason, hinted, extra=_pair_log(pair.key))

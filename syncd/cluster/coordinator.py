@@ -22,15 +22,17 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from syncd.cluster.database import ClusterDatabase, psycopg_url
+from syncd.cluster.fence import PairFence
 from syncd.cluster.jobs import (
     QUEUE,
     TASK_NAME,
@@ -85,7 +87,7 @@ class ClusterRun:
             if self.coordinator.stopping:
                 return RunResult.unreported(self.pair.key, Outcome.INTERRUPTED, "the daemon is stopping")
             status, result = self.coordinator.db.job_result(self.job_id)
-            if status == "aborted" and result is None:  # folded into a job of a dead daemon, run again
+            if status in ("aborted", "succeeded", None) and result is None:  # folded into another job
                 following = self.coordinator.db.current_job(self.pair.key)
                 if following is not None:
                     self.job_id = following
@@ -124,6 +126,9 @@ class ClusterCoordinator(RunCoordinator):
         except Exception as exc:  # psycopg's and the pool's errors: the daemon cannot serve
             raise FatalError(f"cluster database {self.where}: cannot connect: {exc}") from exc
         self.view: tuple[float, dict[str, dict[str, Any]]] = (0.0, {})
+        self.paused_view: dict[str, dict[str, Any]] = {}  # pair key -> paused cluster-wide: by, since
+        self.paused_at = 0.0  # time.monotonic() of the last read of the pauses
+        self.fences: dict[str, PairFence] = {}  # pair key -> the fence of its run here
         self.prune_at = 0.0  # time.monotonic() of the next pruning of the run log
         self.loop: asyncio.AbstractEventLoop | None = None
         self.quit: asyncio.Event | None = None
@@ -143,6 +148,8 @@ class ClusterCoordinator(RunCoordinator):
         with self.lock:
             if self.stopping or (pair.key in self.paused and not even_if_paused):
                 return None
+        if not even_if_paused and request.reason != "now" and pair.key in self._paused_view():
+            return None  # paused cluster-wide (`syncd now` gets its job's "paused" result)
         slot = period_slot(pair.key, pair.interval_s, time.time()) if request.reason == "schedule" else None
         try:
             job_id = self._defer(pair.key, request, slot)
@@ -265,17 +272,95 @@ class ClusterCoordinator(RunCoordinator):
             self.db.run_ended(self.db.run_started(key, self.host, os.getpid(), job.id, request.reason), _row(failed))
             return
         assert pair is not None
-        if pair.key in self.paused:
-            result = RunResult.unreported(key, Outcome.PAUSED, f"paused on {self.host}")
+        paused_by = self.db.paused_by(key)
+        if paused_by is not None:  # `syncd pause` asked of any daemon holds for every daemon
+            result = RunResult.unreported(key, Outcome.PAUSED, f"paused cluster-wide (asked of {paused_by})")
             self.db.run_ended(self.db.run_started(key, self.host, os.getpid(), job.id, request.reason), _row(result))
             return
-        run_id = self.db.run_started(key, self.host, os.getpid(), job.id, request.reason)
+        fence = PairFence(self.url, key)
+        try:
+            fenced_in = fence.acquire()
+        except Exception as exc:  # the database away: later, anywhere
+            raise Elsewhere(f"cannot take the lock of {key}: {exc}") from exc
+        if not fenced_in:  # a daemon out of touch with the database still runs it
+            self._again(key, request, args, f"{key} still runs on another daemon (its lock is held)")
+            return
+        with self.lock:
+            self.fences[key] = fence
+        try:
+            result = self._run_fenced(pair, request, job.id, fence)
+        finally:
+            with self.lock:
+                self.fences.pop(key, None)
+            fence.release()
+        if result.outcome is Outcome.INTERRUPTED and (self.stopping or fence.lost.is_set()):
+            self._again(key, request, args, f"interrupted: {result.message}")  # another daemon (or this one) ends it
+
+    def _again(self, key: str, request: RunRequest, args: dict[str, Any], why: str) -> None:
+        """Run this job's request later, anywhere: folded into the job waiting for the pair if
+        one does (it cannot go back in line beside it: one waiting job per queueing lock), else
+        retried (:class:`Elsewhere`)."""
+        if self.db.fold_into_waiting(queueing_lock(key, request), lambda waiting: merged_args(waiting, args)):
+            log.info("%s; folded into the waiting run", why, extra={"pair": key})
+            return
+        raise Elsewhere(why)
+
+    def _run_fenced(self, pair: PairConfig, request: RunRequest, job_id: int | None, fence: PairFence) -> RunResult:
+        """Run ``pair`` here holding its ``fence``, and log the run."""
+        run_id = self.db.run_started(pair.key, self.host, os.getpid(), job_id, request.reason)
         run = super().request(pair, request, even_if_paused=True)
         ended = run.wait() if run is not None else None
-        result = ended or RunResult.unreported(key, Outcome.INTERRUPTED, "the daemon is stopping")
-        self.db.run_ended(run_id, _row(result))
-        if result.outcome is Outcome.INTERRUPTED and self.stopping:
-            raise Elsewhere("interrupted by the daemon's stop")  # another daemon finishes it
+        result = ended or RunResult.unreported(pair.key, Outcome.INTERRUPTED, "the daemon is stopping")
+        if fence.lost.is_set() and result.outcome is Outcome.INTERRUPTED:
+            result = dataclasses.replace(result, message=f"stopped: lost the pair's cluster lock ({fence.why})")
+        try:
+            self.db.run_ended(run_id, _row(result))
+        except Exception as exc:  # the database away: recovery marks the run lost
+            log.warning("cluster: cannot log the end of a run: %s", exc, extra={"pair": pair.key})
+        return result
+
+    def fenced(self, key: str) -> bool:
+        """Whether the run of ``key`` here must stop now: its cluster lock is lost (checked
+        between two actions, as the daemon's stop)."""
+        with self.lock:
+            fence = self.fences.get(key)
+        return fence is not None and not fence.held()
+
+    # -- pause: cluster-wide ----------------------------------------------------------------
+
+    def pause(self, keys: Iterable[str]) -> None:
+        """Pause ``keys`` here and for every daemon of the cluster."""
+        keys = list(keys)
+        super().pause(keys)
+        try:
+            self.db.pause(keys, self.host)
+        except Exception as exc:  # the database away: paused here only
+            log.warning("cluster: cannot pause %s for the other daemons: %s", ", ".join(keys), exc)
+        self.paused_at = 0.0
+
+    def resume(self, keys: Iterable[str]) -> None:
+        """Resume ``keys`` here and for every daemon of the cluster."""
+        keys = list(keys)
+        super().resume(keys)
+        try:
+            self.db.resume(keys)
+        except Exception as exc:  # the database away: the pause holds elsewhere
+            log.warning("cluster: cannot resume %s for the other daemons: %s", ", ".join(keys), exc)
+        with self.lock:
+            self.paused_view = {k: v for k, v in self.paused_view.items() if k not in keys}
+
+    def _paused_view(self) -> dict[str, dict[str, Any]]:
+        """The pairs paused cluster-wide, read at most every :data:`VIEW_FOR_S`."""
+        if time.monotonic() - self.paused_at > VIEW_FOR_S:
+            try:
+                view = self.db.paused()
+            except Exception as exc:  # the database away: the last view holds
+                log.warning("cluster: cannot read the pauses: %s", exc)
+            else:
+                with self.lock:  # the database says which pairs are paused: a resume elsewhere holds here
+                    self.paused_view, self.paused_at = view, time.monotonic()
+                    self.paused = set(view)
+        return self.paused_view
 
     # -- status and stop ------------------------------------------------------------------
 
@@ -290,6 +375,9 @@ class ClusterCoordinator(RunCoordinator):
                 log.warning("cluster: cannot read the run log: %s", exc)
             self.view = (time.monotonic(), view)
         info["cluster"] = {"host": self.host, **view.get(key, {"last_host": None, "running_on": None})}
+        paused = self._paused_view().get(key)
+        info["cluster"]["paused_by"] = None if paused is None else paused["by"]
+        info["paused"] = info["paused"] or paused is not None
         return info
 
     def stop(self) -> None:

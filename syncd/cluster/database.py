@@ -1,5 +1,7 @@
 """The cluster's own tables, next to procrastinate's, and every statement on them.
 
+* ``syncd_cluster_paused``: the pairs paused cluster-wide, and which daemon was asked; read
+  when a job starts and by status.
 * ``syncd_cluster_runs``: the run log. The job itself writes a row when it starts a run and
   ends it when the run ends (times from the database's clock, one clock for every host). A
   row whose daemon died stays without an end; stalled-job recovery marks it ``lost``.
@@ -57,6 +59,11 @@ CREATE TABLE IF NOT EXISTS syncd_cluster_hosts (
     host text PRIMARY KEY,
     pid integer NOT NULL,
     seen_at timestamptz NOT NULL
+);
+CREATE TABLE IF NOT EXISTS syncd_cluster_paused (
+    pair text PRIMARY KEY,
+    host text NOT NULL,
+    since timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS syncd_cluster_runs_open_idx ON syncd_cluster_runs (pair) WHERE ended_at IS NULL;
 """
@@ -257,3 +264,28 @@ class ClusterDatabase:
                     "running_since": None if since is None else float(since),
                 }
         return view
+
+    def pause(self, keys: list[str], host: str) -> None:
+        """Pause ``keys`` for every daemon (a pause already there keeps its host and time)."""
+        with self.pool.connection() as conn, conn.transaction():
+            for key in keys:
+                conn.execute(
+                    "INSERT INTO syncd_cluster_paused (pair, host) VALUES (%s, %s) ON CONFLICT (pair) DO NOTHING",
+                    (key, host),
+                )
+
+    def resume(self, keys: list[str]) -> None:
+        with self.pool.connection() as conn:
+            conn.execute("DELETE FROM syncd_cluster_paused WHERE pair = ANY(%s)", (keys,))
+
+    def paused_by(self, key: str) -> str | None:
+        """The daemon asked to pause ``key``, or None when it is not paused."""
+        with self.pool.connection() as conn:
+            row = conn.execute("SELECT host FROM syncd_cluster_paused WHERE pair = %s", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def paused(self) -> dict[str, dict[str, Any]]:
+        """Every pair paused cluster-wide: the daemon asked, and since when (epoch seconds)."""
+        with self.pool.connection() as conn:
+            rows = conn.execute("SELECT pair, host, extract(epoch FROM since) FROM syncd_cluster_paused").fetchall()
+        return {key: {"by": host, "since": float(since)} for key, host, since in rows}
