@@ -124,14 +124,15 @@ def test_a_daemon_runs_a_pair_only_holding_its_lock_and_stops_when_it_loses_it(c
     )
     wait_for(lambda: len(bucket_files(cluster.base / "buckets" / "alice")) >= 2, 60, "two files in the bucket")
     (pid,) = cluster.rows("SELECT pid FROM pg_stat_activity WHERE application_name = %s", f"syncd fence {KEY}")[0]
-    cluster.rows("SELECT pg_terminate_backend(%s)", pid)
+    (killed_at,) = cluster.rows("SELECT clock_timestamp() FROM pg_terminate_backend(%s)", pid)[0]
     interrupted = cluster.poll(
-        "SELECT host, result->>'message' FROM syncd_cluster_runs WHERE outcome = 'interrupted'",
+        "SELECT host, result->>'message', ended_at FROM syncd_cluster_runs WHERE outcome = 'interrupted'",
         lambda rows: len(rows) == 1,
         LOST_AFTER_S + 20,
         "the run to stop",
     )
     assert "lost the pair's cluster lock" in interrupted[0][1], interrupted
+    print(f"run stopped {(interrupted[0][2] - killed_at).total_seconds():.1f}s after its lock's session was killed")
     # ...and runs again, to the end, never two at once
     try:
         cluster.poll(
