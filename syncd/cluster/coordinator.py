@@ -16,6 +16,9 @@ job, and this daemon's procrastinate worker runs the jobs it takes on its local 
   whichever daemon recovers first, every :data:`RECOVER_EVERY_S`, with the waiting jobs of a
   daemon silent that long: a dead daemon's pairs are back in line within STALLED_S +
   RECOVER_EVERY_S (20 s) and run when a worker is free.
+* a run holds its pair's fence (:mod:`syncd.cluster.fence`) and stops when it loses it: a
+  daemon cut off from the database never runs a pair beside the daemon that took it over.
+* ``syncd pause``/``resume`` hold for every daemon (``syncd_cluster_paused``).
 """
 
 from __future__ import annotations
