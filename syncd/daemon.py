@@ -315,7 +315,11 @@ class Daemon:
 
     def _keep_pauses(self, pairs: list[PairConfig]) -> set[str]:
         """Pause those of ``pairs`` that ``syncd pause`` left paused (a mark in the pair's
-        state folder, :func:`syncd.control.paused_since`): a pause outlives a restart."""
+        state folder, :func:`syncd.control.paused_since`): a pause outlives a restart. In a
+        cluster the pauses are the cluster's (a table every daemon reads, kept across restarts):
+        a mark here would outlive a resume asked of another daemon."""
+        if self.config.daemon.clustered:
+            return set()
         keys = {p.key for p in pairs if paused_since(p.state_dir) is not None}
         self.coordinator.pause(keys)
         for key in sorted(keys):
@@ -323,8 +327,9 @@ class Daemon:
             log.info("paused (since before the start; `syncd resume %s` resumes)", key, extra=_pair_log(key))
         return keys
 
-    @staticmethod
-    def _mark_paused(pair: PairConfig, paused: bool) -> None:
+    def _mark_paused(self, pair: PairConfig, paused: bool) -> None:
+        if self.config.daemon.clustered:
+            return  # the cluster's pause table holds it (see _keep_pauses)
         try:
             mark_paused(pair.state_dir, paused)
         except OSError as exc:

@@ -19,6 +19,7 @@ from procrastinate.schema import SchemaManager
 
 from syncd.cluster.database import ClusterDatabase
 from syncd.cluster.fence import LOST_AFTER_S, PairFence, pair_lock_id
+from syncd.control import PAUSED_FILE
 from tests.cluster.conftest import Cluster, Member, bucket_files, tree_files, wait_for
 
 pytestmark = pytest.mark.postgres
@@ -161,3 +162,6 @@ def test_a_daemon_runs_a_pair_only_holding_its_lock_and_stops_when_it_loses_it(c
     assert h0.cli("resume", KEY).returncode == 0
     wait_for(lambda: not status_row(h1)["paused"], 30, "h1 to see h0's resume")
     assert status_row(h1)["cluster"]["paused_by"] is None
+    # the pause lived in the cluster's table only: no daemon keeps a mark that would pause the
+    # pair again at its next start (h1 was asked to pause, h0 to resume)
+    assert not list(cluster.base.rglob(PAUSED_FILE)), list(cluster.base.rglob(PAUSED_FILE))
