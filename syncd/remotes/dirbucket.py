@@ -28,13 +28,11 @@ from syncd.errors import ChangedWhileReading, ContentMismatch, FatalError, NotFo
 from syncd.models import Entry
 from syncd.remotes.base import CHUNK, SHA256, TRASH_PREFIX, Capabilities, disk_write_error
 from syncd.remotes.bucket_trash import BucketTrash
-from syncd.remotes.durability import PendingSync
+from syncd.remotes.durability import NO_UNNAMED_LINK, PendingSync, link_unnamed, open_unnamed, unnamed_files_possible
 from syncd.remotes.settings import OpenContext, RemoteSettings
 from syncd.times import clamp_ns
 
 SHARDS = "objects"
-_O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)
-_NO_UNNAMED_LINK = (errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EACCES, errno.EOPNOTSUPP)
 
 
 class Settings(RemoteSettings, frozen=True):
@@ -58,7 +56,7 @@ class DirBucket(BucketTrash):
         self.root = Path(os.path.abspath(root))
         self.name = label
         self.pending = PendingSync(label, (str(self.root),))  # puts not yet flushed to the disk
-        self._unnamed_files = bool(_O_TMPFILE) and os.path.isdir("/proc/self/fd")  # see _unnamed_sidecar
+        self._unnamed_files = unnamed_files_possible()  # see _unnamed_sidecar
         self.capabilities = Capabilities(
             hashes=frozenset({SHA256}),
             hashes_are_claims=True,  # a stand-in for S3/Storj: its sidecars are metadata too
@@ -246,23 +244,19 @@ class DirBucket(BucketTrash):
         system has no unnamed files. :raises PreconditionFailed: the key exists."""
         if not self._unnamed_files:
             return False
-        try:
-            fd = os.open(sidecar.parent, os.O_WRONLY | _O_TMPFILE, 0o644)
-        except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-                raise
+        fd = open_unnamed(sidecar.parent)
+        if fd is None:
             self._unnamed_files = False
             return False
         try:
             raw = json.dumps(meta).encode()
             if os.write(fd, raw) != len(raw):  # a sidecar is a few hundred bytes: one write
                 raise OSError(errno.EIO, "short write")
-            # a dir fd makes os.link call linkat, which follows /proc's link (see LocalRemote)
-            os.link(f"/proc/self/fd/{fd}", sidecar, src_dir_fd=fd, follow_symlinks=True)
+            link_unnamed(fd, sidecar)
         except FileExistsError:
             raise PreconditionFailed(path, "already exists") from None
         except OSError as exc:
-            if exc.errno not in _NO_UNNAMED_LINK:
+            if exc.errno not in NO_UNNAMED_LINK:
                 raise
             self._unnamed_files = False  # /proc hidden or links refused here: the locked path from now on
             return False

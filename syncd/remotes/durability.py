@@ -16,6 +16,7 @@ is fsynced, then each folder whose names changed, and the folders above them.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -25,6 +26,44 @@ from collections.abc import Callable, Collection, Iterable
 from syncd.errors import TransientError
 
 SyncFs = Callable[[int], None]
+
+O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)  # 0 where the platform has no unnamed files
+# open(O_TMPFILE) refused: this file system has no unnamed files
+NO_UNNAMED_FILES = (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL)
+# linkat of an unnamed file refused (no /proc, links not allowed here): fall back to a temp name
+NO_UNNAMED_LINK = (errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EACCES, errno.EOPNOTSUPP)
+
+
+def unnamed_files_possible() -> bool:
+    """Whether this platform can write an unnamed file (O_TMPFILE) and name it by one link
+    through ``/proc/self/fd`` (:func:`link_unnamed`); a file system may still refuse either."""
+    return bool(O_TMPFILE) and os.path.isdir("/proc/self/fd")
+
+
+def open_unnamed(folder: str | os.PathLike[str]) -> int | None:
+    """An unnamed file in ``folder`` (O_TMPFILE), open for writing, or None where its file
+    system has none.
+
+    :raises OSError: any other refusal.
+    """
+    try:
+        return os.open(folder, os.O_WRONLY | O_TMPFILE, 0o644)
+    except OSError as exc:
+        if exc.errno not in NO_UNNAMED_FILES:
+            raise
+        return None
+
+
+def link_unnamed(fd: int, dest: str | os.PathLike[str]) -> None:
+    """Name the unnamed file open on ``fd`` ``dest``: linkat(AT_SYMLINK_FOLLOW), atomic.
+    A dir fd makes os.link call linkat, not link(2), which would not follow /proc's link (an
+    absolute source ignores it).
+
+    :raises FileExistsError: ``dest`` exists.
+    :raises OSError: refused; an errno in :data:`NO_UNNAMED_LINK` means not here (no /proc,
+        links not allowed), not a failure of the disk.
+    """
+    os.link(f"/proc/self/fd/{fd}", dest, src_dir_fd=fd, follow_symlinks=True)
 
 
 class PendingSync:

@@ -39,15 +39,12 @@ from syncd.models import Entry
 from syncd.paths import RESERVED_PREFIXES, TEMP_PREFIX, check_key
 from syncd.remotes.base import CHUNK, TRASH_PREFIX, Capabilities, ListingNotes, disk_write_error
 from syncd.remotes.bucket_trash import TrashedVersion, parse_moment, parse_trash_key, trash_relpath, versions_of
-from syncd.remotes.durability import PendingSync
+from syncd.remotes.durability import NO_UNNAMED_LINK, PendingSync, link_unnamed, open_unnamed, unnamed_files_possible
 from syncd.remotes.nextcloud_scan import nextcloud_user, run_scans
 from syncd.remotes.settings import OpenContext, RemoteSettings
 from syncd.times import NS_MAX, NS_MIN, clamp_ns
 
 STALE_TEMP_S = 3600.0  # a write in flight touches its temp file far more often than this
-_O_TMPFILE: int = getattr(os, "O_TMPFILE", 0)  # 0 where the platform has no unnamed files
-# linkat of an unnamed file refused (no /proc, links not allowed here): fall back to a temp name
-_NO_UNNAMED_LINK = (errno.ENOENT, errno.EXDEV, errno.EPERM, errno.EACCES, errno.EOPNOTSUPP)
 
 
 class Settings(RemoteSettings, frozen=True):
@@ -169,7 +166,7 @@ class LocalRemote:
         self._sweep_own_temp = sweep_own_temp and temp_prefix != TEMP_PREFIX
         self.listing_notes = ListingNotes()
         self.pending = PendingSync(label, (str(self.root), str(trash_dir)))  # changes not yet flushed to the disk
-        self._unnamed_files = bool(_O_TMPFILE) and os.path.isdir("/proc/self/fd")  # see _write_unnamed
+        self._unnamed_files = unnamed_files_possible()  # see _write_unnamed
         self.scan: tuple[list[str], str] | None = None  # Nextcloud data-dir mode: (command, user)
         self.capabilities = Capabilities(
             mtime_precision_ns=1,
@@ -359,23 +356,20 @@ class LocalRemote:
         if not self._unnamed_files:
             return None
         try:
-            fd = os.open(os.path.dirname(full), os.O_WRONLY | _O_TMPFILE, 0o644)
+            fd = open_unnamed(os.path.dirname(full))
         except OSError as exc:
-            if exc.errno not in (errno.EOPNOTSUPP, errno.EISDIR, errno.EINVAL):
-                raise self._disk_error(path, exc) from exc
+            raise self._disk_error(path, exc) from exc
+        if fd is None:
             self._unnamed_files = False  # not on this file system: temp names from now on
             return None
         try:
             digest = self._fill(path, fd, data, size, content_hash)
             os.utime(fd, ns=(mtime_ns, mtime_ns))
-            # linkat(AT_SYMLINK_FOLLOW) names the unnamed file; fails if full exists. A dir fd makes
-            # os.link call linkat, not link(2), which would not follow /proc's link (an absolute
-            # source ignores it).
-            os.link(f"/proc/self/fd/{fd}", full, src_dir_fd=fd, follow_symlinks=True)
+            link_unnamed(fd, full)
         except FileExistsError:
             raise PreconditionFailed(path, "already exists") from None
         except OSError as exc:
-            if exc.errno not in _NO_UNNAMED_LINK or not data.seekable():
+            if exc.errno not in NO_UNNAMED_LINK or not data.seekable():
                 raise self._disk_error(path, exc) from exc
             self._unnamed_files = False  # /proc hidden or links refused here: temp names from now on
             data.seek(0)
