@@ -142,7 +142,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
     if args.list:
         _print_versions(found.found, as_json=args.json)
         return ExitCode.OK
-    chosen = choose(eligible, None)
+    chosen = choose(eligible)
     if chosen is None:
         where = f" trashed at or before {at:%Y-%m-%d %H:%M:%S}" if at is not None else ""
         others = f" ({len(found.found)} newer)" if found.found else ""

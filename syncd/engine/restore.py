@@ -78,10 +78,9 @@ def search(pairs: Iterable[PairConfig], path: str | None) -> Search:
     return Search(found, no_trash)
 
 
-def choose(found: Sequence[Found], at: datetime | None) -> Found | None:
-    """The newest of ``found`` trashed at or before ``at`` (the newest of all when None)."""
-    eligible = [f for f in found if at is None or f.version.trashed_at <= at]
-    return max(eligible, key=lambda f: f.version.trashed_at, default=None)
+def choose(found: Sequence[Found]) -> Found | None:
+    """The newest of ``found`` (the caller keeps only those trashed at or before ``--at``)."""
+    return max(found, key=lambda f: f.version.trashed_at, default=None)
 
 
 def restored_copy_name(path: str, when: datetime) -> str:
