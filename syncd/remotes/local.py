@@ -369,9 +369,11 @@ class LocalRemote:
         except FileExistsError:
             raise PreconditionFailed(path, "already exists") from None
         except OSError as exc:
-            if exc.errno not in NO_UNNAMED_LINK or not data.seekable():
+            if exc.errno not in NO_UNNAMED_LINK:
                 raise self._disk_error(path, exc) from exc
             self._unnamed_files = False  # /proc hidden or links refused here: temp names from now on
+            if not data.seekable():  # its bytes cannot be read again: this write fails, later ones do not
+                raise self._disk_error(path, exc) from exc
             data.seek(0)
             return None
         finally:

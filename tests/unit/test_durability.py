@@ -294,6 +294,34 @@ def test_a_refused_link_of_an_unnamed_file_falls_back_to_a_temp_name_for_that_wr
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
 
 
+def test_a_refused_link_with_a_source_that_cannot_be_read_again_fails_that_write_only(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stream that cannot seek (a download) cannot be written again through a temp name:
+    that write fails, and the next goes through a temp name at once (not a failure per file)."""
+    remote = LocalRemote(tmp_path, trash_dir=tmp_path / "trash")
+    if not remote._unnamed_files:
+        pytest.skip("no unnamed files on this platform")
+    real_link = os.link
+
+    def no_proc(src: str, dst: str, **kw: Any) -> None:
+        if str(src).startswith("/proc/"):
+            raise FileNotFoundError(errno.ENOENT, "no /proc here")
+        real_link(src, dst, **kw)
+
+    class OneWay(io.BytesIO):
+        def seekable(self) -> bool:
+            return False
+
+    monkeypatch.setattr(os, "link", no_proc)
+    with pytest.raises(Exception, match="no /proc here"):
+        remote.write("a.txt", OneWay(b"alpha"), size=5, mtime_ns=1, create_only=True)
+    remote.write("b.txt", OneWay(b"beta"), size=4, mtime_ns=1, create_only=True)
+    assert remote._unnamed_files is False
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["b.txt"]
+    assert (tmp_path / "b.txt").read_bytes() == b"beta"
+
+
 def test_a_dir_bucket_whose_link_is_refused_commits_through_the_locked_path(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
