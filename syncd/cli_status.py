@@ -78,12 +78,13 @@ def ask_daemons(config: Config, pairs: Sequence[PairConfig]) -> Live:
     from syncd.control import Request, instance_socket, main_socket, request_result
     from syncd.errors import ControlError
 
+    main = main_socket(config)
     sockets = [instance_socket(config, user) for user in dict.fromkeys(p.user for p in pairs)]
-    sockets.append(main_socket(config))
+    sockets.append(main)
     live = Live()
     for path in dict.fromkeys(sockets):
         if not path.exists():
-            if path == main_socket(config):
+            if path == main:
                 live.silent.append(path)
             continue
         try:
