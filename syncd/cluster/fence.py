@@ -93,28 +93,33 @@ class PairFence:
             log.error("lost the cluster lock of the pair (%s): its run stops", why, extra={"pair": self.key})
 
     def _keep_alive(self) -> None:
+        """Ping until :meth:`release` or a failed ping; then end the session (its lock with it)."""
         conn = self.conn
         assert conn is not None
-        while not self.done.wait(KEEPALIVE_S):
-            try:
-                conn.execute("SELECT 1")
-            except Exception as exc:  # the connection ended: the server no longer holds the lock for us
-                self._lose(f"its database connection failed: {exc}")
-                return
-            self.last_ok = time.monotonic()
+        try:
+            while not self.done.wait(KEEPALIVE_S):
+                try:
+                    conn.execute("SELECT 1")
+                except Exception as exc:  # the connection ended: the server no longer holds the lock for us
+                    self._lose(f"its database connection failed: {exc}")
+                    return
+                self.last_ok = time.monotonic()
+        finally:
+            self._close(conn)
+
+    def _close(self, conn: psycopg.Connection[tuple[object, ...]]) -> None:
+        """Give the lock back (closing the session ends it, whatever else fails)."""
+        try:
+            if not self.lost.is_set():
+                conn.execute("SELECT pg_advisory_unlock(%s)", (pair_lock_id(self.key),))
+        except Exception as exc:  # the session is gone, and its lock with it
+            log.debug("fence of %s: unlock failed: %s", self.key, exc)
+        finally:
+            conn.close()
 
     def release(self) -> None:
-        """Give the lock back (closing the session ends it, whatever else fails)."""
+        """Give the lock back: the keep-alive thread ends the session as it stops. A ping that
+        hangs keeps it past :data:`CONNECT_TIMEOUT_S`: the session then ends once the ping returns."""
         self.done.set()
         if self.thread is not None:
             self.thread.join(CONNECT_TIMEOUT_S)
-            if self.thread.is_alive():  # a ping hangs: leave the connection to its thread
-                return
-        if self.conn is not None:
-            try:
-                if not self.lost.is_set():
-                    self.conn.execute("SELECT pg_advisory_unlock(%s)", (pair_lock_id(self.key),))
-            except Exception as exc:  # the session is gone, and its lock with it
-                log.debug("fence of %s: unlock failed: %s", self.key, exc)
-            finally:
-                self.conn.close()
