@@ -80,12 +80,13 @@ def test_a_changed_credential_file_gets_a_new_client(tmp_path: Path) -> None:
 def test_the_cache_is_bounded_least_recently_used_out(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(_s3_clients, "MAX_CLIENTS", 3)
     keep = _open(access_key_id="K" * 20)
+    first = []
     for i in range(5):
-        _open(access_key_id=f"{i:020d}")
+        first.append(_open(access_key_id=f"{i:020d}").client)
         _open(access_key_id="K" * 20)  # used again: stays
     assert _s3_clients.cached_clients() <= 3
     assert _open(access_key_id="K" * 20).client is keep.client
-    assert _open(access_key_id=f"{0:020d}").client is not None  # evicted ones are simply built again
+    assert _open(access_key_id=f"{0:020d}").client is not first[0]  # evicted: built again
 
 
 def test_opens_from_many_threads_build_one_client_per_settings() -> None:
