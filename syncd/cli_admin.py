@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from syncd.display import printable
 from syncd.errors import ConfigError, ItemError, SyncdError, TransientError
 from syncd.outcomes import ExitCode
+from syncd.progress import fail
 
 if TYPE_CHECKING:
     from syncd.engine.restore import Found, Restored
@@ -69,10 +70,6 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     init.set_defaults(handler=cmd_init)
 
 
-def _fail(message: str) -> None:
-    print(printable(f"syncd: error: {message}"), file=sys.stderr)
-
-
 # -- init --------------------------------------------------------------------------------------
 
 
@@ -92,7 +89,7 @@ def cmd_init(args: argparse.Namespace) -> int:
     try:
         check_choices(choices)
     except ConfigError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return ExitCode.USAGE
     created = write_config(path, choices, date.today())  # exists, cannot write: ConfigError, exit 4 (cli.main)
     for line in next_steps(path, created, choices):
@@ -129,14 +126,14 @@ def cmd_restore(args: argparse.Namespace) -> int:
         at = parse_when(args.at, datetime.now()) if args.at else None
         path = normalise_path(args.path)
     except (ValueError, SyncdError) as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return ExitCode.USAGE
     config = load_config(config_path(args.config))
     pairs = config.select(args.target)
     try:
         found = search(pairs, path)
     except TransientError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return ExitCode.RETRY
     eligible = [f for f in found.found if at is None or f.version.trashed_at <= at]
     if args.list:
@@ -149,11 +146,11 @@ def cmd_restore(args: argparse.Namespace) -> int:
         hint = f"; {', '.join(found.no_trash)} keep no syncd trash" if found.no_trash else ""
         if any(pair.files.type == "webdav" for pair in pairs):
             hint += "; Nextcloud keeps deleted and overwritten files in its own trash bin and versions"
-        _fail(f"no version of {path!r}{where} in syncd's trash{others}{hint}")
+        fail(f"no version of {path!r}{where} in syncd's trash{others}{hint}")
         return ExitCode.ITEM_ERRORS
     in_pairs = sorted({f.pair for f in eligible})
     if len(in_pairs) > 1:
-        _fail(f"{path!r} is in the trash of {len(in_pairs)} pairs ({', '.join(in_pairs)}); name one as USER/PAIR")
+        fail(f"{path!r} is in the trash of {len(in_pairs)} pairs ({', '.join(in_pairs)}); name one as USER/PAIR")
         _print_versions(eligible, as_json=args.json, out=sys.stderr)
         return ExitCode.USAGE
     return _restore(args, {p.key: p for p in pairs}[chosen.pair], chosen)
@@ -165,10 +162,10 @@ def _restore(args: argparse.Namespace, pair: Any, chosen: Found) -> int:
     try:
         done = restore(pair, chosen, as_copy=args.as_copy)
     except TransientError as exc:
-        _fail(str(exc))
+        fail(str(exc))
         return ExitCode.RETRY
     except ItemError as exc:  # not found, changed meanwhile, name taken: nothing was replaced
-        _fail(f"{chosen.pair} {chosen.side.value}: {exc}")
+        fail(f"{chosen.pair} {chosen.side.value}: {exc}")
         return ExitCode.ITEM_ERRORS
     if args.json:
         print(json.dumps(_restored_row(done)))
