@@ -306,7 +306,8 @@ class DirBucket(BucketTrash):
             self._put_sidecar(dst_obj, new)
             self._sidecar(src_obj).unlink()
         self._data(src_obj, meta["etag"]).unlink(missing_ok=True)
-        self.pending.changed(str(src_obj.parent), str(dst_obj.parent))
+        self.pending.wrote(str(self._sidecar(dst_obj)))  # its bytes too: fsynced where there is no syncfs
+        self.pending.changed(str(src_obj.parent))
         return self._entry(new)
 
     def copy_object(self, src: str, dst: str, *, if_match: str | None) -> None:
@@ -320,7 +321,7 @@ class DirBucket(BucketTrash):
             copy = dict(meta, key=dst, etag=secrets.token_hex(8))
             os.link(self._data(src_obj, meta["etag"]), self._data(dst_obj, copy["etag"]))
             self._put_sidecar(dst_obj, copy)
-        self.pending.changed(str(dst_obj.parent))
+        self.pending.wrote(str(self._sidecar(dst_obj)))  # its bytes too: fsynced where there is no syncfs
 
     def trashed(self) -> Iterator[Entry]:
         """Every version in the bucket's trash."""

@@ -128,6 +128,25 @@ def test_a_write_is_not_fsynced_alone_and_sync_writes_flushes_it(
     assert len(flushed.paths) == 1  # nothing changed since: nothing to flush
 
 
+def test_without_syncfs_the_sidecars_a_move_and_a_kept_version_write_are_fsynced(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A new sidecar's bytes are flushed with the batch, not only its folder's names: where
+    there is no syncfs, an fsync of the folder alone would not keep what the file holds."""
+    bucket = DirBucket(tmp_path / "bucket")
+    put(bucket, "a.txt", b"alpha")
+    put(bucket, "b.txt", b"beta")
+    bucket.sync_writes()
+    fsynced = FlushLog()
+    monkeypatch.setattr(os, "fsync", fsynced)
+    monkeypatch.setattr(durability, "system_syncfs", lambda: None)
+    bucket.move("a.txt", "moved.txt")
+    kept = bucket.keep_version("b.txt")
+    bucket.sync_writes()
+    for key in ("moved.txt", kept):
+        assert str(bucket._sidecar(bucket._id(key))) in fsynced.paths
+
+
 def test_the_engine_flushes_each_batch_before_the_index_records_it(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
