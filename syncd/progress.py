@@ -206,13 +206,14 @@ class NowRenderer:
             return
         pair = str(message.get("pair", "?"))
         count = self.counts.setdefault(pair, RunProgress())
-        count.take(message, time.monotonic())
+        now = time.monotonic()
+        count.take(message, now)
         if self.use_bar:
-            self._bar_event(pair, message, count)
+            self._bar_event(pair, message, count, now)
         else:
-            self._plain_event(pair, message, count)
+            self._plain_event(pair, message, count, now)
 
-    def _plain_event(self, pair: str, message: dict[str, Any], count: RunProgress) -> None:
+    def _plain_event(self, pair: str, message: dict[str, Any], count: RunProgress, now: float) -> None:
         name = message.get("event")
         if name == "applying":
             planned = f" ({size(count.bytes_total)} to move)" if count.bytes_total else ""
@@ -220,15 +221,15 @@ class NowRenderer:
         elif name == "done":
             if self.verbose:
                 say(f"{pair}: {message.get('action')}")
-            elif time.monotonic() - count.last_line >= PLAIN_PROGRESS_EVERY_S:
-                count.last_line = time.monotonic()
-                say(f"{pair}: {count.line(count.last_line)}")
+            elif now - count.last_line >= PLAIN_PROGRESS_EVERY_S:
+                count.last_line = now
+                say(f"{pair}: {count.line(now)}")
         elif name == "error":
             say(f"{pair}: error {message.get('path')}: {message.get('error')}")
         elif name in _WAITING:
             say(f"{pair}: {_WAITING[str(name)]}")
 
-    def _bar_event(self, pair: str, message: dict[str, Any], count: RunProgress) -> None:
+    def _bar_event(self, pair: str, message: dict[str, Any], count: RunProgress, now: float) -> None:
         name = message.get("event")
         bar = self._start_bar()
         task = self._tasks.get(pair)
@@ -242,7 +243,7 @@ class NowRenderer:
                 description="syncing",
                 completed=completed,
                 total=total or None,
-                stats=count.line(time.monotonic()),
+                stats=count.line(now),
                 current=current if len(current) <= 60 else "..." + current[-57:],
             )
         if name == "done" and self.verbose:
