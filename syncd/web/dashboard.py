@@ -179,7 +179,6 @@ def _point(key: str, run: RunInfo) -> RunPoint | None:
 def read_index(pair: PairConfig, books: DayBooks, *, now: float, tz: tzinfo) -> _IndexState:
     """What ``pair``'s index holds, as ``status`` reads it; empty before its first run. An
     index that cannot be read is a ``problem`` shown on the page, never an error of the page."""
-    from syncd.errors import SyncdError
     from syncd.index.store import Store
 
     state = _IndexState()
@@ -199,11 +198,7 @@ def read_index(pair: PairConfig, books: DayBooks, *, now: float, tz: tzinfo) -> 
             history = list(store.history(CONFLICTS_SHOWN, "conflict"))
         finally:
             store.close()
-    except (SyncdError, OSError, ValueError) as exc:
-        log.warning("cannot read the index of %s: %s", pair.key, exc)
-        state.problem = f"cannot read the index: {exc}"
-        return state
-    except Exception as exc:  # sqlite3.Error and the like: the page shows it, the daemon goes on
+    except Exception as exc:  # SyncdError, OSError, sqlite3.Error and the like: the page shows it, the daemon goes on
         log.warning("cannot read the index of %s: %s", pair.key, exc)
         state.problem = f"cannot read the index: {exc}"
         return state
