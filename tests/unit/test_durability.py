@@ -38,6 +38,19 @@ def put(remote: Remote, path: str, data: bytes) -> None:
     remote.write(path, io.BytesIO(data), size=len(data), mtime_ns=1_700_000_000 * 10**9, create_only=True)
 
 
+def _settings(state_dir: Path, *, transfers: int) -> SyncSettings:
+    return SyncSettings(
+        key="t/p",
+        excludes=Excludes(()),
+        policy=ConflictPolicy.KEEP_BOTH,
+        mode=Mode.TWO_WAY,
+        transfers=transfers,
+        max_delete_ratio=0.5,
+        trash_retention_days=30,
+        state_dir=state_dir,
+    )
+
+
 @pytest.fixture
 def no_fsync(monkeypatch: pytest.MonkeyPatch) -> list[int]:
     """os.fsync replaced by a counter: what a write does on its own must not flush."""
@@ -187,16 +200,7 @@ def test_the_engine_flushes_each_batch_before_the_index_records_it(
         real_commit(*args, **kwargs)
 
     monkeypatch.setattr(store, "commit_actions", checked_commit)
-    settings = SyncSettings(
-        key="t/p",
-        excludes=Excludes(()),
-        policy=ConflictPolicy.KEEP_BOTH,
-        mode=Mode.TWO_WAY,
-        transfers=2,
-        max_delete_ratio=0.5,
-        trash_retention_days=30,
-        state_dir=tmp_path,
-    )
+    settings = _settings(tmp_path, transfers=2)
     monkeypatch.setattr("syncd.engine.sync.BATCH_SECONDS", 1e9)  # batches by count only: 200, 200, 50
     try:
         report = run_sync(remotes, store, settings, RunOptions())
@@ -220,16 +224,7 @@ def test_a_batch_whose_flush_fails_is_not_recorded(tmp_path: Path, monkeypatch: 
         Side.B: DirBucket(tmp_path / "bucket"),
     }
     store = Store.open(tmp_path / "index.db")
-    settings = SyncSettings(
-        key="t/p",
-        excludes=Excludes(()),
-        policy=ConflictPolicy.KEEP_BOTH,
-        mode=Mode.TWO_WAY,
-        transfers=1,
-        max_delete_ratio=0.5,
-        trash_retention_days=30,
-        state_dir=tmp_path,
-    )
+    settings = _settings(tmp_path, transfers=1)
     try:
         report = run_sync(remotes, store, settings, RunOptions())
         assert report.outcome is Outcome.RETRY and "cannot flush writes to the disk" in report.message
