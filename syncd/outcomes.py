@@ -82,6 +82,13 @@ class RunResult:
     skipped_new: tuple[tuple[str, str], ...] = ()
     plan: tuple[str, ...] | None = None
 
+    @property
+    def done_text(self) -> str:
+        """``4 copy, 1 delete``; with nothing done, ``nothing to do`` after an ok run and
+        ``nothing done`` after one that stopped (a fatal run did not find nothing to do)."""
+        done = ", ".join(f"{n} {kind}" for kind, n in sorted(self.done.items()))
+        return done or ("nothing to do" if self.outcome is Outcome.OK else "nothing done")
+
     @classmethod
     def of_report(
         cls, report: Report, newly_skipped: Iterable[tuple[str, str]], seconds: float, *, with_plan: bool

@@ -72,8 +72,8 @@ def summary(result: RunResult) -> str:
     if result.plan is not None:  # a dry run: what it would do
         line = f"{result.pair}: dry run, {result.outcome.value}: {len(result.plan)} action(s) planned, nothing changed"
     else:
-        done = ", ".join(f"{n} {kind}" for kind, n in sorted(result.done.items())) or "nothing to do"
-        line = f"{result.pair}: {result.outcome.value}: {done}; {size(result.bytes_moved)} in {result.seconds:.2f}s"
+        moved = f"{size(result.bytes_moved)} in {result.seconds:.2f}s"
+        line = f"{result.pair}: {result.outcome.value}: {result.done_text}; {moved}"
     if result.error_count:
         line += f"; {result.error_count} failed"
     if result.skipped_count:

@@ -100,7 +100,7 @@ def test_small_helpers() -> None:
         "5120.0 GiB",
     ]
     assert naming(PAIR, f"{PAIR}: held") == f"{PAIR}: held" and naming(PAIR, "held") == f"{PAIR}: held"
-    assert summary(RunResult(PAIR, Outcome.RETRY)) == "alice/default: retry: nothing to do; 0 B in 0.00s"
+    assert summary(RunResult(PAIR, Outcome.RETRY)) == "alice/default: retry: nothing done; 0 B in 0.00s"
 
 
 def test_run_progress_counts_files_bytes_rate_and_the_current_file() -> None:
