@@ -82,8 +82,9 @@ def summary(result: RunResult) -> str:
 
 
 def naming(pair: str, message: str) -> str:
-    """``message`` led by the pair's key, once (many errors already name their pair)."""
-    return message if message.startswith(f"{pair}: ") else f"{pair}: {message}"
+    """``message`` led by the pair's key, once (many errors already name their pair, as
+    ``alice/default: ...`` or ``alice/default files: ...``)."""
+    return message if message.startswith((f"{pair}: ", f"{pair} ")) else f"{pair}: {message}"
 
 
 @dataclass(slots=True)
@@ -274,7 +275,7 @@ class NowRenderer:
         if not self.as_json:
             self._show(result)
         if result.message:  # in JSON mode too: for the human reading the logs
-            say(f"{result.pair}: {result.message}")
+            say(naming(result.pair, result.message))
 
     def _show(self, result: RunResult) -> None:
         if self.dry_run and result.plan is not None:

@@ -100,6 +100,7 @@ def test_small_helpers() -> None:
         "5120.0 GiB",
     ]
     assert naming(PAIR, f"{PAIR}: held") == f"{PAIR}: held" and naming(PAIR, "held") == f"{PAIR}: held"
+    assert naming(PAIR, f"{PAIR} files: gone") == f"{PAIR} files: gone"
     assert summary(RunResult(PAIR, Outcome.RETRY)) == "alice/default: retry: nothing done; 0 B in 0.00s"
 
 
