@@ -89,7 +89,9 @@ class Inotify:
         self.fd = fd
         self.on_overflow = on_overflow
         self.lock = threading.Lock()
-        self.folders: dict[int, tuple[_Tree, str]] = {}  # wd -> (tree, folder path)
+        # wd -> (tree, folder path) of each tree holding the folder: one folder in two trees
+        # (pairs that may overlap) is one watch, whose events go to both
+        self.folders: dict[int, list[tuple[_Tree, str]]] = {}
         self.wake_r, self.wake_w = os.pipe2(os.O_CLOEXEC | os.O_NONBLOCK)
         self.closed = False
         self.thread = threading.Thread(target=self._loop, name="watch-inotify", daemon=True)
@@ -103,7 +105,7 @@ class Inotify:
             self._add_folders(tree, tree.root, added, report=False)
         except OSError:
             for wd in added:
-                self._forget(wd, remove=True)
+                self._forget(wd, tree)
             raise
 
     def _add_folders(self, tree: _Tree, top: str, added: list[int], *, report: bool) -> None:
@@ -117,8 +119,8 @@ class Inotify:
                 if err in (errno.ENOENT, errno.ENOTDIR) and folder != tree.root:
                     continue  # gone again already: its parent's event says so
                 raise OSError(err, os.strerror(err), folder)
-            with self.lock:
-                self.folders[wd] = (tree, folder)
+            with self.lock:  # a folder walked again (moved in) takes its new path
+                self.folders[wd] = [e for e in self.folders.get(wd, []) if e[0] is not tree] + [(tree, folder)]
             added.append(wd)
             try:
                 with os.scandir(folder) as entries:
@@ -131,18 +133,27 @@ class Inotify:
             except OSError:
                 continue  # unreadable or gone: nothing below to watch
 
-    def _forget(self, wd: int, *, remove: bool) -> None:
+    def _forget(self, wd: int, tree: _Tree) -> None:
+        """``tree`` no longer watches folder ``wd``; the watch goes once no tree holds it."""
         with self.lock:
+            left = [e for e in self.folders.get(wd, []) if e[0] is not tree]
+            if left:
+                self.folders[wd] = left
+                return
             self.folders.pop(wd, None)
-        if remove:
-            self.libc.inotify_rm_watch(self.fd, wd)
+        self.libc.inotify_rm_watch(self.fd, wd)
 
-    def _drop_below(self, top: str) -> None:
-        """Stop watching ``top`` and every folder below it (moved away: their paths are stale)."""
+    def _drop_below(self, tree: _Tree, top: str) -> None:
+        """``tree`` stops watching ``top`` and every folder below it (moved away: their paths are stale)."""
         with self.lock:
-            gone = [wd for wd, (_, f) in self.folders.items() if f == top or f.startswith(top + os.sep)]
+            gone = [
+                wd
+                for wd, entries in self.folders.items()
+                for t, f in entries
+                if t is tree and (f == top or f.startswith(top + os.sep))
+            ]
         for wd in gone:
-            self._forget(wd, remove=True)
+            self._forget(wd, tree)
 
     def watches(self) -> int:
         with self.lock:
@@ -191,18 +202,15 @@ class Inotify:
                 self.on_overflow("the inotify queue overflowed")
                 continue
             with self.lock:
-                found = self.folders.get(wd)
-            if found is None:
+                found = self.folders.pop(wd, []) if mask & IN_IGNORED else self.folders.get(wd, [])
+            if mask & IN_IGNORED:  # the kernel removed the watch
                 continue
-            tree, folder = found
-            if mask & IN_IGNORED:
-                self._forget(wd, remove=False)
-                continue
-            if mask & (IN_DELETE_SELF | IN_MOVE_SELF):
-                if folder == tree.root:
-                    tree.on_lost(f"{folder} was deleted or moved away")
-                continue
-            self._event(tree, os.path.join(folder, os.fsdecode(name)), mask)
+            for tree, folder in found:
+                if mask & (IN_DELETE_SELF | IN_MOVE_SELF):
+                    if folder == tree.root:
+                        tree.on_lost(f"{folder} was deleted or moved away")
+                    continue
+                self._event(tree, os.path.join(folder, os.fsdecode(name)), mask)
 
     def _event(self, tree: _Tree, path: str, mask: int) -> None:
         if mask & IN_ISDIR:
@@ -215,7 +223,7 @@ class Inotify:
             elif mask & IN_DELETE:
                 tree.on_change(path, "folder_deleted")
             elif mask & IN_MOVED_FROM:
-                self._drop_below(path)  # moved within the tree: its IN_MOVED_TO watches it again
+                self._drop_below(tree, path)  # moved within the tree: its IN_MOVED_TO watches it again
                 tree.on_change(path, "folder_moved_from")
             return
         if mask & IN_CREATE:

@@ -168,6 +168,34 @@ def test_lost_events_ask_for_full_runs(tmp_path: Path) -> None:
         watcher.stop()
 
 
+def test_trees_sharing_folders_each_get_their_events(tmp_path: Path) -> None:
+    """Two pairs may overlap (allow_overlap): a folder in both trees is one inotify watch, and
+    its events reach both; one tree dropping the folder leaves the other's watch."""
+    from syncd.watch.inotify import Inotify
+
+    inner = tmp_path / "outer" / "inner"
+    (inner / "sub").mkdir(parents=True)
+    seen: dict[str, list[tuple[str, str]]] = {"outer": [], "inner": []}
+    inotify = Inotify(lambda why: None)
+    for name, root in (("outer", tmp_path / "outer"), ("inner", inner)):
+        inotify.add_tree(str(root), lambda p, k, n=name: seen[n].append((p, k)), lambda why: None, lambda p: False)
+    inotify.start()
+    try:
+        assert inotify.watches() == 3  # outer, inner, inner/sub: the shared ones once
+        (inner / "sub" / "x.txt").write_text("x")
+        path = str(inner / "sub" / "x.txt")
+        wait_for(lambda: all((path, "created") in s for s in seen.values()), 5, "x.txt seen by both trees")
+        (tmp_path / "outer" / "moved").mkdir()
+        (inner / "sub").rename(tmp_path / "outer" / "moved" / "sub")  # out of inner, still in outer
+        moved = str(tmp_path / "outer" / "moved" / "sub" / "y.txt")
+        (tmp_path / "outer" / "moved" / "sub" / "y.txt").write_text("y")
+        wait_for(lambda: (moved, "created") in seen["outer"], 5, "y.txt seen by the outer tree")
+        assert not any(p.endswith("y.txt") for p, _ in seen["inner"])
+        assert inotify.watches() == 4  # outer, inner, moved, moved/sub: inner's drop left outer's watch
+    finally:
+        inotify.close()
+
+
 def test_sd_notify_writes_a_datagram(monkeypatch: pytest.MonkeyPatch) -> None:
     name = f"syncd-test-{os.getpid()}"
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as listen:
