@@ -226,7 +226,10 @@ class RunCoordinator:
                 self._enqueue(following)
         run.finished.set()
         if self.on_result is not None:
-            self.on_result(run.pair, run.result, run.request.reason)
+            try:
+                self.on_result(run.pair, run.result, run.request.reason)
+            except Exception:  # the worker serves the next runs whatever the result's handling does
+                log.exception("a run's result could not be handled", extra={"pair": run.pair.key})
 
     def pause(self, keys: Iterable[str]) -> None:
         with self.lock:

@@ -132,6 +132,18 @@ def test_paused_pairs_get_no_runs_and_the_parallel_bound_holds(tmp_path: Path) -
     assert peak[0] == 2
 
 
+def test_a_failing_result_handler_does_not_stop_the_worker(tmp_path: Path) -> None:
+    coordinator = RunCoordinator(lambda pair, request, emit: RunResult(pair.key, Outcome.OK), max_parallel=1)
+
+    def on_result(pair: PairConfig, result: RunResult, reason: str) -> None:
+        raise RuntimeError("a bug in the result's handling")
+
+    coordinator.on_result = on_result
+    for i in range(2):  # one worker: the second run needs the worker the first one's handler failed in
+        run = coordinator.request(_pair(tmp_path / str(i), f"user{i}"), RunRequest())
+        assert run is not None and run.wait(10) is not None
+
+
 def test_debouncer_waits_for_quiet_and_turns_floods_into_a_full_run() -> None:
     fired: list[tuple[str, frozenset[str] | None, str]] = []
     debouncer = Debouncer(lambda key, hints, why: fired.append((key, hints, why)), quiet_s=0.3, max_delay_s=5)
