@@ -12,6 +12,8 @@ import html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from syncd import display
+
 WIDTH = 320
 HEIGHT = 110
 TOP = 18  # room for the title line
@@ -37,12 +39,8 @@ def seconds(value: float) -> str:
 
 
 def size(value: float) -> str:
-    """Bytes as ``512 B``, ``1.5 KiB`` ... ``3.0 GiB``."""
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if value < 1024 or unit == "GiB":
-            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
-        value /= 1024
-    raise AssertionError("unreachable")
+    """Bytes as ``512 B``, ``1.5 KiB`` ... ``3.0 GiB`` (:func:`syncd.display.size` of a chart's float)."""
+    return display.size(round(value))
 
 
 def bar_chart(
