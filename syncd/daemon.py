@@ -359,7 +359,7 @@ class Daemon:
         )
         watched = frozenset(WATCHED_SIDES[name] for name in self.watcher.watched.get(key, ()))
         unchanged = scheduled_scan(state, watched, time.time(), pair.full_scan_interval_s, key)
-        if unchanged is None or unchanged != ALL_SIDES:
+        if unchanged != ALL_SIDES:  # None (a full run) too
             self.coordinator.request(pair, RunRequest("schedule", unchanged=unchanged or frozenset()))
 
     def _on_dirty(self, key: str, hints: frozenset[str] | None, why: str) -> None:
