@@ -27,6 +27,11 @@ class DayTotal:
     bytes_moved: int
     seconds: float
 
+    def plus(self, runs: int, files: int, bytes_moved: int, seconds: float) -> DayTotal:
+        return DayTotal(
+            self.day, self.runs + runs, self.files + files, self.bytes_moved + bytes_moved, self.seconds + seconds
+        )
+
 
 def run_point(
     pair: str,
@@ -68,10 +73,7 @@ def add_to_days(days: Mapping[date, DayTotal], points: Iterable[RunPoint], tz: t
     out = dict(days)
     for point in points:
         day = datetime.fromtimestamp(point.started_at, tz).date()
-        was = out.get(day, DayTotal(day, 0, 0, 0, 0.0))
-        out[day] = DayTotal(
-            day, was.runs + 1, was.files + point.files, was.bytes_moved + point.bytes_moved, was.seconds + point.seconds
-        )
+        out[day] = out.get(day, DayTotal(day, 0, 0, 0, 0.0)).plus(1, point.files, point.bytes_moved, point.seconds)
     return out
 
 
@@ -81,13 +83,7 @@ def sum_days(books: Iterable[Mapping[date, DayTotal]]) -> dict[date, DayTotal]:
     for book in books:
         for day, total in book.items():
             was = out.get(day, DayTotal(day, 0, 0, 0, 0.0))
-            out[day] = DayTotal(
-                day,
-                was.runs + total.runs,
-                was.files + total.files,
-                was.bytes_moved + total.bytes_moved,
-                was.seconds + total.seconds,
-            )
+            out[day] = was.plus(total.runs, total.files, total.bytes_moved, total.seconds)
     return out
 
 
