@@ -444,8 +444,7 @@ class Daemon:
         self.prepared.add(pair.index_path)
 
     def _on_result(self, pair: PairConfig, result: RunResult, reason: str) -> None:
-        done = ", ".join(f"{n} {k}" for k, n in sorted(result.done.items())) or "nothing to do"
-        line = f"{result.outcome.value}: {done}; {size(result.bytes_moved)} in {result.seconds:.2f}s"
+        line = f"{result.outcome.value}: {result.done_text}; {size(result.bytes_moved)} in {result.seconds:.2f}s"
         quiet = (Outcome.OK, Outcome.INTERRUPTED)
         level = logging.INFO if result.outcome in quiet else logging.WARNING
         log.log(level, "%s%s", line, f"; {result.message}" if result.message else "", extra=_pair_log(pair.key))
