@@ -10,12 +10,10 @@ storage. A folder that only some hosts mount is a symlink present in some ``hN``
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import uuid
@@ -28,43 +26,10 @@ import psycopg
 import pytest
 
 from syncd.cluster.database import psycopg_url
-from syncd.remotes.dirbucket import DirBucket
+from tests.daemons import syncd_cmd, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0
-
-
-def syncd_cmd() -> list[str]:
-    return [sys.executable, "-m", "syncd"]
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def tree_files(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): sha(p.read_bytes()) for p in root.rglob("*") if p.is_file()}
-
-
-def bucket_files(root: Path) -> dict[str, str]:
-    """key -> sha256 of every object in a dir bucket (its trash left out), read through the remote."""
-    bucket = DirBucket(root, create=False)
-    out = {}
-    for entry in bucket.list():
-        if not entry.path.startswith(".syncd-trash/"):
-            with bucket.open_read(entry.path) as stream:
-                out[entry.path] = sha(stream.read())
-    return out
 
 
 @pytest.fixture

@@ -20,7 +20,8 @@ from procrastinate.schema import SchemaManager
 from syncd.cluster.database import ClusterDatabase
 from syncd.cluster.fence import LOST_AFTER_S, PairFence, pair_lock_id
 from syncd.control import PAUSED_FILE
-from tests.cluster.conftest import Cluster, Member, bucket_files, tree_files, wait_for
+from tests.cluster.conftest import Cluster, Member
+from tests.daemons import bucket_files, tree_files, wait_for
 
 pytestmark = pytest.mark.postgres
 KEY = "alice/default"

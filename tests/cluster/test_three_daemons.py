@@ -16,7 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.conftest import Cluster, bucket_files, tree_files
+from tests.cluster.conftest import Cluster
+from tests.daemons import bucket_files, tree_files
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
 

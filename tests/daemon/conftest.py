@@ -3,17 +3,14 @@ process, and a client. Every wait is bounded; every process started is stopped."
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -23,41 +20,11 @@ import pytest
 from syncd.control import Request, send
 from syncd.errors import DaemonUnavailable
 from syncd.remotes.dirbucket import DirBucket
+from tests.daemons import sha, syncd_cmd, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
-
-
-def syncd_cmd() -> list[str]:
-    """The ``syncd`` command as a module of this interpreter."""
-    return [sys.executable, "-m", "syncd"]
-
-
-def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(every)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-
-
-def sha(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
-def bucket_files(root: Path) -> dict[str, str]:
-    """key -> sha256 of every object in a dir bucket, read through the remote itself."""
-    bucket = DirBucket(root, create=False)
-    out = {}
-    for entry in bucket.list():
-        if entry.path.startswith(".syncd-trash/"):
-            continue
-        with bucket.open_read(entry.path) as stream:
-            out[entry.path] = sha(stream.read())
-    return out
 
 
 def put_object(root: Path, key: str, data: bytes | None = None) -> None:
@@ -68,10 +35,6 @@ def put_object(root: Path, key: str, data: bytes | None = None) -> None:
     DirBucket(root).write(
         key, io.BytesIO(body), size=len(body), mtime_ns=1_700_000_000_000_000_000, content_hash=sha(body)
     )
-
-
-def tree_files(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): sha(p.read_bytes()) for p in root.rglob("*") if p.is_file()}
 
 
 @dataclass

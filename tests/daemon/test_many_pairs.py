@@ -16,7 +16,7 @@ from syncd.models import Outcome
 from syncd.outcomes import RunResult
 from syncd.scheduler import PairScheduler, RunCoordinator, RunRequest, next_firing
 from syncd.watch import Watcher
-from tests.daemon.conftest import wait_for
+from tests.daemons import wait_for
 
 
 def _pairs(tmp_path: Path, count: int, interval: str = "5m") -> list[PairConfig]:

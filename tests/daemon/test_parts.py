@@ -20,7 +20,7 @@ from syncd.models import Outcome
 from syncd.outcomes import RunResult
 from syncd.scheduler import RunCoordinator, RunRequest
 from syncd.watch import MAX_HINTS, Debouncer, Watcher
-from tests.daemon.conftest import wait_for
+from tests.daemons import wait_for
 
 
 def _pair(tmp_path: Path, name: str = "alice") -> PairConfig:

@@ -15,18 +15,8 @@ from typing import Any
 import pytest
 
 from syncd.control import Request, encode
-from tests.daemon.conftest import (
-    World,
-    bucket_files,
-    json_lines,
-    put_object,
-    raw_exchange,
-    reports,
-    sha,
-    syncd_cmd,
-    tree_files,
-    wait_for,
-)
+from tests.daemon.conftest import World, json_lines, put_object, raw_exchange, reports
+from tests.daemons import bucket_files, sha, syncd_cmd, tree_files, wait_for
 from tests.integration.cli_helpers import REPORT_KEYS
 
 WATCH_TIMEOUT_S = 20.0

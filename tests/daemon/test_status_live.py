@@ -7,7 +7,8 @@ import json
 import time
 
 from syncd.cli_status import duration, status_lines
-from tests.daemon.conftest import World, bucket_files, wait_for
+from tests.daemon.conftest import World
+from tests.daemons import bucket_files, wait_for
 
 WATCH_TIMEOUT_S = 20.0
 

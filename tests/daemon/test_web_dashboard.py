@@ -21,7 +21,8 @@ from typing import Any
 import pytest
 import requests
 
-from tests.daemon.conftest import World, bucket_files, put_object, wait_for
+from tests.daemon.conftest import World, put_object
+from tests.daemons import bucket_files, wait_for
 
 try:  # a test extra: CI (which installs it) must not skip for want of it
     from selenium import webdriver
