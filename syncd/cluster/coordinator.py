@@ -74,7 +74,12 @@ VIEW_FOR_S = 2.0  # status: the cluster view is read at most this often
 
 
 class Elsewhere(Exception):
-    """Raised by a job this daemon cannot run now: procrastinate retries it, anywhere."""
+    """Raised by a job this daemon cannot run now: procrastinate retries it in ``queue`` (by
+    default the shared line: anywhere)."""
+
+    def __init__(self, why: str, queue: str = QUEUE) -> None:
+        super().__init__(why)
+        self.queue = queue
 
 
 class ClusterRun:
@@ -262,6 +267,14 @@ class ClusterCoordinator(RunCoordinator):
         except Exception as exc:  # the database away for a moment: the next pass tries again
             log.warning("cluster: stalled-job recovery failed: %s", exc)
 
+    def _retry_queue(self, attempts: int) -> str:
+        """Where a job this daemon cannot run waits next: the home line of another live daemon,
+        a different one at each attempt, so the job does not come back here while this daemon
+        idles and the others are busy (in the shared line the idle daemon takes it first, and a
+        pair only some hosts reach used up its attempts on the one that cannot)."""
+        others = [host for host in self.db.live_hosts(STALLED_S) if host != self.host]
+        return home_queue(others[attempts % len(others)]) if others else QUEUE
+
     def _job(self, context: JobContext, /, **args: Any) -> None:
         """One job: run the pair here and log the run; :class:`Elsewhere` to be retried."""
         key, request = request_of(args)
@@ -270,7 +283,7 @@ class ClusterCoordinator(RunCoordinator):
         why = f"{key} is not in this daemon's config" if pair is None else unreachable(pair)
         if why is not None:
             if job.attempts + 1 < MAX_ATTEMPTS:
-                raise Elsewhere(why)
+                raise Elsewhere(why, self._retry_queue(job.attempts))
             failed = RunResult.unreported(key, Outcome.FATAL, f"no daemon could run it: {why}")
             self.db.run_ended(self.db.run_started(key, self.host, os.getpid(), job.id, request.reason), _row(failed))
             return
@@ -424,15 +437,15 @@ def _row(result: RunResult) -> dict[str, Any]:
 
 
 def _retry_strategy() -> Any:
-    """Retry :class:`Elsewhere` jobs in the shared line, :data:`RETRY_WAIT_S` apart, at most
-    :data:`MAX_ATTEMPTS` times: the home line of a daemon that cannot run the pair would keep
-    it there."""
+    """Retry :class:`Elsewhere` jobs in the line the exception names (another daemon's home
+    line, or the shared one), :data:`RETRY_WAIT_S` apart, at most :data:`MAX_ATTEMPTS` times:
+    the home line of a daemon that cannot run the pair would keep it there."""
     from procrastinate import BaseRetryStrategy, RetryDecision
 
     class ToTheSharedLine(BaseRetryStrategy):
         def get_retry_decision(self, *, exception: BaseException, job: Any) -> RetryDecision | None:
             if not isinstance(exception, Elsewhere) or job.attempts + 1 >= MAX_ATTEMPTS:
                 return None
-            return RetryDecision(retry_in={"seconds": RETRY_WAIT_S}, queue=QUEUE)
+            return RetryDecision(retry_in={"seconds": RETRY_WAIT_S}, queue=exception.queue)
 
     return ToTheSharedLine()

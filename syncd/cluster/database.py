@@ -179,6 +179,15 @@ class ClusterDatabase:
                 (QUEUE, home_queue(host)),
             )
 
+    def live_hosts(self, alive_s: float) -> list[str]:
+        """The daemons whose heartbeat is younger than ``alive_s``, by name."""
+        with self.pool.connection() as conn:
+            rows = conn.execute(
+                "SELECT host FROM syncd_cluster_hosts WHERE seen_at > now() - make_interval(secs => %s) ORDER BY host",
+                (alive_s,),
+            ).fetchall()
+        return [str(row[0]) for row in rows]
+
     def queue_for(self, key: str, alive_s: float) -> str:
         """The line for a new job of pair ``key``: the home line of the daemon that ran it last
         while that daemon is alive, else the shared line."""

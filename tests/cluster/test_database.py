@@ -159,3 +159,29 @@ def test_the_schema_is_made_once_by_concurrent_starts(cluster_db: str) -> None:
     assert not errors, errors
     with psycopg.connect(cluster_db) as conn:
         assert conn.execute("SELECT to_regclass('syncd_cluster_runs') IS NOT NULL").fetchone() == (True,)
+
+
+def test_a_job_a_daemon_cannot_run_waits_in_another_live_daemons_line(db: tuple[App, ClusterDatabase]) -> None:
+    """A pair only some hosts reach: the daemon that cannot run it sends it to the home line of
+    another live daemon, a different one at each attempt, never to its own and never to a silent
+    one (in the shared line an idle daemon that cannot run it takes it back first)."""
+    from syncd.cluster.coordinator import STALLED_S, ClusterCoordinator
+
+    _, database = db
+    for host in ("h0", "h1", "h2"):
+        database.heartbeat(host, 1)
+    with database.pool.connection() as conn:
+        conn.execute("UPDATE syncd_cluster_hosts SET seen_at = now() - interval '1 hour' WHERE host = 'h1'")
+    assert database.live_hosts(STALLED_S) == ["h0", "h2"]
+    coordinator = ClusterCoordinator.__new__(ClusterCoordinator)  # only its db and host are read
+    coordinator.db, coordinator.host = database, "h2"
+    assert [coordinator._retry_queue(attempt) for attempt in range(3)] == [home_queue("h0")] * 3
+    coordinator.host = "h1"
+    assert [coordinator._retry_queue(attempt) for attempt in range(3)] == [
+        home_queue("h0"),
+        home_queue("h2"),
+        home_queue("h0"),
+    ]
+    database.leave("h0")
+    database.leave("h2")
+    assert coordinator._retry_queue(0) == QUEUE  # no other daemon alive: the shared line
