@@ -27,6 +27,8 @@ from syncd import __version__
 from syncd.display import printable
 from syncd.errors import ConfigError, FatalError, LockedError, SyncdError
 from syncd.outcomes import INTERRUPTED_MESSAGE, ExitCode, RunResult, exit_code
+from syncd.progress import fail as _fail
+from syncd.progress import say as _say
 
 if TYPE_CHECKING:
     from syncd.config import Config, PairConfig
@@ -114,15 +116,6 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         _fail(f"internal error: {type(exc).__name__}: {exc} (run with SYNCD_DEBUG=1 for the traceback)")
         return ExitCode.INTERNAL
-
-
-def _fail(message: str) -> None:
-    print(printable(f"syncd: error: {message}"), file=sys.stderr)
-
-
-def _say(text: str) -> None:
-    """One human-readable line on stderr."""
-    print(printable(text), file=sys.stderr, flush=True)
 
 
 class Terminated(KeyboardInterrupt):

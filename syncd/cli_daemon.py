@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from syncd.display import printable
 from syncd.outcomes import ExitCode
+from syncd.progress import fail
 
 if TYPE_CHECKING:
     from syncd.config import Config
@@ -135,7 +135,7 @@ def _print_result(result: dict[str, Any], *, as_json: bool) -> int:
 
 
 def _fail(message: str, code: int = ExitCode.FATAL) -> int:
-    print(printable(f"syncd: error: {message}"), file=sys.stderr)
+    fail(message)
     return code
 
 

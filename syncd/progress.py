@@ -37,8 +37,11 @@ _WAITING = {"joined": "joined the run in progress", "queued": "queued after the 
 
 
 def say(text: str) -> None:
-    """One human-readable line on stderr, escaped."""
-    print(printable(text), file=sys.stderr, flush=True)
+    """One human-readable line on stderr, escaped, in one write: ``print`` writes the text and
+    its newline apart, and SIGTERM's handler (which raises in the main thread) could end the
+    run between the two, gluing the ``syncd: error:`` line to the end of an action line."""
+    sys.stderr.write(printable(text) + "\n")
+    sys.stderr.flush()
 
 
 def fail(message: str) -> None:

@@ -5,13 +5,16 @@ from __future__ import annotations
 import io
 import json
 import re
+import sys
 
 import pytest
 
+from syncd import progress
 from syncd.control import result_from_json, result_to_json
+from syncd.display import size
 from syncd.models import Outcome
 from syncd.outcomes import RunResult
-from syncd.progress import NowRenderer, RunProgress, naming, report_line, size, summary
+from syncd.progress import NowRenderer, RunProgress, naming, report_line, summary
 
 PAIR = "alice/default"
 DONE = RunResult(PAIR, Outcome.OK, seconds=0.5, done={"copy": 2}, bytes_moved=3 << 20)
@@ -169,3 +172,22 @@ def test_the_bar_shows_counts_bytes_rate_eta_and_the_current_file_and_verbose_pr
         assert "docs/a\\x1b[2J.txt" in drawn and "\x1b[2J" not in drawn  # the current file, escaped
         assert "alice/default: copy     files -> bucket docs/a\\x1b[2J.txt\n" in drawn  # -v: above the bar
         assert re.search(r"(\d+|-):(\d\d|--):(\d\d|--) docs", drawn)  # the ETA column (unknown until timed)
+
+
+class _InterruptedAfterFirstWrite(io.StringIO):
+    """A stderr on which the second write raises, as SIGTERM's handler does in the main thread
+    when the signal lands between two writes."""
+
+    def write(self, text: str) -> int:
+        if self.getvalue():
+            raise KeyboardInterrupt
+        return super().write(text)
+
+
+def test_a_line_reaches_stderr_whole_even_when_a_signal_lands_right_after_its_first_write(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    stream = _InterruptedAfterFirstWrite()
+    monkeypatch.setattr(sys, "stderr", stream)
+    progress.say("alice/default: copy     files -> bucket a\x1b[2J.txt")
+    assert stream.getvalue() == "alice/default: copy     files -> bucket a\\x1b[2J.txt\n"
