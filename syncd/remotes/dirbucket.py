@@ -6,7 +6,8 @@ It behaves like an object store, not like a second local tree:
 * each object is two files in a shard folder named from the SHA-256 of its key:
   ``<id>.<etag>`` holds the bytes and ``<id>.json`` (the sidecar) holds the key, size,
   mtime, content hash and current etag. Renaming the sidecar into place commits a put, so
-  puts are atomic; data files no sidecar points to are garbage, collected later;
+  puts are atomic; a failed put leaves the old object or the new one whole, never neither;
+  a data file no sidecar points to (its removal failed) is garbage that nothing reads;
 * etags are random (opaque, new on every put); mtimes are metadata, like ``rclone:mtime``;
 * conditional writes hold a lock on the bucket, so ``if_match`` is honoured atomically.
 """
@@ -180,16 +181,38 @@ class DirBucket(BucketTrash):
             obj.parent.mkdir(exist_ok=True)
             digest = self._receive(path, data_file, data, size, content_hash)
             meta = {"key": path, "size": size, "mtime_ns": mtime_ns, "sha256": digest, "etag": etag}
-            self._commit(path, obj, meta, if_match=if_match, create_only=create_only)
-            self.pending.wrote(str(data_file))
-            self.pending.wrote(str(self._sidecar(obj)))
+            old = self._commit(path, obj, meta, if_match=if_match, create_only=create_only)
         except OSError as exc:
-            data_file.unlink(missing_ok=True)
+            self._drop_unless_committed(obj, etag)
             raise disk_write_error(self.name, self.root, path, exc) from exc
         except BaseException:
-            data_file.unlink(missing_ok=True)
+            self._drop_unless_committed(obj, etag)
             raise
+        # committed: the new object is whole, and nothing below may undo it
+        self.pending.wrote(str(data_file))
+        self.pending.wrote(str(self._sidecar(obj)))
+        if old is not None:
+            self._drop_data(obj, old)
         return self._entry(meta)
+
+    def _drop_unless_committed(self, obj: Path, etag: str) -> None:
+        """After a put that failed: remove its data file, unless its sidecar was committed
+        (the failure came later) and the data file is now the object's bytes. When the sidecar
+        cannot be read the data file stays: garbage is harmless, a sidecar pointing at nothing
+        is a lost version."""
+        try:
+            committed = self._current_etag(self._sidecar(obj)) == etag
+        except (OSError, ValueError, KeyError):
+            return
+        if not committed:
+            self._drop_data(obj, etag)
+
+    def _drop_data(self, obj: Path, etag: str) -> None:
+        """Remove a data file no sidecar points to (any more). Best effort: the change it
+        belongs to is committed or undone already, and a data file left behind is garbage
+        that nothing reads (its name is never reused: etags are random)."""
+        with suppress(OSError):
+            self._data(obj, etag).unlink(missing_ok=True)
 
     @staticmethod
     def _receive(path: str, target: Path, data: BinaryIO, size: int, content_hash: str | None) -> str:
@@ -216,10 +239,13 @@ class DirBucket(BucketTrash):
         *,
         if_match: str | None,
         create_only: bool,
-    ) -> None:
+    ) -> str | None:
+        """Commit ``meta`` as the sidecar of ``obj``: the put is done once this returns (or
+        once the rename inside ran, even if an error follows it). :returns: the etag of the
+        version it replaced (its data file is for the caller to remove), or None."""
         sidecar = self._sidecar(obj)
         if create_only and self._unnamed_sidecar(path, sidecar, meta):
-            return
+            return None
         tmp = sidecar.with_name(f"{sidecar.name}.tmp-{secrets.token_hex(4)}")
         with open(tmp, "x", encoding="utf-8") as out:
             json.dump(meta, out)  # made durable with its batch (sync_writes), before the index records it
@@ -232,10 +258,10 @@ class DirBucket(BucketTrash):
                     raise PreconditionFailed(path)
                 os.replace(tmp, sidecar)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            with suppress(OSError):  # the error that matters is the one being raised
+                tmp.unlink(missing_ok=True)
             raise
-        if old is not None:
-            self._data(obj, old).unlink(missing_ok=True)
+        return old
 
     def _unnamed_sidecar(self, path: str, sidecar: Path, meta: dict[str, Any]) -> bool:
         """Commit a create-only put with one linkat (Linux): the sidecar is written to an
@@ -288,7 +314,7 @@ class DirBucket(BucketTrash):
             if if_match is not None and etag != if_match:
                 raise PreconditionFailed(path)
             self._sidecar(obj).unlink()
-        self._data(obj, etag).unlink(missing_ok=True)
+        self._drop_data(obj, etag)
         self.pending.changed(str(obj.parent))
 
     def move(self, src: str, dst: str, *, if_match: str | None = None) -> Entry:
@@ -305,7 +331,7 @@ class DirBucket(BucketTrash):
             os.link(self._data(src_obj, meta["etag"]), self._data(dst_obj, new["etag"]))
             self._put_sidecar(dst_obj, new)
             self._sidecar(src_obj).unlink()
-        self._data(src_obj, meta["etag"]).unlink(missing_ok=True)
+        self._drop_data(src_obj, meta["etag"])
         self.pending.wrote(str(self._sidecar(dst_obj)))  # its bytes too: fsynced where there is no syncfs
         self.pending.changed(str(src_obj.parent))
         return self._entry(new)
