@@ -24,7 +24,7 @@ from syncd.outcomes import ExitCode
 from syncd.progress import fail
 
 if TYPE_CHECKING:
-    from syncd.engine.restore import Found, Restored
+    from syncd.engine.restore import Found, Pick, Restored
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
@@ -42,7 +42,12 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     restore.add_argument(
         "--at", metavar="TIME", help="the newest version trashed at or before TIME: 2026-11-30 14:00, or 2h / 3d ago"
     )
-    restore.add_argument("--list", action="store_true", help="list the versions in the trash, restore nothing")
+    restore.add_argument(
+        "--list",
+        action="store_true",
+        help="list the versions it could bring back (with --at: trashed at or before TIME), mark the one it "
+        "would, restore nothing",
+    )
     restore.add_argument(
         "--as-copy", action="store_true", help="write it as 'name (restored DATE TIME).ext', next to the present file"
     )
@@ -120,7 +125,7 @@ def parse_when(text: str, now: datetime) -> datetime:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     from syncd.config import config_path, load_config
-    from syncd.engine.restore import choose, normalise_path, search
+    from syncd.engine.restore import normalise_path, pick, search
 
     try:
         at = parse_when(args.at, datetime.now()) if args.at else None
@@ -135,25 +140,28 @@ def cmd_restore(args: argparse.Namespace) -> int:
     except TransientError as exc:
         fail(str(exc))
         return ExitCode.RETRY
-    eligible = [f for f in found.found if at is None or f.version.trashed_at <= at]
-    if args.list:
-        _print_versions(found.found, as_json=args.json)
+    picked = pick(found.found, at)
+    if args.list:  # what this restore (with its --at) could bring back, the one it would marked
+        _print_versions(picked, at, as_json=args.json)
         return ExitCode.OK
-    chosen = choose(eligible)
-    if chosen is None:
-        where = f" trashed at or before {at:%Y-%m-%d %H:%M:%S}" if at is not None else ""
-        others = f" ({len(found.found)} newer)" if found.found else ""
+    if not picked.eligible:
+        others = f" ({picked.newer} newer)" if picked.newer else ""
         hint = f"; {', '.join(found.no_trash)} keep no syncd trash" if found.no_trash else ""
         if any(pair.files.type == "webdav" for pair in pairs):
             hint += "; Nextcloud keeps deleted and overwritten files in its own trash bin and versions"
-        fail(f"no version of {path!r}{where} in syncd's trash{others}{hint}")
+        fail(f"no version of {path!r}{_at_or_before(at)} in syncd's trash{others}{hint}")
         return ExitCode.ITEM_ERRORS
-    in_pairs = sorted({f.pair for f in eligible})
-    if len(in_pairs) > 1:
+    if picked.chosen is None:  # in the trash of several pairs
+        in_pairs = picked.pairs
         fail(f"{path!r} is in the trash of {len(in_pairs)} pairs ({', '.join(in_pairs)}); name one as USER/PAIR")
-        _print_versions(eligible, as_json=args.json, out=sys.stderr)
+        _print_versions(picked, at, as_json=args.json, out=sys.stderr)
         return ExitCode.USAGE
+    chosen = picked.chosen
     return _restore(args, {p.key: p for p in pairs}[chosen.pair], chosen)
+
+
+def _at_or_before(at: datetime | None) -> str:
+    return f" trashed at or before {at:%Y-%m-%d %H:%M:%S}" if at is not None else ""
 
 
 def _restore(args: argparse.Namespace, pair: Any, chosen: Found) -> int:
@@ -199,13 +207,20 @@ def _restored_row(done: Restored) -> dict[str, Any]:
     return {**_version_row(done.found), "restored_as": done.path, "replaced_kept_at": done.replaced}
 
 
-def _print_versions(found: list[Found], *, as_json: bool, out: Any = None) -> None:
+def _print_versions(picked: Pick, at: datetime | None, *, as_json: bool, out: Any = None) -> None:
+    """The versions a restore (with ``--at``) could bring back, oldest first; the one it
+    would is marked (``chosen`` in JSON)."""
     stream = out or sys.stdout
     if as_json:
-        print(json.dumps([_version_row(f) for f in found]), file=stream)
+        rows = [{**_version_row(f), "chosen": f is picked.chosen} for f in picked.eligible]
+        print(json.dumps(rows), file=stream)
         return
-    if not found:
-        print("no versions in syncd's trash", file=stream)
-    for f in found:
+    if not picked.eligible:
+        newer = f" ({picked.newer} newer)" if picked.newer else ""
+        print(f"no versions in syncd's trash{_at_or_before(at)}{newer}", file=stream)
+    for f in picked.eligible:
         when, where = f"{f.version.trashed_at:%Y-%m-%d %H:%M:%S}", f"{f.pair} {f.side.value}"
-        print(printable(f"{when}  {where}  {f.version.size} bytes  {f.version.path}"), file=stream)
+        mark = "  <- restore brings this one back" if f is picked.chosen else ""
+        print(printable(f"{when}  {where}  {f.version.size} bytes  {f.version.path}{mark}"), file=stream)
+    if picked.eligible and picked.newer:
+        print(f"({picked.newer} newer than --at, not shown)", file=stream)

@@ -78,9 +78,24 @@ def search(pairs: Iterable[PairConfig], path: str | None) -> Search:
     return Search(found, no_trash)
 
 
-def choose(found: Sequence[Found]) -> Found | None:
-    """The newest of ``found`` (the caller keeps only those trashed at or before ``--at``)."""
-    return max(found, key=lambda f: f.version.trashed_at, default=None)
+@dataclass(frozen=True, slots=True)
+class Pick:
+    """What ``restore`` (``--at``) would do with the versions found: what ``--list`` shows."""
+
+    eligible: list[Found]  # trashed at or before ``at`` (all without one), oldest first
+    newer: int  # how many were trashed after ``at``
+    pairs: list[str]  # the pairs the eligible versions are in (more than one: the admin names one)
+    chosen: Found | None  # the version it would bring back: the newest eligible, when in one pair
+
+
+def pick(found: Sequence[Found], at: datetime | None) -> Pick:
+    """The version a restore at ``at`` (the newest without one) brings back, and those it
+    could: every version trashed at or before ``at``. None is chosen when none is, or when
+    they are in several pairs (a restore refuses to guess which pair)."""
+    eligible = [f for f in found if at is None or f.version.trashed_at <= at]
+    pairs = sorted({f.pair for f in eligible})
+    newest = max(eligible, key=lambda f: f.version.trashed_at, default=None)
+    return Pick(eligible, len(found) - len(eligible), pairs, newest if len(pairs) == 1 else None)
 
 
 def restored_copy_name(path: str, when: datetime) -> str:

@@ -88,6 +88,31 @@ def test_at_picks_the_newest_version_at_or_before_it_and_list_shows_all(env: Pai
     assert human.returncode == ExitCode.OK and human.stdout.count("t/default files") == 3  # the replaced one too
 
 
+def test_list_with_at_shows_only_what_restore_at_could_bring_back_and_marks_its_pick(env: PairEnv) -> None:
+    env.write_a("m.txt", b"one")
+    env.sync()
+    for content in (b"two!", b"three", b"four"):
+        _pause()
+        env.write_b("m.txt", content)
+        env.sync()  # A's version goes to A's trash each time: one (3 B), two! (4 B), three (5 B)
+    every = json.loads(syncd(_config(env), "restore", "m.txt", "--list", "--json").stdout)
+    assert [(v["size"], v["chosen"]) for v in every] == [(3, False), (4, False), (5, True)]  # the newest
+    second = every[1]["trashed_at"].replace("T", " ")
+    listed = syncd(_config(env), "restore", "m.txt", "--list", "--json", "--at", second)
+    assert listed.returncode == ExitCode.OK, listed.stderr
+    assert [(v["size"], v["chosen"]) for v in json.loads(listed.stdout)] == [(3, False), (4, True)]
+    human = syncd(_config(env), "restore", "m.txt", "--list", "--at", second).stdout.splitlines()
+    assert [line.split("  ")[2] for line in human[:2]] == ["3 bytes", "4 bytes"], human
+    assert "<- restore brings this one back" in human[1] and "<-" not in human[0]
+    assert human[2] == "(1 newer than --at, not shown)"
+    none = syncd(_config(env), "restore", "m.txt", "--list", "--at", "2000-01-01")
+    assert none.returncode == ExitCode.OK
+    assert none.stdout == "no versions in syncd's trash trashed at or before 2000-01-01 23:59:59 (3 newer)\n"
+    done = syncd(_config(env), "restore", "m.txt", "--at", second, "--json")  # brings back what the list marked
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert json.loads(done.stdout)["size"] == 4 and env.read_a("m.txt") == b"two!"
+
+
 def test_as_copy_leaves_the_present_file_alone(env: PairEnv) -> None:
     env.write_a("r.txt", b"old")
     env.sync()
