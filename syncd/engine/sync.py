@@ -262,11 +262,13 @@ def _plan(ctx: RunContext) -> tuple[Plan, dict[Side, Snapshot], dict[str, Base]]
     bases = {p: b for p, b in ctx.store.load_bases(under=hints).items() if not excluded(p)}
     ctx.notify("listing", {"hinted": len(hints) if hints is not None else None})
     unlisted = _unlisted_sides(ctx)  # vouched for, or a marker unchanged: the bases stand for them
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        known = {side: _known_folder_etags(ctx, side) for side in Side}
-        futures = {
-            side: pool.submit(_scan_side, ctx, side, bases, known[side]) for side in Side if side not in unlisted
-        }
+    listed = [side for side in Side if side not in unlisted]
+    known = {side: _known_folder_etags(ctx, side) for side in listed}
+    # Two local listings one after the other: they are CPU work under the GIL, and two threads
+    # cost a third more CPU in GIL hand-offs than one (a daemon's full scans are its idle cost).
+    # A listing over the network waits on the server: it overlaps with the other side's.
+    with ThreadPoolExecutor(max_workers=1 if _all_local(ctx, listed) else 2) as pool:
+        futures = {side: pool.submit(_scan_side, ctx, side, bases, known[side]) for side in listed}
         snaps: dict[Side, Snapshot] = {side: f.result() for side, f in futures.items()}
     snaps.update((side, base_snapshot(side, bases)) for side in unlisted)
     for snap in snaps.values():
@@ -348,6 +350,10 @@ def _unlisted_sides(ctx: RunContext) -> set[Side]:
 
 def _tree_listing(remote: Remote) -> bool:
     return remote.capabilities.tree_etags and isinstance(remote, SupportsTreeListing)
+
+
+def _all_local(ctx: RunContext, sides: Iterable[Side]) -> bool:
+    return all(ctx.remotes[side].capabilities.local_path for side in sides)
 
 
 def _known_folder_etags(ctx: RunContext, side: Side) -> dict[str, str]:
