@@ -359,8 +359,10 @@ class Daemon:
         )
         watched = frozenset(WATCHED_SIDES[name] for name in self.watcher.watched.get(key, ()))
         unchanged = scheduled_scan(state, watched, time.time(), pair.full_scan_interval_s, key)
-        if unchanged != ALL_SIDES:  # None (a full run) too
-            self.coordinator.request(pair, RunRequest("schedule", unchanged=unchanged or frozenset()))
+        if unchanged == ALL_SIDES:  # None is a full run
+            return
+        if self.coordinator.request(pair, RunRequest("schedule", unchanged=unchanged or frozenset())) is None:
+            self._skipped(key)
 
     def _on_dirty(self, key: str, hints: frozenset[str] | None, why: str) -> None:
         pair = self._pair(key)
@@ -374,6 +376,14 @@ class Daemon:
                 "hinted" if hints is not None else "full",
                 extra=_pair_log(key),
             )
+        else:
+            self._skipped(key)
+
+    def _skipped(self, key: str) -> None:
+        """A due or hinted run the coordinator refused: one line per skip when the pair is
+        paused, so that a pause is seen to hold (an event to wait for, not a quiet time)."""
+        if key in self.coordinator.paused:  # in a cluster: paused here or cluster-wide
+            log.info("skipped, paused", extra=_pair_log(key))
 
     def _checkpoint(self, stage: str, key: str = "") -> None:
         # only between two actions: inside one (a conflict's steps) stopping would leave more to redo

@@ -11,6 +11,7 @@ from tests.daemon.conftest import World
 from tests.daemons import bucket_files, wait_for
 
 WATCH_TIMEOUT_S = 20.0
+SKIP_TIMEOUT_S = 60.0  # the watcher's quiet period (0.5 s) on a busy 2-core machine
 
 
 def test_status_shows_the_daemon_the_next_run_and_a_pause_that_outlives_a_restart(world: World) -> None:
@@ -38,13 +39,15 @@ def test_status_shows_the_daemon_the_next_run_and_a_pause_that_outlives_a_restar
     assert "  paused since " in world.cli("status", "alice").stdout  # read from the pause mark
 
     again = world.daemon("--first-run-within", "0")
+    wait_for(lambda: again.lines("serving"), WATCH_TIMEOUT_S, "the daemon to watch its trees (its 'serving' line)")
     row = json.loads(world.cli("status", "alice", "--json").stdout)[0]
     assert row["served"] is True and row["paused"] is True, again.log()
     assert row["paused_since"] == offline["paused_since"]
     refused = world.cli("now", "alice")
     assert refused.returncode == 5 and "paused" in refused.stderr
     (world.alice / "while-paused.txt").write_text("later\n")
-    time.sleep(2.0)  # quiet period 0.5 s, first runs within 0 s: a run would have happened by now
+    # the watcher's hint reaches the daemon, which skips the run: the event that a run did not happen
+    wait_for(lambda: again.lines("alice/default: skipped, paused"), SKIP_TIMEOUT_S, f"the skip\n{again.log()}")
     assert "while-paused.txt" not in bucket_files(world.alice_bucket)
 
     assert world.cli("resume", "alice").returncode == 0
