@@ -33,6 +33,7 @@ from pathlib import Path
 from _tools import compile_syncd, rclone_binary, require_rclone
 
 PHASES = ("initial", "no-change", "one-change", "initial-down")
+FULL_SCAN = Path(__file__).with_name("_full_scan.py")
 
 
 @dataclass
@@ -116,6 +117,14 @@ class Syncd(Tool):
         self.hashing_events = sum(int(e.get("files", 0)) for e in events if e["event"] == "hashing")
         return sample
 
+    def full_scan(self, runs: int = 5) -> Sample:
+        """What a daemon pays for a full scan of this unchanged pair: the median CPU of
+        ``runs`` no-change syncs in one warm process (after one not counted), without the
+        interpreter's start and syncd's imports that each ``syncd now`` pays."""
+        sample, output = run_measured([sys.executable, str(FULL_SCAN), str(self.config), str(runs)], cwd=self.work)
+        cpu, wall = json.loads(output.splitlines()[-1])
+        return Sample(statistics.median(wall), statistics.median(cpu), sample.max_rss_mb)
+
 
 class RcloneBisync(Tool):
     name = "rclone bisync"
@@ -145,11 +154,16 @@ def median(samples: list[Sample]) -> Sample:
 
 
 def measure(tool_cls: type[Tool], tree: Path, scratch: Path, repeat: int) -> dict[str, Sample]:
+    """Each phase's median over ``repeat`` fresh copies; for syncd also ``full-scan`` (its
+    no-change sync inside a warm process, as the daemon runs it)."""
     results: dict[str, list[Sample]] = {phase: [] for phase in PHASES}
+    scans: list[Sample] = []
     for i in range(repeat):
         tool = tool_cls(scratch / f"{tool_cls.__name__}-{i}", tree)
         results["initial"].append(tool.sync(first=True))
         results["no-change"].append(tool.sync(first=False))
+        if isinstance(tool, Syncd):
+            scans.append(tool.full_scan())
         change_one(tool.a)
         results["one-change"].append(tool.sync(first=False))
         if isinstance(tool, Syncd):
@@ -164,7 +178,10 @@ def measure(tool_cls: type[Tool], tree: Path, scratch: Path, repeat: int) -> dic
         if sum(1 for p in down.a.rglob("*") if p.is_file()) < sum(1 for p in tree.rglob("*") if p.is_file()):
             raise SystemExit(f"{tool.name}: the initial sync down left files out")
         shutil.rmtree(down.work)
-    return {k: median(v) for k, v in results.items()}
+    medians = {k: median(v) for k, v in results.items()}
+    if scans:
+        medians["full-scan"] = median(scans)
+    return medians
 
 
 def main() -> None:
@@ -223,6 +240,18 @@ def print_table(table: dict[str, dict[str, Sample]]) -> None:
         unison = table["unison"]
         ratios = ", ".join(f"{p} {syncd[p].cpu_seconds / unison[p].cpu_seconds:.2f}x" for p in PHASES)
         print(f"syncd / Unison, CPU time: {ratios}   (no-change target <= 1.50x)")
+        scan, floor = syncd["full-scan"], interpreter_cpu()
+        print(
+            f"syncd's no-change sync in a warm process (a daemon's full scan): {scan.cpu_seconds:.3f} s CPU,"
+            f" {scan.cpu_seconds / unison['no-change'].cpu_seconds:.2f}x Unison's;"
+            f" a bare `python -c pass` here costs {floor:.3f} s CPU"
+            f" ({floor / unison['no-change'].cpu_seconds:.2f}x Unison's no-change sync)"
+        )
+
+
+def interpreter_cpu(runs: int = 5) -> float:
+    """The CPU of starting this interpreter and doing nothing: the floor of any ``syncd now``."""
+    return statistics.median(run_measured([sys.executable, "-c", "pass"])[0].cpu_seconds for _ in range(runs))
 
 
 if __name__ == "__main__":
