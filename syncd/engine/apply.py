@@ -212,13 +212,14 @@ class Applier:
         renamed_on = action.side.other
         old = self.listings[action.side][action.path]
         moved = move(self.remotes[action.side], action.path, action.dest, if_match=old.etag)
-        a, b = _pair(renamed_on, self.listings[renamed_on][action.dest], moved)
+        a, b = _pair(renamed_on, self.listings[renamed_on][action.dest], moved.entry)
         base = self.bases[action.path]
         return Done(
             action,
             put=[make_base(action.dest, a, b, base.content_hash)],
             drop=[action.path],
             history=[("move", action.path, action.side.value, f"-> {action.dest} ({action.reason})")],
+            bytes_moved=moved.bytes_copied,
         )
 
     def _conflict(self, action: Action) -> Done:
@@ -229,7 +230,8 @@ class Applier:
         loser, winner = action.side, action.side.other
         lost = self.listings[loser][action.path]
         kept = self.listings[winner][action.path]
-        copy_on_loser = move(self.remotes[loser], action.path, action.dest, if_match=lost.etag)
+        moved_on_loser = move(self.remotes[loser], action.path, action.dest, if_match=lost.etag)
+        copy_on_loser = moved_on_loser.entry
         self.checkpoint("conflict:moved")
         new_on_loser = self.copy(action.path, winner, kept)
         self.checkpoint("conflict:copied")
@@ -246,7 +248,7 @@ class Applier:
                 make_base(action.dest, a2, b2, copy_on_winner.content_hash),
             ],
             history=[("conflict", action.path, loser.value, action.dest)],
-            bytes_moved=kept.size + lost.size,
+            bytes_moved=kept.size + lost.size + moved_on_loser.bytes_copied,
         )
 
     # -- a batch of new files ----------------------------------------------------------------

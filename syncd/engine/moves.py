@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import io
+from dataclasses import dataclass
 from typing import BinaryIO
 
 from syncd.errors import ChangedWhileReading, PreconditionFailed, SyncdError
@@ -19,17 +20,25 @@ from syncd.models import Entry
 from syncd.remotes.base import CHUNK, Remote, SupportsMove
 
 
-def move(remote: Remote, src: str, dst: str, *, if_match: str | None = None) -> Entry:
+@dataclass(frozen=True, slots=True)
+class Moved:
+    entry: Entry  # the entry at the new name
+    bytes_copied: int  # through this host: 0 for a server-side move, the file's size for copy-then-trash
+
+
+def move(remote: Remote, src: str, dst: str, *, if_match: str | None = None) -> Moved:
     """Rename ``src`` to ``dst`` on ``remote`` (``dst`` must not exist).
 
-    :returns: the entry at ``dst``.
+    :returns: the entry at ``dst``, and the bytes the move copied through this host (a run
+        counts them in its bytes moved like any copy's).
     :raises NotFound: ``src`` is missing. :raises PreconditionFailed: ``src`` is not the
         version ``if_match`` names, or ``dst`` exists. :raises ChangedWhileReading: ``src``
         changed while it was copied (copy-then-trash).
     """
     if isinstance(remote, SupportsMove):
-        return remote.move(src, dst, if_match=if_match)
-    return copy_then_trash(remote, src, dst, if_match=if_match)
+        return Moved(remote.move(src, dst, if_match=if_match), 0)
+    written = copy_then_trash(remote, src, dst, if_match=if_match)
+    return Moved(written, written.size)
 
 
 def copy_then_trash(remote: Remote, src: str, dst: str, *, if_match: str | None = None) -> Entry:

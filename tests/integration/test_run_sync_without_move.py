@@ -64,3 +64,36 @@ def test_a_conflict_on_remotes_without_move_keeps_both_versions(world: World, st
     assert "conflicted copy" in copy
     again = world.sync(store)
     assert again.outcome is Outcome.OK and again.done == {}
+
+
+def test_a_copy_then_trash_move_counts_the_bytes_it_copied(world: World, store: Any) -> None:  # noqa: F811
+    """A rename copies the file through this host where the remote cannot move: its bytes count
+    in the run's bytes moved like any copy's; a server-side move moves none."""
+    world.write_a("big.txt", b"x" * 5000)
+    world.write_a("small.txt", b"y" * 70)
+    assert world.sync(store).outcome is Outcome.OK
+    os.rename(world.files / "small.txt", world.files / "small-renamed.txt")
+    served = world.sync(store)  # the bucket moves it server-side
+    assert served.done == {"move": 1} and served.bytes_moved == 0
+    os.rename(world.files / "big.txt", world.files / "big-renamed.txt")
+    world.remotes[Side.B] = WithoutMove(world.remotes[Side.B])
+    report = world.sync(store)
+    assert report.outcome is Outcome.OK, report.message
+    assert report.done == {"move": 1} and report.bytes_moved == 5000
+
+
+def test_a_conflict_on_remotes_without_move_counts_the_losers_copy(world: World, store: Any) -> None:  # noqa: F811
+    world.write_a("c.txt", b"base")
+    assert world.sync(store).outcome is Outcome.OK
+    world.write_a("c.txt", b"A" * 300)
+    bucket_side = world.remotes[Side.B]
+    old = bucket_side.stat("c.txt")
+    bucket_side.write("c.txt", io.BytesIO(b"B" * 40), size=40, mtime_ns=old.mtime_ns, if_match=old.etag)
+    world.remotes[Side.A] = WithoutMove(world.remotes[Side.A])
+    world.remotes[Side.B] = WithoutMove(bucket_side)
+    report = world.sync(store)
+    assert report.outcome is Outcome.OK and report.done == {"conflict": 1}, report.message
+    # the winner copied to the loser's side, the loser's copy to the winner's side (340), and the
+    # loser renamed to its conflict-copy name by a copy on its own side: its size once more
+    (lost,) = (data for path, data in world.tree_a().items() if path != "c.txt")
+    assert report.bytes_moved == 340 + len(lost)
