@@ -1,7 +1,8 @@
 """``syncd status``: what each pair's index records (last run, files in sync, item errors,
 skipped names) and what is live: paused, running now, next scheduled run, from the daemon
 when one answers. With no daemon, a pause still shows: ``syncd pause`` leaves a mark in the
-pair's state folder (:func:`syncd.control.paused_since`), which the daemon reads at start.
+pair's state folder (:func:`syncd.control.paused_since`), which the daemon reads at start; in
+a cluster, a row of the cluster's pause table, which status then reads from the database.
 
 ``--json`` prints one list of rows, one per pair, with exact names (README, Commands).
 Every human-readable line goes through :func:`syncd.display.printable` where it is written.
@@ -19,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from syncd.display import printable
 from syncd.outcomes import INTERRUPTED_MESSAGE, ExitCode
+from syncd.progress import say
 
 if TYPE_CHECKING:
     from syncd.config import Config, PairConfig
@@ -47,12 +49,17 @@ def when(stamp: float) -> str:
 def cmd_status(args: argparse.Namespace, config: Config) -> int:
     pairs = config.select(args.target)
     live = ask_daemons(config, pairs)
+    read_cluster_pauses(config, pairs, live)
     rows = [status_row(pair, live, verbose=args.verbose) for pair in pairs]
     if args.json:
+        if live.cluster_error is not None:
+            say(live.cluster_error)  # stdout stays one JSON list
         print(json.dumps(rows))
         return ExitCode.OK
     for line in daemon_lines(live):
         print(printable(line))
+    if live.cluster_error is not None:
+        print(printable(live.cluster_error))
     for row in rows:
         for line in status_lines(row, verbose=args.verbose):
             print(printable(line))
@@ -70,6 +77,10 @@ class Live:
     pairs: dict[str, dict[str, Any]] = field(default_factory=dict)
     served_by: dict[str, int] = field(default_factory=dict)  # pair key -> daemon pid
     silent: list[Path] = field(default_factory=list)  # sockets asked that did not answer
+    # pair key -> {"by", "since"}: paused cluster-wide, read from the database for the pairs no
+    # daemon answered for (a daemon's own row says it otherwise); why it could not be read
+    cluster_paused: dict[str, dict[str, Any]] = field(default_factory=dict)
+    cluster_error: str | None = None
 
 
 def ask_daemons(config: Config, pairs: Sequence[PairConfig]) -> Live:
@@ -104,6 +115,31 @@ def ask_daemons(config: Config, pairs: Sequence[PairConfig]) -> Live:
     return live
 
 
+def read_cluster_pauses(config: Config, pairs: Sequence[PairConfig], live: Live) -> None:
+    """In a cluster, a pause is a row of the cluster's table, not a mark in the pair's state
+    folder: read the table when no daemon answered for some of ``pairs``. A database that
+    cannot be reached is one line (``live.cluster_error``); the rest is shown."""
+    if not config.daemon.clustered or all(p.key in live.pairs for p in pairs):
+        return
+    from syncd.cluster.coordinator import cluster_url
+    from syncd.cluster.database import read_pauses, where
+    from syncd.errors import SyncdError
+
+    try:
+        url = cluster_url(config.daemon)
+    except SyncdError as exc:  # its URL file unreadable here
+        live.cluster_error = f"cluster: cannot read the pauses: {exc}"
+        return
+    try:
+        live.cluster_paused = read_pauses(url, DAEMON_TIMEOUT_S)
+    except Exception as exc:  # psycopg's errors: status answers without the database
+        reason = " ".join(str(exc).split()) or type(exc).__name__  # libpq's message spans lines
+        live.cluster_error = (
+            f"cluster database {where(url)}: cannot read the pauses ({reason}); "
+            "a pair paused cluster-wide may show as not paused"
+        )
+
+
 def daemon_lines(live: Live) -> list[str]:
     """One line per daemon that answered, or one saying none did."""
     if not live.daemons:
@@ -129,6 +165,9 @@ def status_row(pair: PairConfig, live: Live, *, verbose: bool) -> dict[str, Any]
 
     daemon_row = live.pairs.get(pair.key)
     since = paused_since(pair.state_dir)
+    cluster_pause = live.cluster_paused.get(pair.key) if daemon_row is None else None
+    if cluster_pause is not None:
+        since = cluster_pause["since"]
     row: dict[str, Any] = {
         "pair": pair.key,
         "served": daemon_row is not None,
@@ -138,7 +177,8 @@ def status_row(pair: PairConfig, live: Live, *, verbose: bool) -> dict[str, Any]
         "running": daemon_row.get("running") if daemon_row is not None else None,
         "queued": int(daemon_row.get("queued") or 0) if daemon_row is not None else 0,
         "next_run": daemon_row.get("next_run") if daemon_row is not None else None,
-        "cluster": daemon_row.get("cluster") if daemon_row is not None else None,  # hosts (syncd.cluster)
+        # hosts (syncd.cluster); with no daemon, who paused it cluster-wide (read from the table)
+        "cluster": daemon_row.get("cluster") if daemon_row is not None else _paused_by(cluster_pause),
         "interval_s": pair.interval_s,
         "full_scan_interval_s": pair.full_scan_interval_s,
     }
@@ -146,6 +186,10 @@ def status_row(pair: PairConfig, live: Live, *, verbose: bool) -> dict[str, Any]
         row["next_run"] = None
     row.update(_index_part(pair, verbose=verbose))
     return row
+
+
+def _paused_by(cluster_pause: dict[str, Any] | None) -> dict[str, Any] | None:
+    return None if cluster_pause is None else {"paused_by": cluster_pause["by"]}
 
 
 def _index_part(pair: PairConfig, *, verbose: bool) -> dict[str, Any]:
@@ -226,17 +270,19 @@ def status_lines(row: dict[str, Any], *, verbose: bool) -> list[str]:
 def _live_lines(row: dict[str, Any]) -> list[str]:
     """Paused, running now, next run: what the daemon (or the pause mark) says."""
     lines = []
+    cluster = row.get("cluster")
     if row.get("paused"):
         since = f" since {when(row['paused_since'])}" if row.get("paused_since") else ""
-        lines.append(f"  paused{since}: no scheduled or watcher runs; `syncd resume {row['pair']}` resumes")
+        by = cluster.get("paused_by") if isinstance(cluster, dict) else None
+        everywhere = f" cluster-wide (asked of {by})" if by else ""
+        lines.append(f"  paused{everywhere}{since}: no scheduled or watcher runs; `syncd resume {row['pair']}` resumes")
     running = row.get("running")
     if isinstance(running, dict):
         phase = _PHASES.get(str(running.get("phase")), str(running.get("phase")))
         progress = f", {running.get('done', 0)}/{running.get('actions')} actions" if running.get("actions") else ""
         started = f", since {when(running['started_at'])}" if running.get("started_at") else ""
         lines.append(f"  running now: {phase}{progress} (asked by {running.get('reason')}{started})")
-    cluster = row.get("cluster")
-    if isinstance(cluster, dict):  # several daemons share the pairs: which host ran it, which runs it
+    if isinstance(cluster, dict) and "host" in cluster:  # several daemons share the pairs: who ran it, who runs it
         last = f"last run on {cluster['last_host']}" if cluster.get("last_host") else "no run in the cluster yet"
         now = f", running now on {cluster['running_on']}" if cluster.get("running_on") else ""
         lines.append(f"  cluster: {last}{now} (asked {cluster.get('host')})")

@@ -32,9 +32,8 @@ import threading
 import time
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlsplit
 
-from syncd.cluster.database import ClusterDatabase, psycopg_url
+from syncd.cluster.database import ClusterDatabase, psycopg_url, where
 from syncd.cluster.fence import PairFence
 from syncd.cluster.jobs import (
     QUEUE,
@@ -122,7 +121,7 @@ class ClusterCoordinator(RunCoordinator):
         from procrastinate.schema import SchemaManager
 
         self.url = psycopg_url(cluster_url(daemon))
-        self.where = _where(self.url)
+        self.where = where(self.url)
         self.host = host_name(daemon)
         self.pairs = pairs
         logging.getLogger("procrastinate").setLevel(logging.WARNING)  # a line per job is noise
@@ -424,12 +423,6 @@ def cluster_url(daemon: DaemonSection) -> str:
     if daemon.cluster is not None:
         return daemon.cluster
     return read_secret(file=daemon.cluster_url_file, env=None, what="daemon.cluster_url_file")
-
-
-def _where(url: str) -> str:
-    """host:port/db of ``url``, never its password, for messages."""
-    parts = urlsplit(url)
-    return f"{parts.hostname or 'localhost'}{f':{parts.port}' if parts.port else ''}{parts.path or ''}"
 
 
 def _row(result: RunResult) -> dict[str, Any]:

@@ -18,8 +18,11 @@ again, would run it twice at once.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit
 
+import psycopg
 from psycopg.types.json import Jsonb
 
 from syncd.cluster.jobs import QUEUE, TASK_NAME, home_queue, merged_args
@@ -73,6 +76,33 @@ def psycopg_url(url: str) -> str:
     """A libpq URL: SQLAlchemy's ``postgresql+psycopg://`` spelling (the index's) accepted too."""
     scheme, sep, rest = url.partition("://")
     return f"{scheme.partition('+')[0]}{sep}{rest}" if sep else url
+
+
+def where(url: str) -> str:
+    """host:port/db of ``url``, never its password, for messages."""
+    parts = urlsplit(url)
+    return f"{parts.hostname or 'localhost'}{f':{parts.port}' if parts.port else ''}{parts.path or ''}"
+
+
+PAUSED = "SELECT pair, host, extract(epoch FROM since) FROM syncd_cluster_paused"
+
+
+def _pauses(rows: Iterable[tuple[Any, ...]]) -> dict[str, dict[str, Any]]:
+    return {key: {"by": host, "since": float(since)} for key, host, since in rows}
+
+
+def read_pauses(url: str, timeout_s: float) -> dict[str, dict[str, Any]]:
+    """The pairs paused cluster-wide (as :meth:`ClusterDatabase.paused`), read on a connection
+    of its own: ``syncd status`` when no daemon answers. Before any daemon made the tables,
+    none is paused.
+
+    :raises psycopg.Error: the database could not be reached (within ``timeout_s``) or read.
+    """
+    with psycopg.connect(psycopg_url(url), connect_timeout=max(2, round(timeout_s)), autocommit=True) as conn:
+        try:
+            return _pauses(conn.execute(PAUSED).fetchall())
+        except psycopg.errors.UndefinedTable:
+            return {}
 
 
 class ClusterDatabase:
@@ -296,5 +326,4 @@ class ClusterDatabase:
     def paused(self) -> dict[str, dict[str, Any]]:
         """Every pair paused cluster-wide: the daemon asked, and since when (epoch seconds)."""
         with self.pool.connection() as conn:
-            rows = conn.execute("SELECT pair, host, extract(epoch FROM since) FROM syncd_cluster_paused").fetchall()
-        return {key: {"by": host, "since": float(since)} for key, host, since in rows}
+            return _pauses(conn.execute(PAUSED).fetchall())
