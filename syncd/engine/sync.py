@@ -58,6 +58,7 @@ from syncd.index.store import Store
 from syncd.lock import pair_lock
 from syncd.models import Action, ActionKind, Base, ConflictPolicy, Entry, Mode, Outcome, Plan, Report, Side
 from syncd.outcomes import INTERRUPTED_MESSAGE
+from syncd.paths import excluded_among
 from syncd.remotes import remote_module
 from syncd.remotes.base import (
     Remote,
@@ -259,7 +260,9 @@ def _plan(ctx: RunContext) -> tuple[Plan, dict[Side, Snapshot], dict[str, Base]]
     :raises GuardError: a side lists empty, or the plan deletes too much (unless forced).
     """
     hints, excluded = ctx.options.hints, ctx.settings.excludes
-    bases = {p: b for p, b in ctx.store.load_bases(under=hints).items() if not excluded(p)}
+    bases = ctx.store.load_bases(under=hints)
+    for path in excluded_among(excluded, list(bases)):  # excluded since they were recorded
+        del bases[path]
     ctx.notify("listing", {"hinted": len(hints) if hints is not None else None})
     unlisted = _unlisted_sides(ctx)  # vouched for, or a marker unchanged: the bases stand for them
     listed = [side for side in Side if side not in unlisted]

@@ -20,12 +20,16 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
+from itertools import repeat
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
 from syncd.errors import FatalError
 from syncd.lock import process_identity
 from syncd.models import Base
+
+_PATH = itemgetter(0)
 
 HEAD_REVISION = "0004"  # tests check this equals the newest revision in migrations/
 
@@ -327,7 +331,8 @@ class Store:
                     {"p": path, "low": path + "/", "high": path + "0"},
                 )
         self.db.commit()
-        return {row[0]: Base(*row) for row in rows}
+        # in C: each row becomes a Base by tuple.__new__ (as Base._make does), keyed by its path
+        return dict(zip(map(_PATH, rows), map(tuple.__new__, repeat(Base), rows), strict=True))
 
     def count_bases(self) -> int:
         (count,) = self.db.rows("SELECT count(*) FROM entries")[0]

@@ -44,6 +44,7 @@ from syncd.remotes.nextcloud_scan import nextcloud_user, run_scans
 from syncd.remotes.settings import OpenContext, RemoteSettings
 from syncd.times import NS_MAX, NS_MIN, clamp_ns
 
+new_tuple = tuple.__new__  # builds a NamedTuple from its fields in C (see LocalRemote.list)
 STALE_TEMP_S = 3600.0  # a write in flight touches its temp file far more often than this
 
 
@@ -255,7 +256,8 @@ class LocalRemote:
                         mtime = st.st_mtime_ns
                         if not NS_MIN <= mtime <= NS_MAX:  # inline: this loop runs once per file
                             mtime = clamp_ns(mtime)
-                        yield Entry(rel + name, st.st_size, mtime, local_etag(st), None, st.st_ino)
+                        # tuple.__new__ as Entry._make does: in C, not the NamedTuple's Python __new__
+                        yield new_tuple(Entry, (rel + name, st.st_size, mtime, local_etag(st), None, st.st_ino, None))
                     elif item.is_dir(follow_symlinks=False):
                         if not (rel + name + "/").startswith(RESERVED_PREFIXES):
                             stack.append((item.path, rel + name + "/"))

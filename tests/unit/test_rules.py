@@ -5,12 +5,14 @@ from __future__ import annotations
 from datetime import datetime
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from syncd.engine.conflicts import conflict_copy_name
 from syncd.engine.safety import check_mass_delete, check_side_not_empty
 from syncd.errors import SideLooksEmpty, TooManyDeletes, UnsafePath
 from syncd.models import Action, ActionKind, Plan, Side
-from syncd.paths import DEFAULT_EXCLUDES, Excludes, check_key, clash_key
+from syncd.paths import DEFAULT_EXCLUDES, Excludes, check_key, clash_key, excluded_among
 
 WHEN = datetime(2026, 11, 25, 9, 5, 7)
 
@@ -61,6 +63,20 @@ def test_excludes_match_folders_and_paths() -> None:
     excluded = Excludes(["node_modules", "build/*.o"])
     assert excluded("web/node_modules/x/y.js")
     assert excluded("build/main.o") and not excluded("src/build/main.o")
+
+
+SEGMENTS = ["a", "b.part", "node_modules", "build", "x.o", ".syncd-trash", ".syncd-tmp-1", "~$r", "Thumbs.db", "c d"]
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    st.lists(st.lists(st.sampled_from(SEGMENTS), min_size=1, max_size=4).map("/".join), max_size=40),
+    st.lists(st.sampled_from(["node_modules", "build/*.o", "*.o", "a/b.part", "c*", "b", "[ab]"]), max_size=3),
+)
+def test_excludes_among_many_paths_say_what_each_path_says_alone(paths: list[str], extra: list[str]) -> None:
+    excluded = Excludes([*DEFAULT_EXCLUDES, *extra])
+    assert excluded.among(paths) == {p for p in paths if Excludes(excluded.patterns)(p)}
+    assert excluded_among(excluded, paths) == excluded_among(excluded.__call__, paths)
 
 
 def test_conflict_copy_names_follow_nextcloud() -> None:
