@@ -56,7 +56,8 @@ def test_status_pause_resume_reload(world: World) -> None:
     refused = world.cli("now", "alice")
     assert refused.returncode == 5 and "paused" in refused.stderr
     (world.alice / "while-paused.txt").write_text("later\n")
-    time.sleep(2.0)  # quiet period 0.5 s: a watcher run would have happened by now
+    # the watcher's hint reaches the daemon, which skips the run: the event that a run did not happen
+    wait_for(lambda: daemon.lines("alice/default: skipped, paused"), 60, f"the skip\n{daemon.log()}")
     assert "while-paused.txt" not in bucket_files(world.alice_bucket)
 
     assert world.cli("resume", "alice").returncode == 0
