@@ -38,7 +38,12 @@ def move(remote: Remote, src: str, dst: str, *, if_match: str | None = None) -> 
     if isinstance(remote, SupportsMove):
         return Moved(remote.move(src, dst, if_match=if_match), 0)
     written = copy_then_trash(remote, src, dst, if_match=if_match)
-    return Moved(written, written.size)
+    return Moved(written, bytes_a_move_copies(remote, written.size))
+
+
+def bytes_a_move_copies(remote: Remote, size: int) -> int:
+    """What :func:`move` of a ``size``-byte file on ``remote`` copies through this host."""
+    return 0 if isinstance(remote, SupportsMove) else size
 
 
 def copy_then_trash(remote: Remote, src: str, dst: str, *, if_match: str | None = None) -> Entry:

@@ -31,6 +31,7 @@ from syncd.engine.apply import (
     sync_writes,
 )
 from syncd.engine.folder_etags import Applied, keep_folder_etags
+from syncd.engine.moves import bytes_a_move_copies
 from syncd.engine.plan import Folding, PlanSettings, plan
 from syncd.engine.safety import check_mass_delete, check_side_not_empty
 from syncd.engine.scan import (
@@ -450,7 +451,9 @@ def _apply(ctx: RunContext, applier: Applier, planned: Plan) -> Applied:
     if deferred:
         ctx.report.deferred = len(deferred)
         actions = [a for a in actions if a.path not in deferred]
-    ctx.notify("applying", {"actions": len(actions), "bytes": _planned_bytes(actions, applier.listings)})
+    ctx.notify(
+        "applying", {"actions": len(actions), "bytes": _planned_bytes(actions, applier.listings, applier.remotes)}
+    )
     batch = _Batch(ctx.store, ctx.run_id, ctx.options.checkpoint or (lambda _stage: None), ctx.remotes)
     prepare_target_folders(applier.remotes, actions)
     # Asked only now: a remote may accept only files in the folders this run created.
@@ -553,13 +556,30 @@ class _Batch:
         self.since = time.monotonic()
 
 
-def _planned_bytes(actions: list[Action], listings: Mapping[Side, Mapping[str, Entry]]) -> int:
+def _planned_bytes(
+    actions: list[Action], listings: Mapping[Side, Mapping[str, Entry]], remotes: Mapping[Side, Remote]
+) -> int:
+    """The bytes the actions will move through this host, counted as the Applier counts them
+    (the progress bar's total): a copy its source; a move on a remote without one its file
+    (copy-then-trash); a keep-both conflict both versions, and the loser's once more where its
+    side cannot move it to the conflict-copy name."""
     total = 0
     for action in actions:
-        if action.kind is ActionKind.COPY and action.side is not None:
-            entry = listings[action.side.other].get(action.path)
-            total += entry.size if entry is not None else 0
+        if action.side is None:
+            continue
+        here, there = listings[action.side], listings[action.side.other]
+        if action.kind is ActionKind.COPY:
+            total += _size(there.get(action.path))
+        elif action.kind is ActionKind.MOVE:
+            total += bytes_a_move_copies(remotes[action.side], _size(here.get(action.path)))
+        elif action.kind is ActionKind.CONFLICT and action.dest:
+            lost = _size(here.get(action.path))
+            total += _size(there.get(action.path)) + lost + bytes_a_move_copies(remotes[action.side], lost)
     return total
+
+
+def _size(entry: Entry | None) -> int:
+    return entry.size if entry is not None else 0
 
 
 def _purge_trash(ctx: RunContext) -> None:

@@ -79,7 +79,7 @@ def test_a_copy_then_trash_move_counts_the_bytes_it_copied(world: World, store: 
     world.remotes[Side.B] = WithoutMove(world.remotes[Side.B])
     report = world.sync(store)
     assert report.outcome is Outcome.OK, report.message
-    assert report.done == {"move": 1} and report.bytes_moved == 5000
+    assert report.done == {"move": 1} and report.bytes_moved == 5000 == _planned(world)
 
 
 def test_a_conflict_on_remotes_without_move_counts_the_losers_copy(world: World, store: Any) -> None:  # noqa: F811
@@ -97,3 +97,9 @@ def test_a_conflict_on_remotes_without_move_counts_the_losers_copy(world: World,
     # loser renamed to its conflict-copy name by a copy on its own side: its size once more
     (lost,) = (data for path, data in world.tree_a().items() if path != "c.txt")
     assert report.bytes_moved == 340 + len(lost)
+    assert _planned(world) == report.bytes_moved  # the progress bar's total: it ends at 100%, not past it
+
+
+def _planned(world: World) -> object:  # noqa: F811
+    """The bytes the last run's ``applying`` event announced."""
+    return [data for event, data in world.events if event == "applying"][-1]["bytes"]
