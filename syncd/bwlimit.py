@@ -1,20 +1,27 @@
 """Bandwidth limits: ``bwlimit`` in ``[daemon]`` (all pairs together) and per pair.
 
 A limit is a rate in bytes per second (``"8M"``, ``"512K"``, ``"1.5M"``, ``"100000"``; K, M,
-G are powers of 1024, as in rclone), ``"off"``, or a daily timetable of ``HH:MM,RATE``
-entries (``"08:00,512K 19:00,10M 23:00,off"``): each rate holds from its time until the next
-entry's, and the last one holds past midnight until the first one's time.
+G are powers of 1024, as in rclone), ``"off"``, an upload and a download rate apart
+(``"10M:1M"``: up to the bucket at 10M, down to the files at 1M; ``"off:512K"``), or a
+timetable of ``WHEN,RATE`` entries, as rclone's ``--bwlimit``:
+
+* daily, ``HH:MM,RATE`` (``"08:00,512K 19:00,10M 23:00,off"``): each rate holds from its time
+  until the next entry's, the last one past midnight until the first one's time;
+* weekly, ``Day-HH:MM,RATE`` (``"Mon-08:00,512K Fri-18:00,off"``; Mon..Sun or Monday..Sunday):
+  each rate holds until the next entry's, the last one past Sunday into the week after.
 
 The engine wraps every stream it moves between the two sides in a :class:`ThrottledReader`
-of the pair's :class:`Limiter` and the daemon's: uploads and downloads of every remote type
-are limited in one place. A limiter is shared by every transfer that uses it (threads of a
-run, runs of pairs at once): :func:`shared_limiter` keeps one per name in this process.
+of the pair's :class:`Limiter` and the daemon's for that direction: uploads and downloads of
+every remote type are limited in one place. A limiter is shared by every transfer that uses
+it (threads of a run, runs of pairs at once): :func:`shared_limiter` keeps one per name and
+direction in this process.
 
 Parsing and picking a slot are pure; :class:`Limiter` reads a clock and sleeps.
 """
 
 from __future__ import annotations
 
+import enum
 import io
 import re
 import threading
@@ -25,9 +32,20 @@ from datetime import datetime
 from typing import Any, BinaryIO, cast
 
 _RATE_RE = re.compile(r"^(\d+(?:\.\d+)?)\s*([KMGT]?)(?:i?B)?$", re.IGNORECASE)
-_SLOT_RE = re.compile(r"^(\d{1,2}):(\d{2}),(.+)$")
+_SLOT_RE = re.compile(r"^(?:([A-Za-z]+)-)?(\d{1,2}):(\d{2}),(.+)$")
+_TIME_RE = re.compile(r"^(?:[A-Za-z]+-)?\d{1,2}:\d{2}$")  # a time alone: a timetable entry missing its rate
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+_DAYS = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")
+_FULL_DAYS = ("monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday")
+DAY_MIN, WEEK_MIN = 24 * 60, 7 * 24 * 60
 MIN_PIECE = 4096  # bytes: a throttled read never asks for less (nor waits much longer than a quarter second)
+
+
+class Direction(enum.Enum):
+    """Which way bytes go: up to the bucket, or down to the files (rclone's ``UP:DOWN``)."""
+
+    UP = "up"
+    DOWN = "down"
 
 
 def parse_rate(text: str) -> int | None:
@@ -44,53 +62,87 @@ def parse_rate(text: str) -> int | None:
     return rate
 
 
+def parse_rates(text: str) -> tuple[int | None, int | None]:
+    """``"8M"`` -> the same rate up and down; ``"10M:1M"`` -> (up, down). :raises ValueError:"""
+    up, colon, down = text.partition(":")
+    if not colon:
+        rate = parse_rate(text)
+        return rate, rate
+    if ":" in down:
+        raise ValueError(f"{text!r}: at most one ':' (UP:DOWN, e.g. 10M:1M)")
+    return parse_rate(up), parse_rate(down)
+
+
 @dataclass(frozen=True, slots=True)
 class Slot:
-    start_min: int  # minutes after midnight, local time
-    rate: int | None  # bytes/s; None: no limit
+    start_min: int  # minutes after midnight (a daily timetable) or after Monday 00:00 (weekly), local time
+    up: int | None  # bytes/s towards the bucket; None: no limit
+    down: int | None  # bytes/s towards the files
+
+    def rate(self, direction: Direction) -> int | None:
+        return self.up if direction is Direction.UP else self.down
 
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
-    """A limit over the day: one slot (a plain rate) or a timetable, sorted by start."""
+    """A limit over the day or the week: one slot (a plain rate) or a timetable, by start."""
 
     slots: tuple[Slot, ...]
     text: str  # as configured, for messages
+    weekly: bool = False
 
-    def rate_at(self, minute_of_day: int) -> int | None:
-        """The rate in force ``minute_of_day`` minutes after midnight (bytes/s, None: no limit)."""
-        current = self.slots[-1]  # before the first entry, the last one still holds from the day before
+    def rate_at(self, when: datetime, direction: Direction = Direction.UP) -> int | None:
+        """The rate in force at local time ``when`` for ``direction`` (bytes/s, None: no limit)."""
+        minute = minute_of_day(when) + (when.weekday() * DAY_MIN if self.weekly else 0)
+        current = self.slots[-1]  # before the first entry, the last one still holds from the period before
         for slot in self.slots:
-            if slot.start_min <= minute_of_day:
+            if slot.start_min <= minute:
                 current = slot
-        return current.rate
+        return current.rate(direction)
 
-    @property
-    def unlimited(self) -> bool:
-        return all(slot.rate is None for slot in self.slots)
+    def unlimited(self, direction: Direction | None = None) -> bool:
+        """No slot limits ``direction`` (None: either direction)."""
+        directions = tuple(Direction) if direction is None else (direction,)
+        return all(slot.rate(d) is None for slot in self.slots for d in directions)
 
 
 def parse_bwlimit(text: str) -> Schedule:
-    """A ``bwlimit`` value: a rate, ``off``, or a timetable ``"08:00,512K 19:00,10M 23:00,off"``.
+    """A ``bwlimit`` value: a rate, ``UP:DOWN``, ``off``, or a daily or weekly timetable.
 
     :raises ValueError: saying which entry is wrong.
     """
     entries = text.split()
     if len(entries) <= 1 and "," not in text:
-        return Schedule((Slot(0, parse_rate(text)),), text)
-    slots = []
+        if _TIME_RE.match(text.strip()):
+            raise ValueError(f"{text!r} is not a rate: a timetable entry is HH:MM,RATE (e.g. 08:00,512K)")
+        return Schedule((Slot(0, *parse_rates(text)),), text)
+    slots, days = [], set()
     for entry in entries:
         match = _SLOT_RE.match(entry)
         if not match:
-            raise ValueError(f"{entry!r}: a timetable entry is HH:MM,RATE (e.g. 08:00,512K)")
-        hours, minutes = int(match.group(1)), int(match.group(2))
+            raise ValueError(f"{entry!r}: a timetable entry is HH:MM,RATE or Day-HH:MM,RATE (e.g. Mon-08:00,512K)")
+        day, hours, minutes = match.group(1), int(match.group(2)), int(match.group(3))
         if hours > 23 or minutes > 59:
             raise ValueError(f"{entry!r}: {hours:02d}:{minutes:02d} is not a time of day")
-        slots.append(Slot(hours * 60 + minutes, parse_rate(match.group(3))))
+        days.add(day is not None)
+        slots.append(Slot(_weekday(entry, day) * DAY_MIN + hours * 60 + minutes, *parse_rates(match.group(4))))
+    if len(days) > 1:
+        raise ValueError(f"{text!r}: either every timetable entry names a day (Mon-08:00,1M) or none does")
     starts = [slot.start_min for slot in slots]
     if starts != sorted(set(starts)):
-        raise ValueError(f"{text!r}: timetable entries must be in order of time, each time once")
-    return Schedule(tuple(slots), text)
+        raise ValueError(f"{text!r}: timetable entries must be in order of time (Monday first), each time once")
+    return Schedule(tuple(slots), text, weekly=days == {True})
+
+
+def _weekday(entry: str, day: str | None) -> int:
+    if day is None:
+        return 0
+    name = day.lower()
+    if name in _DAYS:
+        return _DAYS.index(name)
+    if name in _FULL_DAYS:
+        return _FULL_DAYS.index(name)
+    raise ValueError(f"{entry!r}: {day!r} is not a day (Mon, Tue, Wed, Thu, Fri, Sat, Sun)")
 
 
 def minute_of_day(when: datetime) -> int:
@@ -108,18 +160,19 @@ class Limiter:
     def __init__(
         self,
         schedule: Schedule,
+        direction: Direction = Direction.UP,
         *,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], datetime] = datetime.now,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self.schedule = schedule
+        self.schedule, self.direction = schedule, direction
         self._clock, self._wall, self._sleep = clock, wall, sleep
         self._lock = threading.Lock()
         self._free_at = 0.0  # monotonic time at which the bytes taken so far have been paid for
 
     def rate(self) -> int | None:
-        return self.schedule.rate_at(minute_of_day(self._wall()))
+        return self.schedule.rate_at(self._wall(), self.direction)
 
     def take(self, n: int) -> None:
         """Reserve ``n`` bytes at the rate in force and wait until they are paid for."""
@@ -184,27 +237,37 @@ class ThrottledReader(io.RawIOBase):
 
 def throttled(stream: BinaryIO, limiters: Sequence[Limiter]) -> BinaryIO:
     """``stream`` itself when no limiter limits it now, else a :class:`ThrottledReader`."""
-    active = [limiter for limiter in limiters if not limiter.schedule.unlimited]
+    active = [limiter for limiter in limiters if not limiter.schedule.unlimited(limiter.direction)]
     if not active:
         return stream
     return cast(BinaryIO, ThrottledReader(stream, active))
 
 
-_SHARED: dict[str, Limiter] = {}
+_SHARED: dict[tuple[str, Direction], Limiter] = {}
 _SHARED_LOCK = threading.Lock()
 
 
-def shared_limiter(name: str, schedule: Schedule) -> Limiter:
-    """The process's one limiter called ``name`` ("daemon", or a pair's key), made anew when
-    its schedule changed (a reloaded config)."""
+def shared_limiter(name: str, schedule: Schedule, direction: Direction) -> Limiter:
+    """The process's one limiter called ``name`` ("daemon", or a pair's key) for ``direction``,
+    made anew when its schedule changed (a reloaded config)."""
     with _SHARED_LOCK:
-        current = _SHARED.get(name)
+        current = _SHARED.get((name, direction))
         if current is None or current.schedule != schedule:
-            current = _SHARED[name] = Limiter(schedule)
+            current = _SHARED[(name, direction)] = Limiter(schedule, direction)
         return current
 
 
-def pair_limiters(key: str, own: Schedule | None, daemon: Schedule | None) -> tuple[Limiter, ...]:
-    """The limiters a pair's transfers pay: the daemon's (shared by every pair) and its own."""
+Bandwidth = dict[Direction, tuple[Limiter, ...]]  # the limiters a transfer that way pays
+
+
+def pair_limiters(key: str, own: Schedule | None, daemon: Schedule | None) -> Bandwidth:
+    """The limiters a pair's transfers pay each way: the daemon's (shared by every pair) and its
+    own; a way nothing limits is left out."""
     named = (("daemon", daemon), (f"pair {key}", own))
-    return tuple(shared_limiter(name, s) for name, s in named if s is not None and not s.unlimited)
+    limits = {
+        direction: tuple(
+            shared_limiter(name, s, direction) for name, s in named if s is not None and not s.unlimited(direction)
+        )
+        for direction in Direction
+    }
+    return {direction: limiters for direction, limiters in limits.items() if limiters}

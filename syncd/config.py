@@ -50,7 +50,8 @@ class DaemonSection(_Strict, frozen=True):
     interval: str = "5m"
     full_scan_interval: str = "1h"  # the default of every pair (see PairSection)
     transfers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 4
-    # bytes/s for all pairs together ("8M", "off", or "08:00,512K 19:00,10M 23:00,off"; syncd.bwlimit)
+    # bytes/s for all pairs together ("8M", "10M:1M" up:down, "off", "08:00,512K 19:00,off",
+    # "Mon-08:00,512K Fri-18:00,off"; syncd.bwlimit)
     bwlimit: str = "off"
     web: str | None = None  # the dashboard's "HOST:PORT" (README: Web dashboard); off when unset
     web_token_file: Path | None = None  # its access token; default: <state_dir>/web-token, made on first start

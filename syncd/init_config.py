@@ -95,7 +95,7 @@ def render_config(choices: InitChoices, today: date) -> str:
         f"socket = {_toml(choices.socket)}  # `syncd now`, `status`, `pause` talk to the service here",
         'interval = "5m"  # each pair syncs this often, and at once on local changes and `syncd now`',
         "# transfers = 4  # files moved at once per pair",
-        '# bwlimit = "8M"  # bytes/s for all pairs together, or a timetable: "08:00,512K 19:00,10M 23:00,off"',
+        '# bwlimit = "8M"  # bytes/s for all pairs together; "10M:1M" up:down; a timetable: "08:00,512K 19:00,off"',
         "",
     ]
     for user in choices.users:

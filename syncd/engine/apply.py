@@ -23,7 +23,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from typing import BinaryIO
 
-from syncd.bwlimit import Limiter, throttled
+from syncd.bwlimit import Bandwidth, Direction, Limiter, throttled
 from syncd.engine.moves import move
 from syncd.errors import ChangedWhileReading, ContentMismatch, FatalError, ItemError, TransientError
 from syncd.models import Action, ActionKind, Base, Entry, Side
@@ -121,15 +121,19 @@ class Applier:
         listings: Mapping[Side, Mapping[str, Entry]],
         bases: Mapping[str, Base],
         checkpoint: Checkpoint | None = None,
-        bandwidth: Sequence[Limiter] = (),
+        bandwidth: Bandwidth | None = None,
     ) -> None:
         self.remotes = remotes
-        self.bandwidth = tuple(bandwidth)  # bwlimit: every stream moved between the sides pays them
+        self.bandwidth = bandwidth or {}  # bwlimit: every stream moved between the sides pays its way's
         self.listings = listings
         self.bases = bases
         self.checkpoint: Checkpoint = checkpoint or (lambda _stage: None)
 
     # -- primitives ------------------------------------------------------------------------
+
+    def limits(self, src_side: Side) -> Sequence[Limiter]:
+        """The limiters a stream read from ``src_side`` pays: up to the bucket, or down to the files."""
+        return self.bandwidth.get(Direction.UP if src_side is Side.A else Direction.DOWN, ())
 
     def copy(
         self, path: str, src_side: Side, src: Entry, dest_path: str | None = None, replaces: str | None = None
@@ -138,32 +142,30 @@ class Applier:
         create-only, or an atomic overwrite of the version whose etag is ``replaces``. The
         target verifies size and hash before it commits; the source is checked not to have
         changed while it was read. :returns: the new entry on the other side."""
-        source, target = self.remotes[src_side], self.remotes[src_side.other]
+        source = self.remotes[src_side]
         try:
-            written = self._write_from(source, target, path, src, dest_path, replaces)
+            written = self._write_from(src_side, path, src, dest_path, replaces)
         except ContentMismatch:
             if src.content_hash is None or not source.capabilities.hashes_are_claims:
                 raise
             # The hash was metadata another writer set, and the bytes disagree with it: read
             # them again; bytes that hash the same twice are the truth, and are copied as such.
             with source.open_read(path) as stream:
-                actual = sha256_stream(throttled(stream, self.bandwidth))[0]
+                actual = sha256_stream(throttled(stream, self.limits(src_side)))[0]
             if actual == src.content_hash:
                 raise  # the claim holds: the first read was damaged; the next run tries again
             log.warning(
                 "%r on %s does not have the SHA-256 its metadata claims: copied by its bytes", path, src_side.value
             )
-            written = self._write_from(source, target, path, src._replace(content_hash=actual), dest_path, replaces)
+            written = self._write_from(src_side, path, src._replace(content_hash=actual), dest_path, replaces)
         _check_local_source(source, path, src)
         return written
 
-    def _write_from(
-        self, source: Remote, target: Remote, path: str, src: Entry, dest_path: str | None, replaces: str | None
-    ) -> Entry:
-        with source.open_read(path) as stream:
-            return target.write(
+    def _write_from(self, src_side: Side, path: str, src: Entry, dest_path: str | None, replaces: str | None) -> Entry:
+        with self.remotes[src_side].open_read(path) as stream:
+            return self.remotes[src_side.other].write(
                 dest_path or path,
-                throttled(stream, self.bandwidth),
+                throttled(stream, self.limits(src_side)),
                 size=src.size,
                 mtime_ns=src.mtime_ns,
                 content_hash=src.content_hash,
@@ -294,7 +296,7 @@ class Applier:
         src_side = action.side.other
         src, source = self.listings[src_side][action.path], self.remotes[src_side]
         with source.open_read(action.path) as stream:
-            data = _read_at_most(throttled(stream, self.bandwidth), src.size + 1)
+            data = _read_at_most(throttled(stream, self.limits(src_side)), src.size + 1)
         if len(data) != src.size:
             got = f"more than {src.size}" if len(data) > src.size else str(len(data))
             raise ChangedWhileReading(action.path, f"{got} bytes read where the listing said {src.size}")

@@ -13,11 +13,11 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
 
-from syncd.bwlimit import Limiter, pair_limiters
+from syncd.bwlimit import Bandwidth, pair_limiters
 from syncd.config import PairConfig
 from syncd.engine.apply import (
     Applier,
@@ -104,7 +104,7 @@ class SyncSettings:
     max_delete_ratio: float  # the mass-delete guard's limit
     trash_retention_days: int
     state_dir: Path  # the pair's own folder: holds the stamp of the last trash purge
-    bandwidth: tuple[Limiter, ...] = ()  # bwlimit: the daemon's and the pair's limiters (syncd.bwlimit)
+    bandwidth: Bandwidth = field(default_factory=dict)  # bwlimit: the daemon's and the pair's limiters each way
     sole_writer: bool = False  # syncd alone writes side B: a marker there stands for a listing (engine.scans)
     full_scan_interval_s: float = DEFAULT_FULL_SCAN_INTERVAL_S
 

@@ -38,6 +38,20 @@ def test_pair_bwlimit_bounds_uploads_and_downloads(tmp_path: Path) -> None:
     assert env.read_b("up.bin") == env.read_a("up.bin")
 
 
+@pytest.mark.parametrize(("limit", "limited"), [("64K:off", "up"), ("off:64K", "down")])
+def test_an_upload_and_a_download_rate_each_bound_their_way(tmp_path: Path, limit: str, limited: str) -> None:
+    """``UP:DOWN`` as rclone: up is files -> bucket, down is bucket -> files."""
+    env = PairEnv(tmp_path, extra=f'bwlimit = "{limit}"\n')
+    size = 96 * K
+    env.files.mkdir()
+    _timed(env)
+    if limited == "up":
+        env.write_a("up.bin", os.urandom(size))
+    else:
+        env.write_b("down.bin", os.urandom(size))
+    assert _timed(env) >= size / (64 * K) - 1e-3
+
+
 def test_daemon_bwlimit_is_shared_by_the_pairs(tmp_path: Path) -> None:
     config = tmp_path / "syncd.toml"
     config.write_text(

@@ -6,11 +6,11 @@ from __future__ import annotations
 import io
 import threading
 import time
-from datetime import datetime
+from datetime import datetime, timedelta
 
 import pytest
 
-from syncd.bwlimit import Limiter, Schedule, parse_bwlimit, parse_rate, throttled
+from syncd.bwlimit import Direction, Limiter, Schedule, pair_limiters, parse_bwlimit, parse_rate, throttled
 
 K, M = 1024, 1024 * 1024
 
@@ -29,10 +29,46 @@ def test_rates() -> None:
             parse_rate(bad)
 
 
+def _at(clock: str, days_after_monday: int = 0) -> datetime:
+    """``clock`` on Monday 2026-11-30, or that many days later."""
+    hours, minutes = map(int, clock.split(":"))
+    return datetime(2026, 11, 30, hours, minutes) + timedelta(days=days_after_monday)
+
+
 def test_a_plain_rate_holds_all_day() -> None:
     schedule = parse_bwlimit("8M")
-    assert [schedule.rate_at(m) for m in (0, 720, 1439)] == [8 * M] * 3
-    assert parse_bwlimit("off").unlimited and not schedule.unlimited
+    assert [schedule.rate_at(_at(c), d) for c in ("00:00", "12:00", "23:59") for d in Direction] == [8 * M] * 6
+    assert parse_bwlimit("off").unlimited() and not schedule.unlimited()
+
+
+def test_upload_and_download_rates_apart() -> None:
+    schedule = parse_bwlimit("10M:512K")
+    assert schedule.rate_at(_at("12:00"), Direction.UP) == 10 * M  # to the bucket
+    assert schedule.rate_at(_at("12:00"), Direction.DOWN) == 512 * K  # to the files
+    half = parse_bwlimit("off:1M")
+    assert half.unlimited(Direction.UP) and not half.unlimited(Direction.DOWN) and not half.unlimited()
+    table = parse_bwlimit("08:00,1M:off 19:00,off")
+    assert table.rate_at(_at("09:00"), Direction.UP) == M and table.rate_at(_at("09:00"), Direction.DOWN) is None
+    limits = pair_limiters("u/p", half, None)
+    assert list(limits) == [Direction.DOWN] and [limiter.direction for limiter in limits[Direction.DOWN]] == [
+        Direction.DOWN
+    ]
+
+
+def test_a_weekly_timetable_picks_the_day_and_time() -> None:
+    schedule = parse_bwlimit("Mon-08:00,512K Fri-18:00,off Sat-10:00,1M Sunday-20:00,off")
+    at = {  # (time, days after Monday)
+        ("07:59", 0): None,  # before Monday 08:00: Sunday 20:00's "off" holds from last week
+        ("08:00", 0): 512 * K,
+        ("23:00", 3): 512 * K,  # Thursday
+        ("18:00", 4): None,  # Friday evening
+        ("10:00", 5): M,  # Saturday
+        ("19:59", 6): M,  # Sunday
+        ("20:00", 6): None,
+    }
+    for (clock, day), rate in at.items():
+        assert schedule.rate_at(_at(clock, day)) == rate, (clock, day)
+    assert schedule.weekly and not parse_bwlimit("08:00,1M 19:00,off").weekly
 
 
 def test_the_timetable_picks_the_slot_in_force() -> None:
@@ -48,10 +84,9 @@ def test_the_timetable_picks_the_slot_in_force() -> None:
         "23:59": None,
     }
     for clock, rate in at.items():
-        hours, minutes = map(int, clock.split(":"))
-        assert schedule.rate_at(hours * 60 + minutes) == rate, clock
+        assert schedule.rate_at(_at(clock)) == rate, clock
     wraps = parse_bwlimit("08:00,1M 20:00,2M")
-    assert wraps.rate_at(3 * 60) == 2 * M and wraps.rate_at(8 * 60) == 1 * M
+    assert wraps.rate_at(_at("03:00")) == 2 * M and wraps.rate_at(_at("08:00")) == 1 * M
 
 
 def test_bad_timetables_say_which_entry() -> None:
@@ -61,6 +96,11 @@ def test_bad_timetables_say_which_entry() -> None:
         ("08:00,1M 07:00,2M", "in order of time"),
         ("08:00,1M 08:00,2M", "each time once"),
         ("08:00,1M noon,2M", "'noon,2M'"),
+        ("Mon-08:00,1M 19:00,off", "every timetable entry names a day"),
+        ("Fri-08:00,1M Mon-09:00,off", "Monday first"),
+        ("Someday-08:00,1M", "is not a day"),
+        ("1M:2M:3M", "at most one ':'"),
+        ("08:00,1M:fast", "is not a rate"),
     ):
         with pytest.raises(ValueError, match=words):
             parse_bwlimit(bad)
