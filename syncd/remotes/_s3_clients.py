@@ -10,8 +10,10 @@ prefix are per call), so remotes with the same settings share one.
 key is everything a client is made of: endpoint, region, the credentials (the secret as a
 SHA-256 digest, so no secret is kept twice), TLS verification, addressing style, timeout,
 attempts and connection pool size. A credential file changed since the last open (a config
-reload) gives a new key, so a new client; two credentials never share one. An evicted client is
-not closed (a run may still use it): its connections close when the last remote using it does.
+reload) gives a new key, so a new client; two credentials never share one. A new secret for an
+access key drops the clients of its old one at once (the old secret is not kept in memory until
+pushed out). An evicted client is not closed (a run may still use it): its connections close when
+the last remote using it does.
 
 boto3's sessions are not thread-safe, so the one session and every client built from it are
 made under a lock; a cached client is handed out without building anything.
@@ -116,10 +118,22 @@ def s3_client(key: ClientKey, secret_access_key: str) -> S3Client:
             verify=key.verify_tls,
             config=config,
         )
+        for old in [k for k in _clients if _replaced_by(k, key)]:
+            del _clients[old]  # its secret is not kept any longer than a run still using it needs
         _clients[key] = client
         while len(_clients) > MAX_CLIENTS:
             _clients.popitem(last=False)
         return client
+
+
+def _replaced_by(old: ClientKey, new: ClientKey) -> bool:
+    """``old`` holds a secret that ``new`` replaced: the same access key at the same endpoint
+    (one access key has one secret), another secret (rotated in the credential file)."""
+    return (
+        old.endpoint == new.endpoint
+        and old.access_key_id == new.access_key_id
+        and old.secret_digest != new.secret_digest
+    )
 
 
 def cached_clients() -> int:

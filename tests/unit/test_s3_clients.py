@@ -105,3 +105,17 @@ def test_opens_from_many_threads_build_one_client_per_settings() -> None:
     for t in threads:
         t.join(timeout=60)
     assert len(got) == 40 and len({id(c) for c in got}) == 1
+
+
+def test_a_rotated_secret_drops_the_clients_of_the_old_one() -> None:
+    """After a credential file changes, the old secret is not kept in the cache until pushed out."""
+    old = _open(access_key_id="R" * 20, secret_access_key="old-secret-" + "o" * 21)
+    other = _open(access_key_id="Q" * 20, secret_access_key="old-secret-" + "o" * 21)  # another access key
+    old.close()
+    new = _open(access_key_id="R" * 20, secret_access_key="new-secret-" + "n" * 21)
+    kept = [c._request_signer._credentials for c in _s3_clients._clients.values()]  # type: ignore[attr-defined]
+    assert not any(c.access_key == "R" * 20 and c.secret_key.startswith("old-secret-") for c in kept)
+    assert any(c.access_key == "Q" * 20 for c in kept)  # another access key's client stays
+    assert old.client is not new.client
+    other.close()
+    new.close()
