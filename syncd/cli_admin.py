@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterable
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -34,10 +35,14 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
         description=(
             "Restore PATH from syncd's trash (a local tree's trash under the state dir, a bucket's "
             ".syncd-trash/) to where it was, on the side it was removed from; the next sync carries "
-            "it to the other side. A file present there is kept in the trash first, then replaced."
+            "it to the other side. A file present there is kept in the trash first, then replaced. "
+            "A folder comes back file by file where no file is now (present ones are left, or "
+            "restored beside them with --as-copy)."
         ),
     )
-    restore.add_argument("path", metavar="PATH", help="the file's path in the pair (e.g. docs/report.odt)")
+    restore.add_argument(
+        "path", metavar="PATH", help="the path in the pair of a file (docs/report.odt) or of a folder (docs: its files)"
+    )
     restore.add_argument("target", nargs="?", metavar="USER[/PAIR]", help="where to look (default: every pair)")
     restore.add_argument(
         "--at", metavar="TIME", help="the newest version trashed at or before TIME: 2026-11-30 14:00, or 2h / 3d ago"
@@ -125,7 +130,7 @@ def parse_when(text: str, now: datetime) -> datetime:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     from syncd.config import config_path, load_config
-    from syncd.engine.restore import normalise_path, pick, search
+    from syncd.engine.restore import below, normalise_path, pick, search
 
     try:
         at = parse_when(args.at, datetime.now()) if args.at else None
@@ -140,6 +145,10 @@ def cmd_restore(args: argparse.Namespace) -> int:
     except TransientError as exc:
         fail(str(exc))
         return ExitCode.RETRY
+    if not found.found:  # a folder: its files' versions
+        inside = below(search(pairs, None).found, path)
+        if inside:
+            return _restore_folder(args, pairs, path, inside, at)
     picked = pick(found.found, at)
     if args.list:  # what this restore (with its --at) could bring back, the one it would marked
         _print_versions(picked, at, as_json=args.json)
@@ -152,12 +161,64 @@ def cmd_restore(args: argparse.Namespace) -> int:
         fail(f"no version of {path!r}{_at_or_before(at)} in syncd's trash{others}{hint}")
         return ExitCode.ITEM_ERRORS
     if picked.chosen is None:  # in the trash of several pairs
-        in_pairs = picked.pairs
-        fail(f"{path!r} is in the trash of {len(in_pairs)} pairs ({', '.join(in_pairs)}); name one as USER/PAIR")
+        code = _in_several_pairs(path, picked.pairs)
         _print_versions(picked, at, as_json=args.json, out=sys.stderr)
-        return ExitCode.USAGE
+        return code
     chosen = picked.chosen
     return _restore(args, {p.key: p for p in pairs}[chosen.pair], chosen)
+
+
+def _restore_folder(args: argparse.Namespace, pairs: list[Any], folder: str, inside: list[Found], at: Any) -> int:
+    """``syncd restore FOLDER``: each file below it that has a version it could bring back,
+    written back where no file is now (present ones are left, or with --as-copy copied beside)."""
+    from syncd.engine.restore import chosen_each, pick_each, restore_each
+
+    picked = pick_each(inside, at)
+    chosen = chosen_each(picked)
+    if args.list:
+        _print_versions(picked, at, as_json=args.json, chosen=chosen)
+        return ExitCode.OK
+    if not picked.eligible:
+        fail(f"no version of anything in {folder!r}{_at_or_before(at)} in syncd's trash ({picked.newer} newer)")
+        return ExitCode.ITEM_ERRORS
+    if not chosen:  # in the trash of several pairs
+        return _in_several_pairs(folder, picked.pairs)
+    pair = {p.key: p for p in pairs}[chosen[0].pair]
+    try:
+        done = restore_each(pair, chosen, as_copy=args.as_copy)
+    except TransientError as exc:
+        fail(str(exc))
+        return ExitCode.RETRY
+    if args.json:
+        rows = {
+            "folder": folder,
+            "restored": [_restored_row(r) for r in done.restored],
+            "present": [_version_row(f) for f in done.present],
+            "failed": [{**_version_row(f), "error": why} for f, why in done.failed],
+        }
+        print(json.dumps(rows))
+    else:
+        for r in done.restored:
+            print(printable(f"restored {r.path} (the version trashed {r.found.version.trashed_at:%Y-%m-%d %H:%M:%S})"))
+        for f in done.present:
+            print(
+                printable(f"  left {f.version.path} as it is: a file is there (restore it by its path to replace it)")
+            )
+        for f, why in done.failed:
+            fail(f"{f.version.path}: {why}")
+        where = f"{pair.key} {chosen[0].side.value}" if len({f.side for f in chosen}) == 1 else pair.key
+        summary = f"restored {len(done.restored)} file(s) under {folder}/ on {where}"
+        summary += f"; {len(done.present)} present, left as they are" if done.present else ""
+        summary += f"; {len(done.failed)} failed" if done.failed else ""
+        print(printable(summary))
+        if done.restored:
+            print(printable(f"  the next sync carries them to the other side (or: syncd now {pair.key})"))
+    return ExitCode.ITEM_ERRORS if done.failed else ExitCode.OK
+
+
+def _in_several_pairs(path: str, pairs: list[str]) -> int:
+    fail(f"{path!r} is in the trash of {len(pairs)} pairs ({', '.join(pairs)}); name one as USER/PAIR")
+    return ExitCode.USAGE
 
 
 def _at_or_before(at: datetime | None) -> str:
@@ -207,12 +268,15 @@ def _restored_row(done: Restored) -> dict[str, Any]:
     return {**_version_row(done.found), "restored_as": done.path, "replaced_kept_at": done.replaced}
 
 
-def _print_versions(picked: Pick, at: datetime | None, *, as_json: bool, out: Any = None) -> None:
+def _print_versions(
+    picked: Pick, at: datetime | None, *, as_json: bool, out: Any = None, chosen: Iterable[Found] | None = None
+) -> None:
     """The versions a restore (with ``--at``) could bring back, oldest first; the one it
-    would is marked (``chosen`` in JSON)."""
+    would (``chosen``: those, for a folder) is marked (``chosen`` in JSON)."""
     stream = out or sys.stdout
+    marked = set(chosen) if chosen is not None else {picked.chosen}
     if as_json:
-        rows = [{**_version_row(f), "chosen": f is picked.chosen} for f in picked.eligible]
+        rows = [{**_version_row(f), "chosen": f in marked} for f in picked.eligible]
         print(json.dumps(rows), file=stream)
         return
     if not picked.eligible:
@@ -220,7 +284,7 @@ def _print_versions(picked: Pick, at: datetime | None, *, as_json: bool, out: An
         print(f"no versions in syncd's trash{_at_or_before(at)}{newer}", file=stream)
     for f in picked.eligible:
         when, where = f"{f.version.trashed_at:%Y-%m-%d %H:%M:%S}", f"{f.pair} {f.side.value}"
-        mark = "  <- restore brings this one back" if f is picked.chosen else ""
+        mark = "  <- restore brings this one back" if f in marked else ""
         print(printable(f"{when}  {where}  {f.version.size} bytes  {f.version.path}{mark}"), file=stream)
     if picked.eligible and picked.newer:
         print(f"({picked.newer} newer than --at, not shown)", file=stream)

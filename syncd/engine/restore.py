@@ -10,17 +10,23 @@ A file present at that path is never overwritten silently: it is first kept in t
 itself (so a restore can be undone by restoring again), then replaced atomically and only if
 it is still the version that was kept. With ``as_copy`` the version is written next to it
 as ``name (restored YYYY-MM-DD HHMMSS).ext`` (the moment it was trashed) instead.
+
+A folder (a path with no version of its own but versions below it) is restored file by file:
+each path below it gets the version a restore of that path alone would pick, written back
+where no file is now; a file present now is left as it is (restore it by its own path to
+replace it), or with ``as_copy`` gets its version next to it.
 """
 
 from __future__ import annotations
 
+from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 from syncd.config import PairConfig
 from syncd.engine.sync import open_remotes
-from syncd.errors import NotFound, PreconditionFailed
+from syncd.errors import ItemError, NotFound, PreconditionFailed
 from syncd.lock import pair_lock
 from syncd.models import Side
 from syncd.paths import check_key
@@ -96,6 +102,78 @@ def pick(found: Sequence[Found], at: datetime | None) -> Pick:
     pairs = sorted({f.pair for f in eligible})
     newest = max(eligible, key=lambda f: f.version.trashed_at, default=None)
     return Pick(eligible, len(found) - len(eligible), pairs, newest if len(pairs) == 1 else None)
+
+
+def below(found: Sequence[Found], folder: str) -> list[Found]:
+    """The versions of paths inside ``folder`` (at any depth)."""
+    prefix = folder + "/"
+    return [f for f in found if f.version.path.startswith(prefix)]
+
+
+def pick_each(found: Sequence[Found], at: datetime | None) -> Pick:
+    """A folder's :func:`pick`: for each path, the version a restore of it alone would bring
+    back (``chosen`` is None; see :attr:`FolderPick.chosen`); eligible and newer as for one path."""
+    by_path: dict[str, list[Found]] = defaultdict(list)
+    for f in found:
+        by_path[f.version.path].append(f)
+    picks = {path: pick(versions, at) for path, versions in sorted(by_path.items())}
+    eligible = [f for p in picks.values() for f in p.eligible]
+    eligible.sort(key=lambda f: (f.version.trashed_at, f.version.path))
+    pairs = sorted({f.pair for f in eligible})
+    return Pick(eligible, sum(p.newer for p in picks.values()), pairs, None)
+
+
+def chosen_each(picked: Pick) -> list[Found]:
+    """The version of each path a folder restore brings back: the newest eligible one, by path
+    (none when the versions are in several pairs: the restore refuses to guess)."""
+    if len(picked.pairs) != 1:
+        return []
+    newest: dict[str, Found] = {}
+    for f in picked.eligible:  # oldest first: the last one of each path wins
+        newest[f.version.path] = f
+    return [newest[path] for path in sorted(newest)]
+
+
+@dataclass(frozen=True, slots=True)
+class FolderRestore:
+    restored: list[Restored]  # written back (or, with as_copy, next to the present file)
+    present: list[Found]  # a file is there now: left as it is
+    failed: list[tuple[Found, str]]  # could not be written back: why (nothing was replaced)
+
+
+def restore_each(pair: PairConfig, chosen: Sequence[Found], *, as_copy: bool = False) -> FolderRestore:
+    """Write each of ``chosen`` back on its side of ``pair`` where no file is now (with
+    ``as_copy`` next to a present one), under the pair's lock, on remotes opened once.
+
+    :raises LockedError: :raises FatalError: :raises TransientError: before or between files.
+    """
+    restored: list[Restored] = []
+    present: list[Found] = []
+    failed: list[tuple[Found, str]] = []
+    with pair_lock(pair.state_dir, pair.key):
+        remotes = open_remotes(pair, exclusive=True)
+        try:
+            for found in chosen:
+                remote = remotes[found.side]
+                try:
+                    there = _exists(remote, found.version.path)
+                    if there and not as_copy:
+                        present.append(found)
+                        continue
+                    restored.append(_write_back(remote, found, as_copy=there))
+                except ItemError as exc:
+                    failed.append((found, str(exc)))
+        finally:
+            _close(remotes)
+    return FolderRestore(restored, present, failed)
+
+
+def _exists(remote: Remote, path: str) -> bool:
+    try:
+        remote.stat(path)
+    except NotFound:
+        return False
+    return True
 
 
 def restored_copy_name(path: str, when: datetime) -> str:

@@ -170,3 +170,52 @@ def test_a_path_in_the_trash_of_two_pairs_must_be_named(tmp_path: Path) -> None:
     named = syncd(config, "restore", "same.txt", "b")
     assert named.returncode == ExitCode.OK, named.stderr
     assert not (tmp_path / "fa" / "same.txt").exists()
+
+
+def test_a_deleted_folder_comes_back_file_by_file_and_present_files_are_left(env: PairEnv) -> None:
+    for name in ("docs/a.txt", "docs/sub/b.txt", "docs/c.txt"):
+        env.write_a(name, f"first {name}".encode())
+    env.write_a("stays.txt", b"a side never lists empty here (the empty-side guard)")
+    env.sync()
+    _pause()
+    env.write_a("docs/c.txt", b"second c")  # an edit: the bucket's first version goes to its trash
+    env.sync()
+    for name in ("docs/a.txt", "docs/sub/b.txt", "docs/c.txt"):
+        (env.files / name).unlink()
+    env.write_a("docs/sub/b.txt", b"a new b, written since")  # present again: must be left alone
+    env.sync()
+    assert "docs/a.txt" not in env.tree_b() and env.read_b("docs/sub/b.txt") == b"a new b, written since"
+
+    listed = syncd(_config(env), "restore", "docs", "--list", "--json")
+    assert listed.returncode == ExitCode.OK, listed.stderr
+    rows = json.loads(listed.stdout)
+    chosen = {row["path"]: row["size"] for row in rows if row["chosen"]}
+    assert chosen == {"docs/a.txt": 16, "docs/c.txt": 8, "docs/sub/b.txt": 20}  # c: its newest version
+
+    done = syncd(_config(env), "restore", "/docs/")
+    assert done.returncode == ExitCode.OK, done.stderr
+    assert "restored 2 file(s) under docs/ on t/default bucket; 1 present, left as they are" in done.stdout
+    assert "left docs/sub/b.txt as it is" in done.stdout
+    assert env.read_b("docs/a.txt") == b"first docs/a.txt" and env.read_b("docs/c.txt") == b"second c"
+    assert env.read_b("docs/sub/b.txt") == b"a new b, written since"
+    env.sync()
+    assert env.tree_a() == env.tree_b()
+    assert env.read_a("docs/a.txt") == b"first docs/a.txt"
+
+
+def test_a_folder_restore_as_copies_keeps_present_files_and_says_what_it_did(env: PairEnv) -> None:
+    env.write_a("f/x.txt", b"x one")
+    env.write_a("stays.txt", b"s")
+    env.sync()
+    _pause()
+    env.write_a("f/x.txt", b"x two")
+    env.sync()
+    done = syncd(_config(env), "restore", "f", "--as-copy", "--json")
+    assert done.returncode == ExitCode.OK, done.stderr
+    report = json.loads(done.stdout)
+    assert report["folder"] == "f" and report["present"] == [] and report["failed"] == []
+    (row,) = report["restored"]
+    assert row["restored_as"].startswith("f/x (restored ") and row["restored_as"].endswith(").txt")
+    assert env.read_b("f/x.txt") == b"x two" and env.read_b(row["restored_as"]) == b"x one"
+    missing = syncd(_config(env), "restore", "nothing-here")
+    assert missing.returncode == ExitCode.ITEM_ERRORS and "no version of 'nothing-here'" in missing.stderr
