@@ -8,9 +8,10 @@ job, and this daemon's procrastinate worker runs the jobs it takes on its local 
   run changes nothing: it runs here, on the local coordinator, as without a cluster.
 * the worker (its own thread and asyncio loop) takes jobs from the shared line and from this
   daemon's home line, where the jobs of the pairs it ran last wait (its index of them is
-  current) while it lives. A pair whose local folder is missing here is retried in the
-  shared line a few seconds later (any daemon may take it), up to :data:`MAX_ATTEMPTS`
-  times. Each run is written to the run log.
+  current) while it lives. A pair's index follows it to another daemon through the cluster
+  (:mod:`syncd.cluster.indexes`): taken before a run, saved after one that changed it. A
+  pair whose local folder is missing here is retried in the shared line a few seconds later
+  (any daemon may take it), up to :data:`MAX_ATTEMPTS` times. Each run is written to the run log.
 * heartbeats every :data:`HEARTBEAT_S`; a job whose worker's heartbeat is older than
   :data:`STALLED_S` (a daemon killed, its host gone) is put back in the shared line by
   whichever daemon recovers first, every :data:`RECOVER_EVERY_S`, with the waiting jobs of a
@@ -35,6 +36,7 @@ from typing import TYPE_CHECKING, Any
 
 from syncd.cluster.database import ClusterDatabase, psycopg_url, where
 from syncd.cluster.fence import PairFence
+from syncd.cluster.indexes import NotNow, PairIndexes
 from syncd.cluster.jobs import (
     QUEUE,
     TASK_NAME,
@@ -124,6 +126,7 @@ class ClusterCoordinator(RunCoordinator):
         self.where = where(self.url)
         self.host = host_name(daemon)
         self.pairs = pairs
+        self.indexes = PairIndexes(self.host)
         logging.getLogger("procrastinate").setLevel(logging.WARNING)  # a line per job is noise
         self.defer_app = App(connector=SyncPsycopgConnector(conninfo=self.url, min_size=1, max_size=4))
         try:
@@ -303,6 +306,10 @@ class ClusterCoordinator(RunCoordinator):
         with self.lock:
             self.fences[key] = fence
         try:
+            try:
+                self.indexes.before_run(pair, fence)
+            except NotNow as exc:  # later, anywhere: not on an index that may be stale
+                raise Elsewhere(str(exc)) from exc
             result = self._run_fenced(pair, request, job.id, fence)
         finally:
             with self.lock:
@@ -328,6 +335,7 @@ class ClusterCoordinator(RunCoordinator):
         result = ended or RunResult.unreported(pair.key, Outcome.INTERRUPTED, "the daemon is stopping")
         if fence.lost.is_set() and result.outcome is Outcome.INTERRUPTED:
             result = dataclasses.replace(result, message=f"stopped: lost the pair's cluster lock ({fence.why})")
+        self.indexes.after_run(pair, result, fence)  # before the run is logged: the next run may be elsewhere
         try:
             self.db.run_ended(run_id, _row(result))
         except Exception as exc:  # the database away: recovery marks the run lost

@@ -2,6 +2,10 @@
 
 * ``syncd_cluster_paused``: the pairs paused cluster-wide, and which daemon was asked; read
   when a job starts and by status.
+* ``syncd_cluster_indexes``: the latest snapshot of each pair's index (zlib), with its
+  generation and the daemon that saved it (:mod:`syncd.cluster.indexes`). Written only on the
+  session that holds the pair's fence, so a daemon that lost the pair can never overwrite the
+  snapshot of the daemon that took it over.
 * ``syncd_cluster_runs``: the run log. The job itself writes a row when it starts a run and
   ends it when the run ends (times from the database's clock, one clock for every host). A
   row whose daemon died stays without an end; stalled-job recovery marks it ``lost``.
@@ -19,6 +23,7 @@ again, would run it twice at once.
 from __future__ import annotations
 
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
@@ -69,6 +74,13 @@ CREATE TABLE IF NOT EXISTS syncd_cluster_paused (
     since timestamptz NOT NULL DEFAULT now()
 );
 CREATE INDEX IF NOT EXISTS syncd_cluster_runs_open_idx ON syncd_cluster_runs (pair) WHERE ended_at IS NULL;
+CREATE TABLE IF NOT EXISTS syncd_cluster_indexes (
+    pair text PRIMARY KEY,
+    generation bigint NOT NULL,
+    host text NOT NULL,
+    saved_at timestamptz NOT NULL,
+    data bytea NOT NULL
+);
 """
 
 
@@ -327,3 +339,44 @@ class ClusterDatabase:
         """Every pair paused cluster-wide: the daemon asked, and since when (epoch seconds)."""
         with self.pool.connection() as conn:
             return _pauses(conn.execute(PAUSED).fetchall())
+
+
+@dataclass(frozen=True, slots=True)
+class IndexSnapshot:
+    """The cluster's snapshot of a pair's index: its generation, who saved it and when (epoch
+    seconds, the database's clock); ``data`` (zlib) only when it was asked for."""
+
+    generation: int
+    host: str
+    saved_at: float
+    data: bytes | None
+
+
+def index_snapshot(conn: psycopg.Connection[Any], key: str, known: int) -> IndexSnapshot | None:
+    """The snapshot of pair ``key``, its data only if its generation is not ``known`` (the one
+    the asking daemon's index was last the same as: a daemon whose index is current reads a few
+    bytes; generations only grow, but a database made anew starts them again); None when no
+    daemon saved one. :raises psycopg.Error:"""
+    row = conn.execute(
+        "SELECT generation, host, extract(epoch FROM saved_at), CASE WHEN generation <> %s THEN data END "
+        "FROM syncd_cluster_indexes WHERE pair = %s",
+        (known, key),
+    ).fetchone()
+    if row is None:
+        return None
+    return IndexSnapshot(int(row[0]), str(row[1]), float(row[2]), None if row[3] is None else bytes(row[3]))
+
+
+def save_index_snapshot(conn: psycopg.Connection[Any], key: str, host: str, data: bytes) -> int:
+    """Save ``data`` as the newest snapshot of pair ``key``: its generation, one above the last.
+    ``conn`` is the session holding the pair's fence: while it lives no other daemon runs the
+    pair, so this run's index is the newest, and once it ended nothing is saved.
+    :raises psycopg.Error:"""
+    row = conn.execute(
+        "INSERT INTO syncd_cluster_indexes (pair, generation, host, saved_at, data) VALUES (%s, 1, %s, now(), %s) "
+        "ON CONFLICT (pair) DO UPDATE SET generation = syncd_cluster_indexes.generation + 1, "
+        "host = excluded.host, saved_at = excluded.saved_at, data = excluded.data RETURNING generation",
+        (key, host, data),
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
