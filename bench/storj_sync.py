@@ -111,6 +111,7 @@ class Network:
         else:
             from tests.storj_network import fixture
 
+            work.mkdir(parents=True, exist_ok=True)
             for binary in (fixture.NETWORK_BIN, fixture.GATEWAY_BIN):
                 if not os.access(binary, os.X_OK):
                     raise SystemExit(f"{binary} not built: run `bash .ci/storj.sh`")

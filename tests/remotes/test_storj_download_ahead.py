@@ -15,8 +15,9 @@ import pytest
 
 from syncd.errors import ChangedWhileReading, NotFound, TransientError
 from syncd.remotes import _uplink as u
+from syncd.remotes.base import CHUNK
 from syncd.remotes.local import LocalRemote
-from syncd.remotes.storj import USER_AGENT, Settings, StorjRemote
+from syncd.remotes.storj import DOWNLOAD_READ_BYTES, USER_AGENT, Settings, StorjRemote
 from tests.storj_network.fixture import StorjNetwork, require_libuplink, storj_network  # noqa: F401
 from tests.storj_network.relay import TcpRelay
 
@@ -121,6 +122,27 @@ def test_the_remote_reports_a_replaced_object_as_changed_while_reading(
             remote.write("f", io.BytesIO(new), size=len(new), mtime_ns=0)
             with pytest.raises(ChangedWhileReading):
                 stream.read()
+    finally:
+        remote.close()
+
+
+def test_the_remote_reads_a_download_in_pieces_of_at_most_256_kib(storj_network: StorjNetwork) -> None:  # noqa: F811
+    """A read of the remote's stream returns at most DOWNLOAD_READ_BYTES, whatever it asks
+    for (its caller writes each read in one write(); see storj.py for what large ones cost),
+    and the pieces are the object's bytes in order; read() with no size reads to the end."""
+    require_libuplink()
+    remote = StorjRemote(
+        storj_network.access_grant, "rs-" + secrets.token_hex(5), create_bucket=True, download_part_size=PART
+    )
+    try:
+        data = secrets.token_bytes(3 * MiB + 5)
+        remote.write("f", io.BytesIO(data), size=len(data), mtime_ns=0)
+        with remote.open_read("f") as stream:
+            pieces = list(iter(lambda: stream.read(CHUNK), b""))
+        assert b"".join(pieces) == data
+        assert max(len(piece) for piece in pieces) == DOWNLOAD_READ_BYTES < CHUNK
+        with remote.open_read("f") as stream:
+            assert stream.read(10) + stream.read() == data
     finally:
         remote.close()
 
