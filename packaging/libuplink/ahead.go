@@ -70,11 +70,15 @@ type aheadReader struct {
 	firstPart *object.VersionedDownload
 
 	mu      sync.Mutex
-	changed *sync.Cond // a part filled more, or ended, while Read waits
-	waiting bool       // Read waits for the first part in the queue
-	queue   []*aheadPart
-	next    int64 // where the next part not started yet begins
-	closed  bool
+	changed *sync.Cond // the part Read waits for has what it needs, or ended
+	// waitFor is the part Read waits for (the first in the queue; nil: Read does
+	// not wait), until it has filled waitFill bytes: what the read asked for, so
+	// Read is woken once per read, not at each of uplink's reads of a few KiB.
+	waitFor  *aheadPart
+	waitFill int
+	queue    []*aheadPart
+	next     int64 // where the next part not started yet begins
+	closed   bool
 }
 
 func newAheadReader(s scope, p *project, bucket, key string, obj *uplink.Object, offset, end int64, parts int, partBytes int64) *aheadReader {
@@ -141,7 +145,7 @@ func (r *aheadReader) fill(part *aheadPart, source *object.VersionedDownload) (e
 			empty = 0
 			r.mu.Lock()
 			part.filled = filled
-			if r.waiting {
+			if r.waitFor == part && filled >= r.waitFill {
 				r.changed.Broadcast()
 			}
 			r.mu.Unlock()
@@ -190,8 +194,9 @@ func sameObject(a, b *uplink.Object) bool {
 		maps.Equal(a.Custom, b.Custom)
 }
 
-// Read returns the next bytes of the range, waiting for them if they have not
-// arrived; io.EOF at its end.
+// Read returns the next bytes of the range: as many as p holds, or the rest of
+// the first part, waiting for them if they have not arrived (bytes that have
+// are returned at once only when the part ended); io.EOF at its end.
 func (r *aheadReader) Read(p []byte) (int, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -203,7 +208,8 @@ func (r *aheadReader) Read(p []byte) (int, error) {
 			return 0, io.EOF
 		}
 		head := r.queue[0]
-		if head.read < head.filled {
+		want := min(head.read+len(p), len(head.buf))
+		if head.read < head.filled && (head.filled >= want || head.done) {
 			n := copy(p, head.buf[head.read:head.filled])
 			head.read += n
 			return n, nil
@@ -219,9 +225,9 @@ func (r *aheadReader) Read(p []byte) (int, error) {
 			}
 			continue
 		}
-		r.waiting = true
+		r.waitFor, r.waitFill = head, want
 		r.changed.Wait()
-		r.waiting = false
+		r.waitFor = nil
 	}
 }
 
