@@ -154,6 +154,7 @@ class ClusterCoordinator(RunCoordinator):
         """Defer (or fold into the waiting) job for ``pair``; a dry run runs here. None when
         the pair is paused here, the daemon stops, or another daemon claimed this firing."""
         if request.dry_run:
+            self.indexes.before_dry_run(pair, self.db.pool)  # its plan: from the pair's latest index
             return super().request(pair, request, listener=listener, even_if_paused=even_if_paused)
         with self.lock:
             if self.stopping or (pair.key in self.paused and not even_if_paused):

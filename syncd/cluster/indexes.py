@@ -18,6 +18,9 @@ would be a needless conflict. So:
   (``quick_check``, its schema upgraded if older), its kept bucket markers dropped (a run that
   died after the snapshot may have written there: the first run here lists both sides in full),
   fsynced, the old index's WAL folded in and any ``-wal``/``-shm`` removed, then renamed over.
+* a dry run (``syncd now --dry-run``, run by the daemon asked, outside the queue) takes the
+  snapshot the same way first, best effort and without the fence, so that its plan is the one a
+  run would make; it saves nothing.
 * a snapshot that cannot be used (corrupt, a schema newer than this syncd) leaves the local
   index as it was: the run goes on with it (a stale base loses nothing: it costs a resurrected
   deletion or a conflict copy at worst), and the run's end saves this index over the bad
@@ -35,7 +38,7 @@ import sqlite3
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 
@@ -48,6 +51,8 @@ from syncd.lock import pair_lock
 from syncd.outcomes import RunResult
 
 if TYPE_CHECKING:
+    from psycopg_pool import ConnectionPool
+
     from syncd.cluster.fence import PairFence
 
 log = logging.getLogger("syncd.cluster")
@@ -140,13 +145,32 @@ class PairIndexes:
         self.host = host
 
     def before_run(self, pair: PairConfig, fence: PairFence) -> None:
-        """Take the cluster's snapshot of ``pair`` if newer than the local index (the fence held).
+        """Take the cluster's snapshot of ``pair`` if the local index is not that generation
+        (the fence held).
 
         :raises NotNow: the cluster's snapshot cannot be read, or the index is in use here.
         """
+        try:
+            session = _session(fence)
+        except psycopg.Error as exc:
+            raise NotNow(f"cannot read the cluster's index of {pair.key}: {exc}") from exc
+        self._take(pair, session)
+
+    def before_dry_run(self, pair: PairConfig, pool: ConnectionPool) -> None:
+        """A dry run shows what a run here would do: from the cluster's latest index too (no
+        fence: a snapshot is whole, and only the fence holder saves one). Best effort: when the
+        snapshot cannot be taken now (the pair runs here: its index is current), the dry run
+        uses the local index."""
+        try:
+            with pool.connection() as conn:
+                self._take(pair, conn)
+        except (NotNow, psycopg.Error) as exc:
+            log.info("index: the dry run uses this host's index: %s", exc, extra={"pair": pair.key})
+
+    def _take(self, pair: PairConfig, conn: psycopg.Connection[Any]) -> None:
         mark = read_mark(pair.state_dir)
         try:
-            found = index_snapshot(_session(fence), pair.key, mark.generation)
+            found = index_snapshot(conn, pair.key, mark.generation)
         except psycopg.Error as exc:
             raise NotNow(f"cannot read the cluster's index of {pair.key}: {exc}") from exc
         if found is None:  # no daemon saved one yet: this index is the best there is
@@ -205,7 +229,7 @@ class PairIndexes:
         log.debug("index: saved generation %d (%s)", generation, size(len(data)), extra={"pair": pair.key})
 
 
-def _session(fence: PairFence) -> psycopg.Connection[tuple[object, ...]]:
+def _session(fence: PairFence) -> psycopg.Connection[Any]:
     """The connection holding the pair's lock. :raises psycopg.OperationalError: none (released)."""
     if fence.conn is None or fence.conn.closed:
         raise psycopg.OperationalError("the pair's lock is not held")

@@ -10,6 +10,7 @@ bucket and the edit is copied, no conflict copy anywhere."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 
 import pytest
@@ -90,10 +91,19 @@ def test_a_pair_taken_over_runs_on_the_index_of_the_daemon_that_ran_it_last(clus
     (tree / "doomed.txt").unlink()
     (tree / "keep.txt").write_text("v3\n")
 
+    # h0 seems alive a while longer: the pair's jobs wait in its line, h1 only shows its plan
+    cluster.rows("UPDATE syncd_cluster_hosts SET seen_at = now() + interval '1 hour' WHERE host = 'h0' RETURNING 1")
     h1_log_before = len(h1.log())
-    cluster.start(h1)  # h1 takes the pair back (once h0's heartbeat is 15 s old)
+    cluster.start(h1)
     cluster.wait_started(h1)
-    sync_now(h1)
+    dry = h1.cli("now", KEY, "--dry-run")
+    assert dry.returncode == 0, dry.stdout + dry.stderr
+    plan = dry.stdout + dry.stderr
+    assert re.search(r"delete\s+on bucket doomed\.txt", plan) and "conflict" not in plan, plan
+    assert re.search(r"copy\s+files -> bucket keep\.txt", plan), plan
+
+    cluster.rows("UPDATE syncd_cluster_hosts SET seen_at = now() - interval '1 hour' WHERE host = 'h0' RETURNING 1")
+    sync_now(h1)  # h1 takes the pair back
     quiet(cluster)
     took = h1.log()[h1_log_before:]
     expected = {"keep.txt": sha(b"v3\n")}
