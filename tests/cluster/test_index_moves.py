@@ -18,7 +18,7 @@ import pytest
 from tests.cluster.conftest import Cluster, Member
 from tests.daemons import bucket_files, sha, tree_files
 
-pytestmark = [pytest.mark.postgres, pytest.mark.slow]
+pytestmark = pytest.mark.postgres
 KEY = "alice/default"
 
 
