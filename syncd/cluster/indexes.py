@@ -12,11 +12,11 @@ would be a needless conflict. So:
   copy (consistent: one read transaction, the WAL's commits in it), zlib-compressed, with the
   next generation. The statement runs on the session holding the pair's fence, and only after
   :meth:`PairFence.held`: a daemon that lost the pair saves nothing. An idle run saves nothing.
-* before a run here, when the cluster's generation is above the one this index was last synced
-  to (the mark, ``index.cluster.json`` beside the index, written atomically), the snapshot
+* before a run here, when the cluster's generation is not the one this index was last the same
+  as (the mark, ``index.cluster.json`` beside the index, written atomically), the snapshot
   replaces the local index under the pair's local lock: written to a temp file, checked
   (``quick_check``, its schema upgraded if older), its kept bucket markers dropped (a run that
-  died after the snapshot may have written there: the first run here lists both sides in full),
+  died after the snapshot may have written there: the first run here lists the bucket in full),
   fsynced, the old index's WAL folded in and any ``-wal``/``-shm`` removed, then renamed over.
 * a dry run (``syncd now --dry-run``, run by the daemon asked, outside the queue) takes the
   snapshot the same way first, best effort and without the fence, so that its plan is the one a
@@ -59,6 +59,7 @@ log = logging.getLogger("syncd.cluster")
 
 MARK = "index.cluster.json"
 CHUNK = 1 << 20
+DRY_RUN_WAIT_S = 5.0  # a dry run waits this long for a connection, then plans from the local index
 LEVEL = 6  # zlib; a 10,000-file index: 1.15 MB in 70 ms of CPU (level 9: 1% smaller, 3x the CPU)
 
 
@@ -162,7 +163,7 @@ class PairIndexes:
         snapshot cannot be taken now (the pair runs here: its index is current), the dry run
         uses the local index."""
         try:
-            with pool.connection() as conn:
+            with pool.connection(timeout=DRY_RUN_WAIT_S) as conn:
                 self._take(pair, conn)
         except (NotNow, psycopg.Error) as exc:
             log.info("index: the dry run uses this host's index: %s", exc, extra={"pair": pair.key})

@@ -7,6 +7,7 @@ index as it was."""
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import zlib
 from collections.abc import Iterator
@@ -279,3 +280,22 @@ def query_one(url: str, sql: str) -> tuple[object, ...]:
         row = conn.execute(sql).fetchone()
     assert row is not None
     return tuple(row)
+
+
+def test_a_dry_run_takes_the_latest_index_and_never_waits_for_it(
+    tmp_path: Path, url: str, fence: PairFence, caplog: pytest.LogCaptureFixture
+) -> None:
+    from psycopg_pool import ConnectionPool
+
+    caplog.set_level(logging.INFO, logger="syncd.cluster")
+    h0, h1 = host_pair(tmp_path, "h0"), host_pair(tmp_path, "h1")
+    add_files(h0, "new.txt")
+    PairIndexes("h0").after_run(h0, CHANGED, fence)
+    add_files(h1, "old.txt")
+    with ConnectionPool(url, min_size=1, max_size=1, open=True) as pool:
+        with pair_lock(h1.state_dir, KEY):  # the pair runs here: its index is current, the plan is made from it
+            PairIndexes("h1").before_dry_run(h1, pool)
+        assert files(h1) == {"old.txt"} and "the dry run uses this host's index" in caplog.text
+        PairIndexes("h1").before_dry_run(h1, pool)
+    assert files(h1) == {"new.txt"} and read_mark(h1.state_dir) == Mark(1)
+    assert saved(url) == [(1, "h0")]  # a dry run saves nothing
