@@ -170,8 +170,9 @@ class PairIndexes:
 
     def _take(self, pair: PairConfig, conn: psycopg.Connection[Any]) -> None:
         mark = read_mark(pair.state_dir)
+        known = mark.generation if pair.index_path.exists() else -1  # no index here: any snapshot will do
         try:
-            found = index_snapshot(conn, pair.key, mark.generation)
+            found = index_snapshot(conn, pair.key, known)
         except psycopg.Error as exc:
             raise NotNow(f"cannot read the cluster's index of {pair.key}: {exc}") from exc
         if found is None:  # no daemon saved one yet: this index is the best there is

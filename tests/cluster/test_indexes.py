@@ -241,6 +241,9 @@ def test_a_missing_index_becomes_the_snapshot_and_stale_sidecars_go(tmp_path: Pa
 
     PairIndexes("h1").before_run(h1, fence)  # h1 never ran the pair
     assert files(h1) == {"a.txt", "b.txt"}
+    h1.index_path.unlink()  # lost since (its mark says generation 1 all the same)
+    PairIndexes("h1").before_run(h1, fence)
+    assert files(h1) == {"a.txt", "b.txt"} and read_mark(h1.state_dir) == Mark(1)
     store = Store.open(h1.index_path)
     try:  # a run of h0 that died after the snapshot may have written there: h1 lists the bucket
         assert store.side_scans()["bucket"].marker is None
