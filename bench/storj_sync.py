@@ -8,13 +8,15 @@ Two parts (``--parts tree,transfer``, both by default):
 * transfer: one file of ``--transfer-mib`` MiB (1 GiB by default), uploaded by syncd
   (``syncd now``, a folder holding it <-> an empty bucket) and by ``rclone copy``, then
   downloaded by each into an empty folder (syncd: a new pair of an empty folder and its
-  bucket). The downloads are compared with the original byte for byte (not timed).
+  bucket), ``--downloads`` times, the two tools taking turns going first; with more than one,
+  the median and range of the ratios are printed too. The downloads are compared with the
+  original byte for byte (not timed).
 
 Each run's wall time, the child's CPU time (user + system, os.wait4) and peak RSS are
 printed as tables with ratios to syncd.
 
     python bench/storj_sync.py [--parts tree,transfer] [--files 1000] [--big-mib 256]
-                               [--transfer-mib 1024] [--concurrency 4] [--download-parts N]
+                               [--transfer-mib 1024] [--concurrency 4] [--download-parts N] [--downloads N]
                                [--network-json PATH]   # reuse a running network's info file
 """
 
@@ -27,6 +29,7 @@ import json
 import os
 import random
 import secrets
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -53,6 +56,7 @@ class Sample:
     max_rss_mb: float
     user_seconds: float
     sys_seconds: float
+    load: float = 0.0  # the 1-minute load average when the run ended
 
     @property
     def cpu_seconds(self) -> float:
@@ -80,7 +84,7 @@ def run_measured(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | 
         if code != 0:
             log.seek(0)
             raise SystemExit(f"{' '.join(cmd[:4])} ... exited {code}:\n{log.read().decode(errors='replace')[-2000:]}")
-    return Sample(elapsed, usage.ru_maxrss / 1024, usage.ru_utime, usage.ru_stime)
+    return Sample(elapsed, usage.ru_maxrss / 1024, usage.ru_utime, usage.ru_stime, os.getloadavg()[0])
 
 
 def make_tree(root: Path, files: int, big_mib: int, seed: int = 11) -> int:
@@ -215,8 +219,11 @@ def settled(cmd: list[str], env: dict[str, str] | None = None, cwd: Path | None 
     return run_measured(cmd, env, cwd)
 
 
-def bench_transfer(net: Network, work: Path, mib: int, concurrency: int) -> dict[str, dict[str, Sample]]:
-    """One file of ``mib`` MiB up and down, by syncd and by ``rclone copy``: {run: {tool: sample}}."""
+def bench_transfer(
+    net: Network, work: Path, mib: int, concurrency: int, downloads: int
+) -> dict[str, dict[str, Sample]]:
+    """One file of ``mib`` MiB up, then down ``downloads`` times, by syncd and by ``rclone copy``
+    (the two take turns going first): {run: {tool: sample}}, runs "upload", "download 1", ..."""
     source = work / "up"
     source.mkdir(parents=True)
     make_tree(source, 0, mib, seed=13)
@@ -224,23 +231,25 @@ def bench_transfer(net: Network, work: Path, mib: int, concurrency: int) -> dict
     rclone = [require_rclone(), "copy", f"--transfers={concurrency}", f"--checkers={concurrency}"]
     env = rclone_env(net.grant)
     syncd_bucket, rclone_bucket = net.new_bucket(), net.new_bucket()
-    table: dict[str, dict[str, Sample]] = {"upload": {}, "download": {}}
+    table: dict[str, dict[str, Sample]] = {"upload": {}}
     try:
         table["upload"]["syncd"] = settled(syncd_now(net, source, syncd_bucket, work / "s-up", concurrency), cwd=REPO)
         table["upload"]["rclone"] = settled([*rclone, str(source), f"sj:{rclone_bucket}"], env)
         print("transfer: uploads done", flush=True)
-        for tool in ("syncd", "rclone"):
-            down = work / f"down-{tool}"
-            down.mkdir()
-            if tool == "syncd":
-                cmd = syncd_now(net, down, syncd_bucket, work / "s-down", concurrency)
-                table["download"][tool] = settled(cmd, cwd=REPO)
-            else:
-                table["download"][tool] = settled([*rclone, f"sj:{rclone_bucket}", str(down)], env)
-            if not filecmp.cmp(big, down / "big.bin", shallow=False):
-                raise SystemExit(f"{tool}'s download differs from the file uploaded")
-            (down / "big.bin").unlink()  # the disk holds one copy at a time
-        print("transfer: downloads done", flush=True)
+        for i in range(1, downloads + 1):
+            run = table[f"download {i}"] = {}
+            for tool in ("syncd", "rclone") if i % 2 else ("rclone", "syncd"):
+                down = work / f"down-{tool}-{i}"
+                down.mkdir()
+                if tool == "syncd":
+                    cmd = syncd_now(net, down, syncd_bucket, work / f"s-down-{i}", concurrency)
+                    run[tool] = settled(cmd, cwd=REPO)
+                else:
+                    run[tool] = settled([*rclone, f"sj:{rclone_bucket}", str(down)], env)
+                if not filecmp.cmp(big, down / "big.bin", shallow=False):
+                    raise SystemExit(f"{tool}'s download differs from the file uploaded")
+                (down / "big.bin").unlink()  # the disk holds one copy at a time
+            print(f"transfer: download {i} of {downloads} done (load {os.getloadavg()[0]:.1f})", flush=True)
     finally:
         for bucket in (syncd_bucket, rclone_bucket):
             with contextlib.suppress(uplink.UplinkError):
@@ -249,18 +258,33 @@ def bench_transfer(net: Network, work: Path, mib: int, concurrency: int) -> dict
 
 
 def print_transfer(table: dict[str, dict[str, Sample]], mib: int) -> None:
-    print(f"\none file of {mib} MiB (CPU: user + sys of the child)")
+    print(f"\none file of {mib} MiB (CPU: user + sys of the child; load: 1-minute average at the end of the run)")
     print(
-        f"{'run':<9} {'syncd s':>8} {'rclone s':>9} {'time syncd/rclone':>18} {'syncd CPU':>16} "
-        f"{'rclone CPU':>16} {'CPU syncd/rclone':>17} {'RSS MB syncd':>13} {'rclone':>7}"
+        f"{'run':<11} {'syncd s':>8} {'rclone s':>9} {'time syncd/rclone':>18} {'syncd CPU':>16} "
+        f"{'rclone CPU':>16} {'CPU syncd/rclone':>17} {'RSS MB syncd':>13} {'rclone':>7} {'load':>5}"
     )
     for run, tools in table.items():
         ours, theirs = tools["syncd"], tools["rclone"]
         print(
-            f"{run:<9} {ours.seconds:>8.2f} {theirs.seconds:>9.2f} {ours.seconds / theirs.seconds:>18.2f} "
+            f"{run:<11} {ours.seconds:>8.2f} {theirs.seconds:>9.2f} {ours.seconds / theirs.seconds:>18.2f} "
             f"{ours.cpu_seconds:>6.2f} ({ours.user_seconds:.1f}+{ours.sys_seconds:.1f}) "
             f"{theirs.cpu_seconds:>6.2f} ({theirs.user_seconds:.1f}+{theirs.sys_seconds:.1f}) "
-            f"{ours.cpu_seconds / theirs.cpu_seconds:>17.2f} {ours.max_rss_mb:>13.0f} {theirs.max_rss_mb:>7.0f}"
+            f"{ours.cpu_seconds / theirs.cpu_seconds:>17.2f} {ours.max_rss_mb:>13.0f} {theirs.max_rss_mb:>7.0f} "
+            f"{max(ours.load, theirs.load):>5.1f}"
+        )
+    downs = [tools for run, tools in table.items() if run.startswith("download")]
+    if len(downs) > 1:
+
+        def spread(values: list[float], digits: int = 2) -> str:
+            return f"{statistics.median(values):.{digits}f} ({min(values):.{digits}f}-{max(values):.{digits}f})"
+
+        time_ratio = [t["syncd"].seconds / t["rclone"].seconds for t in downs]
+        cpu_ratio = [t["syncd"].cpu_seconds / t["rclone"].cpu_seconds for t in downs]
+        rss = {tool: [t[tool].max_rss_mb for t in downs] for tool in ("syncd", "rclone")}
+        print(
+            f"downloads: median (range) of {len(downs)}: time syncd/rclone {spread(time_ratio)}, "
+            f"CPU syncd/rclone {spread(cpu_ratio)}, peak RSS MB syncd {spread(rss['syncd'], 0)} "
+            f"rclone {spread(rss['rclone'], 0)}, load {spread([t['syncd'].load for t in downs], 1)}"
         )
 
 
@@ -286,6 +310,7 @@ def main() -> None:
     parser.add_argument("--transfer-mib", type=int, default=1024, help="size of the transfer part's file")
     parser.add_argument("--concurrency", type=int, default=4, help="syncd transfers / rclone --transfers (1-16)")
     parser.add_argument("--download-parts", type=int, help="syncd's download_parts (default: the setting's)")
+    parser.add_argument("--downloads", type=int, default=1, help="download the transfer file this many times each")
     parser.add_argument("--network-json", type=Path, help="info file of a running local network")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
@@ -317,7 +342,9 @@ def main() -> None:
                     table[name] = bench(net, tree, scratch, concurrency)
                     print(f"{name}: done", flush=True)
             if "transfer" in parts:
-                transfer = bench_transfer(net, work / "transfer", args.transfer_mib, concurrency)
+                transfer = bench_transfer(
+                    net, work / "transfer", args.transfer_mib, concurrency, max(1, args.downloads)
+                )
         finally:
             net.close()
     if table:
