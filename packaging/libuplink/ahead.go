@@ -46,6 +46,12 @@ const (
 	tooManyRequestsPause = 5 * time.Millisecond
 )
 
+// partSource is what a part reads from: its uplink download (in tests, a fake).
+type partSource interface {
+	io.ReadCloser
+	Info() *object.VersionedObject
+}
+
 type aheadPart struct {
 	offset int64
 	buf    []byte // the part's bytes: [0:filled) have arrived, [read:filled) are unread
@@ -67,7 +73,7 @@ type aheadReader struct {
 	// firstPart is the download opened to learn the object's size and version:
 	// it reads the first part (it was opened for the whole range, and moves no
 	// data until read).
-	firstPart *object.VersionedDownload
+	firstPart partSource
 
 	mu      sync.Mutex
 	changed *sync.Cond // the part Read waits for has what it needs, or ended
@@ -76,6 +82,7 @@ type aheadReader struct {
 	// Read is woken once per read, not at each of uplink's reads of a few KiB.
 	waitFor  *aheadPart
 	waitFill int
+	wakes    int // how often Read was woken (tests count them)
 	queue    []*aheadPart
 	next     int64 // where the next part not started yet begins
 	closed   bool
@@ -115,7 +122,7 @@ func (r *aheadReader) startPart(buf []byte) {
 
 // fetch fills part, from source when given (else from a download of its own),
 // under the deadline of its bytes: a part that stalls cancels the download.
-func (r *aheadReader) fetch(part *aheadPart, source *object.VersionedDownload) {
+func (r *aheadReader) fetch(part *aheadPart, source partSource) {
 	var err error
 	limit := r.project.limits.forBytes(int64(len(part.buf)) * int64(r.parts))
 	if r.s.watch(limit, func() { err = r.fill(part, source) }) {
@@ -127,7 +134,7 @@ func (r *aheadReader) fetch(part *aheadPart, source *object.VersionedDownload) {
 	r.mu.Unlock()
 }
 
-func (r *aheadReader) fill(part *aheadPart, source *object.VersionedDownload) (err error) {
+func (r *aheadReader) fill(part *aheadPart, source partSource) (err error) {
 	if source == nil {
 		if source, err = r.open(part); err != nil {
 			return err
@@ -163,9 +170,13 @@ func (r *aheadReader) fill(part *aheadPart, source *object.VersionedDownload) (e
 }
 
 // open starts the download of part.
-func (r *aheadReader) open(part *aheadPart) (*object.VersionedDownload, error) {
+func (r *aheadReader) open(part *aheadPart) (partSource, error) {
 	opts := &object.DownloadObjectOptions{Offset: part.offset, Length: int64(len(part.buf))}
-	return openDownload(r.s.ctx, r.project.Project, r.bucket, r.key, opts)
+	d, err := openDownload(r.s.ctx, r.project.Project, r.bucket, r.key, opts)
+	if err != nil {
+		return nil, err // not a nil *VersionedDownload in a non-nil interface
+	}
+	return d, nil
 }
 
 // openDownload starts a download. The satellite limits how often one object may
@@ -228,6 +239,7 @@ func (r *aheadReader) Read(p []byte) (int, error) {
 		r.waitFor, r.waitFill = head, want
 		r.changed.Wait()
 		r.waitFor = nil
+		r.wakes++
 	}
 }
 
