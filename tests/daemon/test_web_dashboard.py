@@ -333,6 +333,8 @@ def test_a_one_user_instance_leaves_the_dashboard_to_the_main_daemon(world: Worl
     port = free_port()
     two_users(world, port)
     daemon = world.daemon("--only", "alice", "--socket", str(world.socket), "--first-run-within", "3600")
+    # the socket answers before the dashboard is decided on; the 'serving' line comes after it
+    wait_for(lambda: daemon.lines(" serving "), WAIT_S, "the daemon's 'serving' line")
     assert "web dashboard: not served by an --only instance" in daemon.log()
     with pytest.raises(requests.ConnectionError):
         requests.get(f"http://127.0.0.1:{port}/", timeout=5)
