@@ -8,7 +8,7 @@ Two parts (``--parts tree,transfer``, both by default):
 * transfer: one file of ``--transfer-mib`` MiB (1 GiB by default), uploaded by syncd
   (``syncd now``, a folder holding it <-> an empty bucket) and by ``rclone copy``, then
   downloaded by each into an empty folder (syncd: a new pair of an empty folder and its
-  bucket), ``--downloads`` times, the two tools taking turns going first; with more than one,
+  bucket), ``--downloads`` times after an untimed one, the two tools taking turns going first; with more than one,
   the median and range of the ratios are printed too. The downloads are compared with the
   original byte for byte (not timed).
 
@@ -236,6 +236,13 @@ def bench_transfer(
         table["upload"]["syncd"] = settled(syncd_now(net, source, syncd_bucket, work / "s-up", concurrency), cwd=REPO)
         table["upload"]["rclone"] = settled([*rclone, str(source), f"sj:{rclone_bucket}"], env)
         print("transfer: uploads done", flush=True)
+        # An untimed download first: the first one after the uploads (syncd's, going first) ran
+        # 1.3-1.8x as long as its later ones, with more system time (this VM's host takes free
+        # memory back; the first run after the uploads faults in cold memory for what it caches).
+        warm = work / "down-warm-up"
+        warm.mkdir()
+        settled([*rclone, f"sj:{rclone_bucket}", str(warm)], env)
+        (warm / "big.bin").unlink()
         for i in range(1, downloads + 1):
             run = table[f"download {i}"] = {}
             for tool in ("syncd", "rclone") if i % 2 else ("rclone", "syncd"):
