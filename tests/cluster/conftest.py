@@ -147,6 +147,20 @@ class Cluster:
         return found[0]
 
 
+def write_cluster_config(base: Path, url: str, users: dict[str, str], extra: str = "") -> None:
+    """The config every daemon of a test cluster shares (``base/syncd.toml``): one pair per user,
+    ``users`` maps a user to its files folder (relative to a daemon's folder); its bucket is
+    ``base/buckets/USER``; ``extra`` lines go in each user's section."""
+    sections = "".join(
+        f'\n[users.{name}]\nfiles  = {{ type = "local", path = "{files}" }}\n'
+        f'bucket = {{ type = "dir",   path = "../buckets/{name}" }}\n{extra}'
+        for name, files in users.items()
+    )
+    (base / "syncd.toml").write_text(
+        f'[daemon]\nstate_dir = "state"\nsocket = "run/control.sock"\ninterval = "1h"\ncluster = "{url}"\n{sections}'
+    )
+
+
 @pytest.fixture
 def cluster(cluster_db: str) -> Iterator[Cluster]:
     base = Path(tempfile.mkdtemp(prefix="sdc-", dir="/tmp"))  # AF_UNIX paths: keep them short

@@ -20,7 +20,7 @@ from procrastinate.schema import SchemaManager
 from syncd.cluster.database import ClusterDatabase
 from syncd.cluster.fence import LOST_AFTER_S, PairFence, pair_lock_id
 from syncd.control import PAUSED_FILE
-from tests.cluster.conftest import Cluster, Member
+from tests.cluster.conftest import Cluster, Member, write_cluster_config
 from tests.daemons import bucket_files, tree_files, wait_for
 
 pytestmark = pytest.mark.postgres
@@ -88,18 +88,7 @@ def make_world(cluster: Cluster) -> None:
     root.mkdir(parents=True)
     for i in range(N_FILES):
         (root / f"f{i:02d}.bin").write_bytes(bytes([i]) * SIZE)
-    (cluster.base / "syncd.toml").write_text(f"""
-[daemon]
-state_dir = "state"
-socket = "run/control.sock"
-interval = "1h"
-cluster = "{cluster.url}"
-
-[users.alice]
-files  = {{ type = "local", path = "../trees/alice" }}
-bucket = {{ type = "dir",   path = "../buckets/alice" }}
-bwlimit = "64K"
-""")
+    write_cluster_config(cluster.base, cluster.url, {"alice": "../trees/alice"}, extra='bwlimit = "64K"\n')
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ import signal
 
 import pytest
 
-from tests.cluster.conftest import Cluster, Member
+from tests.cluster.conftest import Cluster, Member, write_cluster_config
 from tests.daemons import bucket_files, sha, tree_files
 
 pytestmark = pytest.mark.postgres
@@ -26,17 +26,7 @@ def make_world(cluster: Cluster) -> None:
     tree = cluster.base / "trees" / "alice"
     tree.mkdir(parents=True)
     (tree / "keep.txt").write_text("v1\n")
-    (cluster.base / "syncd.toml").write_text(f"""
-[daemon]
-state_dir = "state"
-socket = "run/control.sock"
-interval = "1h"
-cluster = "{cluster.url}"
-
-[users.alice]
-files  = {{ type = "local", path = "../trees/alice" }}
-bucket = {{ type = "dir",   path = "../buckets/alice" }}
-""")
+    write_cluster_config(cluster.base, cluster.url, {"alice": "../trees/alice"})
 
 
 def sync_now(member: Member) -> str:

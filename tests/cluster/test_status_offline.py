@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from syncd.outcomes import ExitCode
-from tests.cluster.conftest import Cluster, Member
+from tests.cluster.conftest import Cluster, Member, write_cluster_config
 
 PAIR = "alice/default"
 
@@ -20,21 +20,7 @@ def write_config(base: Path, url: str) -> None:
     (base / "trees" / "alice").mkdir(parents=True, exist_ok=True)
     (base / "trees" / "alice" / "a.txt").write_text("alice\n")
     (base / "trees" / "bob").mkdir(parents=True, exist_ok=True)
-    (base / "syncd.toml").write_text(f"""
-[daemon]
-state_dir = "state"
-socket = "run/control.sock"
-interval = "1h"
-cluster = "{url}"
-
-[users.alice]
-files  = {{ type = "local", path = "../trees/alice" }}
-bucket = {{ type = "dir",   path = "../buckets/alice" }}
-
-[users.bob]
-files  = {{ type = "local", path = "../trees/bob" }}
-bucket = {{ type = "dir",   path = "../buckets/bob" }}
-""")
+    write_cluster_config(base, url, {"alice": "../trees/alice", "bob": "../trees/bob"})
 
 
 def rows(member: Member) -> dict[str, dict[str, object]]:

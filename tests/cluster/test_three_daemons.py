@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from tests.cluster.conftest import Cluster
+from tests.cluster.conftest import Cluster, write_cluster_config
 from tests.daemons import bucket_files, tree_files
 
 pytestmark = [pytest.mark.postgres, pytest.mark.slow]
@@ -33,7 +33,7 @@ def user(i: int) -> str:
 
 def make_world(cluster: Cluster) -> None:
     rng = random.Random(14)
-    sections = []
+    sections: dict[str, str] = {}
     for i in range(N_PAIRS):
         mounted = i < MOUNTED
         root = cluster.base / ("mounted" if mounted else "trees") / user(i)
@@ -41,20 +41,8 @@ def make_world(cluster: Cluster) -> None:
         (root / "readme.txt").write_text(f"hello {user(i)}\n")
         (root / "docs" / "notes.md").write_text(f"# notes of {user(i)}\n")
         (root / "big.bin").write_bytes(rng.randbytes(BIG))
-        files = f"mnt/{user(i)}" if mounted else f"../trees/{user(i)}"
-        sections.append(f"""
-[users.{user(i)}]
-files  = {{ type = "local", path = "{files}" }}
-bucket = {{ type = "dir",   path = "../buckets/{user(i)}" }}
-bwlimit = "64K"
-""")
-    (cluster.base / "syncd.toml").write_text(f"""
-[daemon]
-state_dir = "state"
-socket = "run/control.sock"
-interval = "1h"
-cluster = "{cluster.url}"
-{"".join(sections)}""")
+        sections[user(i)] = f"mnt/{user(i)}" if mounted else f"../trees/{user(i)}"
+    write_cluster_config(cluster.base, cluster.url, sections, extra='bwlimit = "64K"\n')
 
 
 def open_runs(cluster: Cluster, host: str) -> list[tuple[Any, ...]]:
