@@ -1,9 +1,10 @@
 """Helpers for the tests that run real daemon processes (tests/daemon, tests/cluster): the
-``syncd`` command, a bounded wait for an event, and the content of a tree or a dir bucket."""
+``syncd`` command (and a run of it), a bounded wait for an event, and the content of a tree or a dir bucket."""
 
 from __future__ import annotations
 
 import hashlib
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -12,10 +13,24 @@ from typing import Any
 
 from syncd.remotes.dirbucket import DirBucket
 
+REPO = Path(__file__).resolve().parents[1]  # daemons run from the checkout, never from a test's folder
+
 
 def syncd_cmd() -> list[str]:
     """The ``syncd`` command as a module of this interpreter."""
     return [sys.executable, "-m", "syncd"]
+
+
+def run_cli(config: Path, *args: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    """``syncd --config CONFIG ARGS`` run to its end (at most ``timeout`` s) from the checkout, output captured."""
+    return subprocess.run(
+        [*syncd_cmd(), "--config", str(config), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=REPO,
+        check=False,
+    )
 
 
 def wait_for(condition: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:

@@ -26,9 +26,8 @@ import psycopg
 import pytest
 
 from syncd.cluster.database import psycopg_url
-from tests.daemons import syncd_cmd, wait_for
+from tests.daemons import REPO, run_cli, syncd_cmd, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 60.0
 
 
@@ -76,14 +75,7 @@ class Member:
         return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
 
     def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*syncd_cmd(), "--config", str(self.config), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=REPO,
-            check=False,
-        )
+        return run_cli(self.config, *args, timeout=timeout)
 
 
 @dataclass

@@ -20,9 +20,8 @@ import pytest
 from syncd.control import Request, send
 from syncd.errors import DaemonUnavailable
 from syncd.remotes.dirbucket import DirBucket
-from tests.daemons import sha, syncd_cmd, wait_for
+from tests.daemons import REPO, run_cli, sha, syncd_cmd, wait_for
 
-REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
 
@@ -72,14 +71,7 @@ bucket = {{ type = "dir",   path = "bucket-bob" }}
         return daemon
 
     def cli(self, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
-            [*syncd_cmd(), "--config", str(self.config), *args],
-            capture_output=True,
-            text=True,
-            timeout=timeout,
-            cwd=REPO,
-            check=False,
-        )
+        return run_cli(self.config, *args, timeout=timeout)
 
     def request(self, op: str, target: str | None = None, **flags: bool) -> list[dict[str, Any]]:
         return list(send(self.socket, Request(op, target, **flags), timeout=60))
